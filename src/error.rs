@@ -1,0 +1,36 @@
+//! The top-level error and the exit codes it maps to.
+//!
+//! Exit codes: 0 success; 1 the config is invalid or the daemon could not
+//! start or install; 2 the command line is wrong (clap exits with it).
+
+use std::io;
+
+use crate::platform;
+
+/// Why `wininetd` stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{count} error(s) in {file}")]
+    Config { file: String, count: usize },
+    #[error("cannot listen on port {port}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the event loop")]
+    Runtime(#[source] io::Error),
+    #[error("cannot wait for stop signals")]
+    Signals(#[source] io::Error),
+    #[error("cannot find this program's own path")]
+    CurrentExe(#[source] io::Error),
+    #[error(transparent)]
+    Install(#[from] platform::InstallError),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        1
+    }
+}

@@ -1,0 +1,52 @@
+//! wininetd: an inetd-style super-server.
+//!
+//! A config file maps TCP ports to command lines. For each connection the
+//! server starts the port's program with the connection as its standard
+//! input, output and error. A connection's life has four stages, each a
+//! module:
+//!
+//! ```text
+//! listen  →  admit  →  spawn  →  reap
+//! (bind,     (session   (build the   (wait for the exit, log it,
+//!  accept)    slots)     child, hand  give the slot back, end the
+//!                        it the       process tree on stop)
+//!                        socket)
+//! ```
+//!
+//! Around them: [`config`] (parse, then resolve), [`server`] (the accept
+//! tasks and the stop), [`logging`], [`cli`], and [`platform`], the only
+//! place where operating systems differ.
+
+pub mod admit;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod listen;
+pub mod logging;
+#[allow(unsafe_code)]
+pub mod platform;
+pub mod reap;
+pub mod server;
+pub mod spawn;
+
+use std::future::Future;
+
+pub use error::Error;
+
+/// Runs the server for `config` until `shutdown` resolves (with the name of
+/// what asked for the stop), on a single-threaded runtime: the daemon's own
+/// work is small next to starting processes, and one thread keeps it lean.
+pub fn run<F>(
+    config: config::Config,
+    settings: cli::Settings,
+    shutdown: impl FnOnce() -> F,
+) -> Result<(), Error>
+where
+    F: Future<Output = &'static str>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async { server::serve(config, settings, shutdown()).await })
+}

@@ -1,0 +1,20 @@
+//! The one place where operating systems differ.
+//!
+//! Everything outside this module is portable: it uses no `cfg(unix)` or
+//! `cfg(windows)`, no OS crate and no `unsafe`. Each OS module provides the
+//! same items:
+//!
+//! - users: [`Identity`], [`lookup_user`], [`can_switch_users`],
+//!   [`USES_PASSWORDS`];
+//! - programs: [`split_command_line`], [`executable_candidates`],
+//!   [`is_executable`], [`DEFAULT_CONFIG`];
+//! - sockets: [`Listener`] (an accept loop's socket), [`LISTENER_OPTIONS_INHERITED`];
+//! - children: [`spawn`] a program on an accepted socket, [`Child`] (wait,
+//!   signal its whole tree), [`ExitStatus`] formatting;
+//! - the process: [`init_process`], [`shutdown_signal`], [`notify_ready`],
+//!   the system log ([`SystemLog`]) and service installation.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::*;

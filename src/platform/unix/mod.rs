@@ -1,0 +1,470 @@
+//! Unix: POSIX users and groups, process groups, signals, syslog, systemd.
+
+#![allow(unsafe_code)]
+
+mod install;
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid, User};
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::config::Secret;
+
+pub use install::{InstallError, InstallSpec, install, remove};
+
+/// Where the daemon looks for its config when `--cfgfile` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/wininetd.conf";
+
+/// [`DEFAULT_CONFIG`] as a path.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from(DEFAULT_CONFIG)
+}
+
+/// Unix switches users without their password.
+pub const USES_PASSWORDS: bool = false;
+
+/// Linux copies a listening socket's options (SO_LINGER, SO_RCVTIMEO,
+/// SO_SNDTIMEO) to the sockets `accept` returns, so they are set once on the
+/// listener instead of on every connection. Other systems get them per
+/// connection.
+pub const LISTENER_OPTIONS_INHERITED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+// ---------------------------------------------------------------- users --
+
+/// An account to run a service's program as, resolved at load so that the
+/// accept path does no lookup.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    home: PathBuf,
+}
+
+/// Why a user cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("unknown user {0:?}")]
+    Unknown(String),
+    #[error("user name {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("cannot look up user {name:?}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Looks up `name` in the user database with its supplementary groups.
+/// The password is not needed on Unix.
+pub fn lookup_user(name: &str, _password: Option<&Secret>) -> Result<Identity, UserError> {
+    let lookup = |source| UserError::Lookup {
+        name: name.to_owned(),
+        source,
+    };
+    let user = User::from_name(name)
+        .map_err(lookup)?
+        .ok_or_else(|| UserError::Unknown(name.to_owned()))?;
+    let cname = CString::new(name).map_err(|_| UserError::Nul(name.to_owned()))?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(lookup)?;
+    Ok(Identity {
+        name: user.name,
+        uid: user.uid,
+        gid: user.gid,
+        groups,
+        home: user.dir,
+    })
+}
+
+/// Only root can start programs as another user.
+pub fn can_switch_users() -> bool {
+    Uid::effective().is_root()
+}
+
+// ------------------------------------------------------------- programs --
+
+/// Splits a command line into argv the way a POSIX shell would (quotes and
+/// backslashes), without running a shell.
+pub fn split_command_line(cmdline: &str) -> Result<Vec<String>, String> {
+    shlex::split(cmdline)
+        .ok_or_else(|| "unterminated quote or trailing backslash in the command line".to_owned())
+}
+
+/// The files a bare program name may be in `dir`.
+pub fn executable_candidates(dir: &Path, name: &str) -> impl Iterator<Item = PathBuf> + use<> {
+    std::iter::once(dir.join(name))
+}
+
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+// -------------------------------------------------------------- sockets --
+
+/// Options every listening socket gets before `bind`: SO_REUSEADDR, so a
+/// restart is not refused while old connections are in TIME_WAIT (on Unix
+/// it does not let another process take a port that is in use).
+pub fn configure_listener(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_address(true)
+}
+
+/// The error `socket()` gives for an address family the host lacks.
+pub fn is_family_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+/// A bound, listening socket registered with the runtime.
+#[derive(Debug)]
+pub struct Listener {
+    socket: AsyncFd<Socket>,
+}
+
+impl Listener {
+    /// Takes a socket that is already bound and listening.
+    pub fn new(socket: Socket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        // SAFETY: a `socket2::Socket` owns its descriptor and returns the
+        // same one from `as_raw_fd` until it is dropped, which only happens
+        // with the `AsyncFd`.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self { socket })
+    }
+
+    /// Waits until a connection is pending.
+    pub async fn ready(&self) -> io::Result<()> {
+        self.socket.readable().await.map(drop)
+    }
+
+    /// Accepts one pending connection; `None` when nothing was pending after
+    /// all. The new socket is blocking (a child's stdio must be) and
+    /// close-on-exec.
+    pub async fn accept(&self) -> io::Result<Option<(Socket, SocketAddr)>> {
+        let mut guard = self.socket.readable().await?;
+        match guard.try_io(|s| s.get_ref().accept()) {
+            Ok(Ok((socket, addr))) => {
+                let addr = addr.as_socket().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
+                })?;
+                Ok(Some((socket, addr)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_would_block) => Ok(None),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .get_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+    }
+}
+
+/// Errors of `accept` that say the system is short of a resource (and so
+/// retrying at once would spin) rather than that one connection failed.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+// ------------------------------------------------------------- children --
+
+/// What to run for a connection: fixed per service, built at load.
+#[derive(Debug)]
+pub struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The complete environment apart from the per-connection variables.
+    pub env: Vec<(OsString, OsString)>,
+    pub user: Option<Identity>,
+}
+
+/// Variables that must not reach a child: they describe the daemon's own
+/// relation to its service manager and would let a child speak for it.
+pub const PRIVATE_VARIABLES: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "JOURNAL_STREAM",
+];
+
+/// Adds what running as `user` means to an environment: its `HOME`, `USER`
+/// and `LOGNAME`.
+pub fn user_environment(user: &Identity) -> [(OsString, OsString); 3] {
+    [
+        ("HOME".into(), user.home.clone().into_os_string()),
+        ("USER".into(), user.name.clone().into()),
+        ("LOGNAME".into(), user.name.clone().into()),
+    ]
+}
+
+/// A running child: one session's program, leader of its own process group.
+#[derive(Debug)]
+pub struct Child {
+    inner: tokio::process::Child,
+    pid: u32,
+}
+
+pub type ExitStatus = std::process::ExitStatus;
+
+/// Starts `spec` with `socket` as its stdin, stdout and stderr, in a new
+/// process group, with `spec.env` plus `client_env`. The caller's copy of the
+/// socket is closed when this returns.
+///
+/// Without a user, the standard library spawns with `posix_spawn` (a vfork
+/// on Linux, so the daemon is not copied). With a user it must fork, because
+/// `posix_spawn` cannot change identity.
+pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
+    let socket = OwnedFd::from(socket);
+    let stdout = socket.try_clone()?;
+    let stderr = socket.try_clone()?;
+    let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(client_env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::from(socket))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(user) = &spec.user {
+        let uid = user.uid;
+        let gid = user.gid;
+        let groups = user.groups.clone();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls (setgroups, setgid, setuid,
+        // getuid/getgid); it allocates nothing (`groups` was copied before
+        // the fork).
+        unsafe {
+            command.pre_exec(move || switch_user(uid, gid, &groups));
+        }
+    }
+    let inner = command.spawn()?;
+    let pid = inner
+        .id()
+        .expect("a child just spawned has not been reaped");
+    Ok(Child { inner, pid })
+}
+
+/// Drops root for good: supplementary groups, then the primary group, then
+/// the user, each checked. Runs in the child between fork and exec.
+fn switch_user(uid: Uid, gid: Gid, groups: &[Gid]) -> io::Result<()> {
+    nix::unistd::setgroups(groups)?;
+    nix::unistd::setgid(gid)?;
+    nix::unistd::setuid(uid)?;
+    if Uid::current() != uid
+        || Uid::effective() != uid
+        || Gid::current() != gid
+        || Gid::effective() != gid
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "identity did not change",
+        ));
+    }
+    Ok(())
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit and reaps it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.inner.wait().await
+    }
+
+    /// Asks the child's whole process group to stop (SIGTERM).
+    pub fn terminate_tree(&self) {
+        self.signal_tree(Signal::SIGTERM);
+    }
+
+    /// Kills the child's whole process group (SIGKILL).
+    pub fn kill_tree(&self) {
+        self.signal_tree(Signal::SIGKILL);
+    }
+
+    fn signal_tree(&self, signal: Signal) {
+        let pgid = Pid::from_raw(i32::try_from(self.pid).expect("pids fit in pid_t"));
+        // ESRCH: the group is already gone; nothing else can fail here.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+/// `exit N` or `signal N (NAME)`, for the session end line.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit {code}");
+    }
+    match status.signal() {
+        Some(n) => match Signal::try_from(n) {
+            Ok(signal) => format!("signal {n} ({})", signal.as_str()),
+            Err(_) => format!("signal {n}"),
+        },
+        None => format!("{status}"),
+    }
+}
+
+// -------------------------------------------------------------- process --
+
+/// Makes every descriptor the daemon inherited, apart from 0, 1 and 2,
+/// close-on-exec, so that no child ever receives one (the original leaked
+/// every inheritable handle into every child).
+pub fn init_process() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: close_range only changes descriptor flags; the arguments
+        // are plain integers. CLOSE_RANGE_CLOEXEC needs Linux 5.11.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } == 0;
+        if done {
+            return;
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/dev/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number only sets a flag; a number
+        // that is not open (the directory's own, now closed) gives EBADF.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Resolves when the daemon is asked to stop (SIGTERM or SIGINT), with the
+/// signal's name.
+pub async fn shutdown_signal() -> io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Tells the service manager the daemon is ready (`READY=1` on
+/// `$NOTIFY_SOCKET`, sd_notify(3)), if it asked.
+pub fn notify_ready() -> io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = path.as_encoded_bytes();
+    let message = b"READY=1\nSTATUS=listening\n";
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        return socket.send_to_addr(message, &addr).map(drop);
+    }
+    let _ = bytes;
+    socket.send_to(message, &path).map(drop)
+}
+
+/// True when stderr is connected to the systemd journal (`$JOURNAL_STREAM`
+/// names stderr's device and inode, systemd.exec(5)).
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr().as_fd())
+        .is_ok_and(|st| dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino))
+}
+
+/// The system log: syslog(3), facility daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemLog;
+
+/// Severity of a system log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+impl SystemLog {
+    pub fn open() -> Self {
+        // SAFETY: the identifier is a 'static C string, as openlog(3)
+        // requires (it keeps the pointer).
+        unsafe {
+            libc::openlog(
+                c"wininetd".as_ptr(),
+                libc::LOG_PID | libc::LOG_NDELAY,
+                libc::LOG_DAEMON,
+            );
+        }
+        Self
+    }
+
+    pub fn write(&self, priority: Priority, message: &str) {
+        let level = match priority {
+            Priority::Error => libc::LOG_ERR,
+            Priority::Warning => libc::LOG_WARNING,
+            Priority::Info => libc::LOG_INFO,
+            Priority::Debug => libc::LOG_DEBUG,
+        };
+        let Ok(message) = CString::new(message.replace('\0', "\\0")) else {
+            return;
+        };
+        // SAFETY: a constant "%s" format with one valid C string argument.
+        unsafe {
+            libc::syslog(level, c"%s".as_ptr(), message.as_ptr());
+        }
+    }
+}
+
+/// Priority prefix for a line on a stderr that is the journal (sd-daemon(3)).
+pub fn journal_prefix(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Error => "<3>",
+        Priority::Warning => "<4>",
+        Priority::Info => "<6>",
+        Priority::Debug => "<7>",
+    }
+}

@@ -33,9 +33,11 @@ use std::future::Future;
 
 pub use error::Error;
 
-/// Runs the server for `config` until `shutdown` resolves (with the name of
-/// what asked for the stop), on a single-threaded runtime: the daemon's own
-/// work is small next to starting processes, and one thread keeps it lean.
+/// Runs the server for `config` until the future that `shutdown` returns
+/// resolves (with the name of what asked for the stop), on a single-threaded
+/// runtime: the daemon's own work is small next to starting processes, and
+/// one thread keeps it lean. `shutdown` is called inside the runtime before
+/// any port is bound, so it can register signal handlers there.
 pub fn run<F>(
     config: config::Config,
     settings: cli::Settings,
@@ -48,5 +50,8 @@ where
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    runtime.block_on(async { server::serve(config, settings, shutdown()).await })
+    runtime.block_on(async {
+        let shutdown = shutdown();
+        server::serve(config, settings, shutdown).await
+    })
 }

@@ -50,12 +50,15 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
         );
         return Ok(());
     }
-    wininetd::run(config, settings, || async {
-        match platform::shutdown_signal().await {
-            Ok(name) => name,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait for stop signals; stopping");
-                "error"
+    wininetd::run(config, settings, || {
+        let signal = platform::shutdown_signal();
+        async move {
+            match signal {
+                Ok(signal) => signal.await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for stop signals; stopping");
+                    "error"
+                }
             }
         }
     })

@@ -145,18 +145,25 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
             failing = false;
             backoff = BACKOFF_MIN;
         }
-        start_session(&endpoint, &shared, socket, peer, permit);
+        if let Err(e) = start_session(&endpoint, &shared, socket, peer, permit) {
+            if platform::is_resource_exhaustion(&e) {
+                // The connection is closed; the next would fail the same way.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
     }
 }
 
-/// Starts one session; its failure is logged and stays with it.
+/// Starts one session. A failure is logged here and closes the connection;
+/// it is returned only so that the caller can back off.
 fn start_session(
     endpoint: &Endpoint,
     shared: &Shared,
     socket: Socket,
     peer: SocketAddr,
     permit: crate::admit::Permit,
-) {
+) -> std::io::Result<()> {
     let started = Instant::now();
     let peer = listen::canonical(peer);
     let span =
@@ -164,9 +171,10 @@ fn start_session(
     let _entered = span.enter();
     let local = match socket.local_addr().map(|a| a.as_socket()) {
         Ok(Some(local)) => listen::canonical(local),
-        Ok(None) | Err(_) => {
-            warn!("cannot read the connection's local address; closing it");
-            return;
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            warn!(error = %e, "cannot read the connection's local address; closing it");
+            return Err(e);
         }
     };
     if !platform::LISTENER_OPTIONS_INHERITED {
@@ -179,7 +187,7 @@ fn start_session(
         Ok(child) => child,
         Err(e) => {
             error!(program = %endpoint.spec.program.display(), error = %e, "cannot start the program; closing the connection");
-            return;
+            return Err(e);
         }
     };
     span.record("pid", child.id());
@@ -198,4 +206,5 @@ fn start_session(
         reap::supervise(session, shared.stop.clone(), shared.settings.shutdown_grace)
             .instrument(span),
     );
+    Ok(())
 }

@@ -177,12 +177,13 @@ impl Listener {
     }
 }
 
-/// Errors of `accept` that say the system is short of a resource (and so
-/// retrying at once would spin) rather than that one connection failed.
+/// Errors of `accept` or of starting a child that say the system is short
+/// of a resource (descriptors, memory, processes: EAGAIN from fork), so that
+/// retrying at once would spin, rather than that one connection failed.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EAGAIN)
     )
 }
 
@@ -368,15 +369,19 @@ pub fn init_process() {
     }
 }
 
-/// Resolves when the daemon is asked to stop (SIGTERM or SIGINT), with the
-/// signal's name.
-pub async fn shutdown_signal() -> io::Result<&'static str> {
+/// Starts listening for the stop signals (SIGTERM, SIGINT) now, and returns
+/// a future that resolves with the signal's name when one arrives. Must be
+/// called inside the runtime, before the daemon announces itself: a signal
+/// that came earlier would otherwise kill it with the default action.
+pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }
 

@@ -38,6 +38,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub shutdown_grace: Option<u32>,
 
+    /// How a program's stdin, stdout and stderr reach the connection: the socket itself, or pipes that wininetd relays (Windows) [default: socket]
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub stdio: Option<StdioMode>,
+
     /// Run in the foreground and log to the console
     #[arg(long)]
     pub debug: bool,
@@ -50,6 +54,10 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["remove", "debug"])]
     pub install: bool,
 
+    /// With --install on Windows: start the service at boot (default: on demand, as WinInetd)
+    #[arg(long, requires = "install")]
+    pub auto_start: bool,
+
     /// Remove the installed system service
     #[arg(long, conflicts_with = "debug")]
     pub remove: bool,
@@ -57,6 +65,19 @@ pub struct Cli {
     /// With --install/--remove: a directory that prefixes every path written
     #[arg(long, value_name = "DIR", requires = "install_or_remove")]
     pub root: Option<PathBuf>,
+}
+
+/// How a child's standard handles reach its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StdioMode {
+    /// The accepted socket is the program's stdin, stdout and stderr; the
+    /// daemon is not in the data path.
+    #[default]
+    Socket,
+    /// The program gets pipes and the daemon relays them to the socket, for
+    /// Windows programs that read and write at the same time (they stall on
+    /// a synchronous socket).
+    Pipe,
 }
 
 /// What the daemon runs with, every default applied.
@@ -69,6 +90,7 @@ pub struct Settings {
     pub linger: Option<Duration>,
     pub max_sessions: usize,
     pub shutdown_grace: Duration,
+    pub stdio: StdioMode,
 }
 
 pub const DEFAULT_LINGER_SECS: u16 = 60;
@@ -98,6 +120,7 @@ impl Cli {
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS)
                     .into(),
             ),
+            stdio: self.stdio.unwrap_or_default(),
         }
     }
 
@@ -122,6 +145,15 @@ impl Cli {
         number("--linger-timeout", self.linger_timeout.map(u32::from));
         number("--max-sessions", self.max_sessions);
         number("--shutdown-grace", self.shutdown_grace);
+        if let Some(mode) = self.stdio {
+            args.push("--stdio".into());
+            args.push(
+                clap::ValueEnum::to_possible_value(&mode)
+                    .expect("no variant is skipped")
+                    .get_name()
+                    .into(),
+            );
+        }
         args
     }
 }

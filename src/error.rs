@@ -26,11 +26,16 @@ pub enum Error {
     CurrentExe(#[source] io::Error),
     #[error(transparent)]
     Install(#[from] platform::InstallError),
+    #[error("not started by the service manager (run with --debug to use the console, or --help)")]
+    NotAService,
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
-        1
+        match self {
+            Self::NotAService => 2,
+            _ => 1,
+        }
     }
 }

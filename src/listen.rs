@@ -8,7 +8,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket};
 
 use crate::cli::Settings;
 use crate::platform;
@@ -37,7 +37,7 @@ fn no_ipv6(e: &io::Error) -> bool {
 }
 
 fn bind_addr(addr: SocketAddr, settings: &Settings) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = platform::tcp_socket(Domain::for_address(addr), settings.stdio)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }

@@ -3,14 +3,21 @@
 
 use std::process::ExitCode;
 
-use wininetd::cli::Cli;
-use wininetd::config::{self, Severity};
+use wininetd::cli::{Cli, Settings};
+use wininetd::config::{self, Config, Severity};
+use wininetd::logging::Target;
 use wininetd::{Error, logging, platform};
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
     match real_main(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::NotAService) => {
+            // Started from a console with no flag: print the usage, as
+            // WinInetd did.
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            ExitCode::from(2)
+        }
         Err(e) => {
             report(&e);
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
@@ -27,22 +34,8 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
     let target = logging::target(cli.debug || cli.check);
     logging::init(target);
 
-    let loaded = config::load(&settings.config_path);
-    for diagnostic in &loaded.diagnostics {
-        eprintln!("{diagnostic}");
-    }
-    let Some(config) = loaded.config else {
-        return Err(Error::Config {
-            file: settings.config_path.display().to_string(),
-            count: loaded.error_count(),
-        });
-    };
     if cli.check {
-        let warnings = loaded
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
-            .count();
+        let (config, warnings) = load(&settings, target)?;
         println!(
             "{}: ok, {} service(s), {warnings} warning(s)",
             config.path.display(),
@@ -50,18 +43,40 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
         );
         return Ok(());
     }
-    wininetd::run(config, settings, || {
-        let signal = platform::shutdown_signal();
-        async move {
-            match signal {
-                Ok(signal) => signal.await,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot wait for stop signals; stopping");
-                    "error"
-                }
-            }
+    let daemon: platform::Daemon = Box::new(move |stop| {
+        let (config, _warnings) = load(&settings, target)?;
+        wininetd::run(config, settings, stop)
+    });
+    if cli.debug {
+        daemon(platform::console_stop())
+    } else {
+        platform::run_as_service(daemon)
+    }
+}
+
+/// Loads the config and reports its diagnostics: plain lines on stderr, and
+/// log events too when logging goes to the system log (a service's stderr
+/// may go nowhere). Returns the config and its number of warnings.
+fn load(settings: &Settings, target: Target) -> Result<(Config, usize), Error> {
+    let loaded = config::load(&settings.config_path);
+    for diagnostic in &loaded.diagnostics {
+        if target != Target::Journal {
+            eprintln!("{diagnostic}");
         }
-    })
+        match (target, diagnostic.severity) {
+            (Target::Console, _) => {}
+            (_, Severity::Error) => tracing::error!("{diagnostic}"),
+            (_, Severity::Warning) => tracing::warn!("{diagnostic}"),
+        }
+    }
+    let warnings = loaded.diagnostics.len() - loaded.error_count();
+    match loaded.config {
+        Some(config) => Ok((config, warnings)),
+        None => Err(Error::Config {
+            file: settings.config_path.display().to_string(),
+            count: loaded.error_count(),
+        }),
+    }
 }
 
 fn install_or_remove(cli: &Cli) -> Result<(), Error> {
@@ -72,6 +87,7 @@ fn install_or_remove(cli: &Cli) -> Result<(), Error> {
             root,
             exe: std::env::current_exe().map_err(Error::CurrentExe)?,
             args: cli.service_args(&cwd),
+            auto_start: cli.auto_start,
         };
         platform::install(&spec)?
     } else {

@@ -53,6 +53,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl std::future::Future<Output = &'static str>,
 ) -> Result<(), Error> {
+    platform::warn_unsupported(&settings);
     let daemon_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let mut endpoints = Vec::with_capacity(config.services.len());
     for service in &config.services {
@@ -61,7 +62,7 @@ pub async fn serve(
         let socket = listen::bind(port, &settings).map_err(listen_error)?;
         let listener = Listener::new(socket).map_err(listen_error)?;
         endpoints.push(Endpoint {
-            spec: spawn::prepare(service, &daemon_env),
+            spec: spawn::prepare(service, &daemon_env, &settings),
             service: Arc::clone(service),
             listener,
         });
@@ -186,12 +187,12 @@ fn start_session(
     let child = match platform::spawn(&endpoint.spec, socket, &env) {
         Ok(child) => child,
         Err(e) => {
-            error!(program = %endpoint.spec.program.display(), error = %e, "cannot start the program; closing the connection");
+            error!(program = %endpoint.service.program.display(), error = %e, "cannot start the program; closing the connection");
             return Err(e);
         }
     };
     span.record("pid", child.id());
-    match &endpoint.spec.user {
+    match endpoint.service.user.as_ref() {
         Some(user) => info!(user = %user.name, "session start"),
         None => info!("session start"),
     }

@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 
+use crate::cli::Settings;
 use crate::config::Service;
 use crate::platform::{self, ChildSpec};
 
@@ -27,7 +28,11 @@ pub const CLIENT_VARIABLES: [&str; 7] = [
 
 /// Builds what is fixed about `service`'s children. `daemon_env` is the
 /// daemon's environment at load.
-pub fn prepare(service: &Service, daemon_env: &[(OsString, OsString)]) -> ChildSpec {
+pub fn prepare(
+    service: &Service,
+    daemon_env: &[(OsString, OsString)],
+    settings: &Settings,
+) -> ChildSpec {
     let user_env = service.user.as_ref().map(platform::user_environment);
     let overridden = |key: &OsString| {
         CLIENT_VARIABLES.iter().any(|v| key == v)
@@ -42,12 +47,7 @@ pub fn prepare(service: &Service, daemon_env: &[(OsString, OsString)]) -> ChildS
         .cloned()
         .collect();
     env.extend(user_env.into_iter().flatten());
-    ChildSpec {
-        program: service.program.clone(),
-        args: service.args.clone(),
-        env,
-        user: service.user.clone(),
-    }
+    ChildSpec::new(service, env, settings)
 }
 
 /// The per-connection variables. Addresses are canonical (IPv4 clients as
@@ -69,6 +69,7 @@ pub fn client_env(peer: SocketAddr, local: SocketAddr) -> [(&'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use std::path::PathBuf;
 
     fn service() -> Service {
@@ -93,10 +94,13 @@ mod tests {
         .iter()
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
-        let spec = prepare(&service(), &daemon_env);
+        let settings = crate::cli::Cli::try_parse_from(["wininetd"])
+            .expect("valid")
+            .settings();
+        let spec = prepare(&service(), &daemon_env, &settings);
         assert_eq!(
-            spec.env,
-            vec![(OsString::from("PATH"), OsString::from("/bin"))]
+            spec.env(),
+            [(OsString::from("PATH"), OsString::from("/bin"))]
         );
     }
 

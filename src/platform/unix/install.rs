@@ -50,6 +50,9 @@ pub struct InstallSpec {
     /// The daemon parameters to persist, already normalised by the caller
     /// (e.g. ["--cfgfile", "/srv/x.conf", "--timeout", "30"]); paths in them are absolute.
     pub args: Vec<OsString>,
+    /// `--auto-start`: a Windows choice. On Linux the unit is always
+    /// enabled (started at boot) where systemctl is present.
+    pub auto_start: bool,
 }
 
 /// Why installing or removing the unit failed.
@@ -571,6 +574,7 @@ mod tests {
             root: root.to_owned(),
             exe: PathBuf::from("/usr/local/bin/wininetd"),
             args: os(args),
+            auto_start: false,
         }
     }
 

@@ -19,7 +19,8 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::config::Secret;
+use crate::cli::{Settings, StdioMode};
+use crate::config::{Secret, Service};
 
 pub use install::{InstallError, InstallSpec, install, remove};
 
@@ -116,6 +117,20 @@ pub fn is_executable(path: &Path) -> bool {
 
 // -------------------------------------------------------------- sockets --
 
+/// A new TCP socket, close-on-exec. `stdio` matters only on Windows.
+pub fn tcp_socket(domain: socket2::Domain, _stdio: StdioMode) -> io::Result<Socket> {
+    Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+}
+
+/// Logs settings this OS cannot honour; none on Unix.
+pub fn warn_unsupported(settings: &Settings) {
+    if settings.stdio == StdioMode::Pipe {
+        tracing::warn!(
+            "--stdio pipe is for Windows; on Unix the socket is always the program's stdio"
+        );
+    }
+}
+
 /// Options every listening socket gets before `bind`: SO_REUSEADDR, so a
 /// restart is not refused while old connections are in TIME_WAIT (on Unix
 /// it does not let another process take a port that is in use).
@@ -192,11 +207,28 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// What to run for a connection: fixed per service, built at load.
 #[derive(Debug)]
 pub struct ChildSpec {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
+    program: PathBuf,
+    args: Vec<OsString>,
     /// The complete environment apart from the per-connection variables.
-    pub env: Vec<(OsString, OsString)>,
-    pub user: Option<Identity>,
+    env: Vec<(OsString, OsString)>,
+    user: Option<Identity>,
+}
+
+impl ChildSpec {
+    /// `env` is the complete environment apart from the per-connection
+    /// variables. On Unix the socket is always the child's stdio.
+    pub fn new(service: &Service, env: Vec<(OsString, OsString)>, _settings: &Settings) -> Self {
+        Self {
+            program: service.program.clone(),
+            args: service.args.clone(),
+            env,
+            user: service.user.clone(),
+        }
+    }
+
+    pub fn env(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
 }
 
 /// Variables that must not reach a child: they describe the daemon's own
@@ -211,10 +243,10 @@ pub const PRIVATE_VARIABLES: &[&str] = &[
     "JOURNAL_STREAM",
 ];
 
-/// Adds what running as `user` means to an environment: its `HOME`, `USER`
+/// What running as `user` means to the environment: its `HOME`, `USER`
 /// and `LOGNAME`.
-pub fn user_environment(user: &Identity) -> [(OsString, OsString); 3] {
-    [
+pub fn user_environment(user: &Identity) -> Vec<(OsString, OsString)> {
+    vec![
         ("HOME".into(), user.home.clone().into_os_string()),
         ("USER".into(), user.name.clone().into()),
         ("LOGNAME".into(), user.name.clone().into()),
@@ -383,6 +415,35 @@ pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'stati
             _ = int.recv() => "SIGINT",
         }
     })
+}
+
+/// The stop future a [`Stop`] factory makes.
+pub type StopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>;
+/// Makes the stop future; called inside the runtime (see [`crate::run`]).
+pub type Stop = Box<dyn FnOnce() -> StopFuture + Send>;
+/// The daemon's body, given how it will be told to stop.
+pub type Daemon = Box<dyn FnOnce(Stop) -> Result<(), crate::Error> + Send>;
+
+/// Stop on SIGTERM or SIGINT.
+pub fn console_stop() -> Stop {
+    Box::new(|| {
+        let signal = shutdown_signal();
+        Box::pin(async move {
+            match signal {
+                Ok(signal) => signal.await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for stop signals; stopping");
+                    "error"
+                }
+            }
+        })
+    })
+}
+
+/// Runs the daemon as a service: on Unix, in the foreground (no double
+/// fork: systemd and other supervisors track the process they started).
+pub fn run_as_service(daemon: Daemon) -> Result<(), crate::Error> {
+    daemon(console_stop())
 }
 
 /// Tells the service manager the daemon is ready (`READY=1` on

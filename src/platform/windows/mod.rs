@@ -1,0 +1,510 @@
+//! Windows: accounts and logon, Winsock listeners, processes in job
+//! objects, the service control manager and the Event Log.
+//!
+//! The shape follows the Unix module item for item (see `platform/mod.rs`).
+//! Where Windows differs in substance, the item says so: a socket can be a
+//! child's standard handle only if it was created without
+//! `WSA_FLAG_OVERLAPPED` (KB Q131623), so the listener of `--stdio socket`
+//! is synchronous and accepts on a thread of its own; `--stdio pipe` gives
+//! the child pipes and relays them with overlapped I/O.
+
+#![allow(unsafe_code)]
+
+mod eventlog;
+mod install;
+mod service;
+mod spawn;
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::windows::ffi::OsStringExt;
+use std::os::windows::io::{AsRawSocket, FromRawSocket, RawSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Socket};
+use tokio::sync::{Mutex, mpsc};
+use windows_sys::Win32::Networking::WinSock;
+
+use crate::cli::{Settings, StdioMode};
+use crate::config::Secret;
+
+pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal};
+pub use install::{InstallError, InstallSpec, install, remove};
+pub use service::{Daemon, Stop, StopFuture, notify_ready, run_as_service};
+pub use spawn::{Child, ChildSpec, ExitStatus, describe_exit, spawn};
+
+/// The config file's name in the Windows directory, where WinInetd kept it.
+pub const DEFAULT_CONFIG: &str = "wininetd.conf";
+
+/// Windows needs the account's password to log it on.
+pub const USES_PASSWORDS: bool = true;
+
+/// Accepted sockets get their options one by one.
+pub const LISTENER_OPTIONS_INHERITED: bool = false;
+
+/// `%WINDIR%\wininetd.conf` (GetWindowsDirectoryW).
+pub fn default_config_path() -> PathBuf {
+    let mut buf = vec![0u16; 260];
+    loop {
+        let capacity = u32::try_from(buf.len()).expect("the buffer stays small");
+        // SAFETY: the buffer is valid for `capacity` UTF-16 units.
+        let len = unsafe {
+            windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW(
+                buf.as_mut_ptr(),
+                capacity,
+            )
+        } as usize;
+        if len == 0 {
+            return PathBuf::from(r"C:\Windows").join(DEFAULT_CONFIG);
+        }
+        if len < buf.len() {
+            return PathBuf::from(OsString::from_wide(&buf[..len])).join(DEFAULT_CONFIG);
+        }
+        buf.resize(len + 1, 0);
+    }
+}
+
+// ---------------------------------------------------------------- users --
+
+/// An account to run a service's program as. Windows logs it on for each
+/// connection (LogonUserW), as WinInetd did, so a changed password or a
+/// revoked right takes effect without a restart.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// As written in the config (`user`, `DOMAIN\user` or `user@domain`).
+    pub name: String,
+    user: String,
+    domain: Option<String>,
+    password: Secret,
+}
+
+/// Why a user cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("user name {0:?} is empty or has a NUL character")]
+    Invalid(String),
+}
+
+/// Splits `DOMAIN\user`; `user@domain` and plain `user` go to LogonUserW
+/// as they are (a plain user is looked up on this machine, ".").
+pub fn lookup_user(name: &str, password: Option<&Secret>) -> Result<Identity, UserError> {
+    let (domain, user) = match name.split_once('\\') {
+        Some((domain, user)) => (Some(domain.to_owned()), user.to_owned()),
+        None if name.contains('@') => (None, name.to_owned()),
+        None => (Some(".".to_owned()), name.to_owned()),
+    };
+    if user.is_empty() || name.contains('\0') {
+        return Err(UserError::Invalid(name.to_owned()));
+    }
+    Ok(Identity {
+        name: name.to_owned(),
+        user,
+        domain,
+        password: password.cloned().unwrap_or_else(|| Secret::new("")),
+    })
+}
+
+/// The service runs as LocalSystem, which may start programs as others;
+/// whether it really can is known only when it tries (a console run by an
+/// ordinary administrator lacks "Replace a process level token"), and a
+/// failure then refuses that connection.
+pub fn can_switch_users() -> bool {
+    true
+}
+
+/// What running as `user` adds to the environment.
+pub fn user_environment(user: &Identity) -> Vec<(OsString, OsString)> {
+    vec![("USERNAME".into(), user.user.clone().into())]
+}
+
+// ------------------------------------------------------------- programs --
+
+/// Splits a command line the way CreateProcess and the C runtime do: the
+/// program is the first token (quoted if it has spaces), arguments follow
+/// the `CommandLineToArgvW` rules. The command line itself is passed to
+/// the program as written, as WinInetd did.
+pub fn split_command_line(cmdline: &str) -> Result<Vec<String>, String> {
+    let cmdline = cmdline.trim_start();
+    let (program, rest) = if let Some(quoted) = cmdline.strip_prefix('"') {
+        let end = quoted
+            .find('"')
+            .ok_or_else(|| "unterminated quote in the program name".to_owned())?;
+        (quoted[..end].to_owned(), &quoted[end + 1..])
+    } else {
+        let end = cmdline.find([' ', '\t']).unwrap_or(cmdline.len());
+        (cmdline[..end].to_owned(), &cmdline[end..])
+    };
+    let mut argv = vec![program];
+    argv.extend(split_arguments(rest));
+    Ok(argv)
+}
+
+/// The C runtime's argument rules: 2n backslashes before a quote are n
+/// backslashes and a quote toggle; 2n+1 are n backslashes and a literal
+/// quote; `""` inside quotes is a literal quote.
+fn split_arguments(s: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return args;
+        }
+        let mut arg = String::new();
+        let mut quoted = false;
+        let mut backslashes = 0usize;
+        while let Some(&c) = chars.peek() {
+            match c {
+                '\\' => {
+                    backslashes += 1;
+                    chars.next();
+                    continue;
+                }
+                '"' => {
+                    arg.extend(std::iter::repeat_n('\\', backslashes / 2));
+                    chars.next();
+                    if backslashes % 2 == 1 {
+                        arg.push('"');
+                    } else if quoted && chars.peek() == Some(&'"') {
+                        arg.push('"');
+                        chars.next();
+                    } else {
+                        quoted = !quoted;
+                    }
+                }
+                ' ' | '\t' if !quoted => {
+                    arg.extend(std::iter::repeat_n('\\', backslashes));
+                    backslashes = 0;
+                    break;
+                }
+                c => {
+                    arg.extend(std::iter::repeat_n('\\', backslashes));
+                    arg.push(c);
+                    chars.next();
+                }
+            }
+            backslashes = 0;
+        }
+        arg.extend(std::iter::repeat_n('\\', backslashes));
+        args.push(arg);
+    }
+}
+
+/// The files a bare program name may be in `dir`: the name itself if it has
+/// an extension, else with `.exe` and `.com` (what CreateProcess runs).
+pub fn executable_candidates(dir: &Path, name: &str) -> impl Iterator<Item = PathBuf> + use<> {
+    let plain = dir.join(name);
+    let candidates = if plain.extension().is_some() {
+        vec![plain]
+    } else {
+        vec![plain.with_extension("exe"), plain.with_extension("com")]
+    };
+    candidates.into_iter()
+}
+
+/// A regular file (Windows has no execute bit; CreateProcess judges the rest).
+pub fn is_executable(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file())
+}
+
+// -------------------------------------------------------------- sockets --
+
+/// A TCP socket that no child inherits. For `--stdio socket` it is created
+/// without `WSA_FLAG_OVERLAPPED`, because only such a socket (and the
+/// sockets it accepts) can be a child's standard handle (KB Q131623); for
+/// `--stdio pipe` it is overlapped, so the relay can use asynchronous I/O.
+pub fn tcp_socket(domain: Domain, stdio: StdioMode) -> io::Result<Socket> {
+    init_winsock();
+    let mut flags = WinSock::WSA_FLAG_NO_HANDLE_INHERIT;
+    if stdio == StdioMode::Pipe {
+        flags |= WinSock::WSA_FLAG_OVERLAPPED;
+    }
+    // SAFETY: plain arguments; a null protocol info pointer is allowed.
+    let raw = unsafe {
+        WinSock::WSASocketW(
+            i32::from(domain),
+            WinSock::SOCK_STREAM,
+            WinSock::IPPROTO_TCP,
+            std::ptr::null(),
+            0,
+            flags,
+        )
+    };
+    if raw == WinSock::INVALID_SOCKET {
+        return Err(wsa_error());
+    }
+    // SAFETY: `raw` is a new, valid socket that nothing else owns.
+    Ok(unsafe { Socket::from_raw_socket(raw as RawSocket) })
+}
+
+fn wsa_error() -> io::Error {
+    // SAFETY: no arguments; reads the calling thread's last Winsock error.
+    io::Error::from_raw_os_error(unsafe { WinSock::WSAGetLastError() })
+}
+
+/// Winsock must be started before the first raw socket call; the standard
+/// library only does it when its own networking is first used.
+fn init_winsock() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        // SAFETY: WSADATA is plain data that WSAStartup fills in.
+        let mut data = unsafe { std::mem::zeroed::<WinSock::WSADATA>() };
+        // SAFETY: version 2.2 and a valid out pointer. Never cleaned up:
+        // the daemon uses Winsock until it exits.
+        unsafe { WinSock::WSAStartup(0x202, &mut data) };
+    });
+}
+
+/// SO_EXCLUSIVEADDRUSE: on Windows SO_REUSEADDR would let another process
+/// bind the same port and steal connections, so the listener asks for the
+/// opposite.
+pub fn configure_listener(socket: &Socket) -> io::Result<()> {
+    let on: i32 = 1;
+    // SAFETY: a valid socket and a pointer to an i32 of the given size.
+    let rc = unsafe {
+        WinSock::setsockopt(
+            socket.as_raw_socket() as WinSock::SOCKET,
+            WinSock::SOL_SOCKET,
+            WinSock::SO_EXCLUSIVEADDRUSE,
+            (&on as *const i32).cast(),
+            std::mem::size_of::<i32>() as i32,
+        )
+    };
+    if rc != 0 {
+        return Err(wsa_error());
+    }
+    Ok(())
+}
+
+pub fn is_family_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(WinSock::WSAEAFNOSUPPORT)
+}
+
+/// Errors that say the system is short of a resource, so that retrying at
+/// once would spin.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    use windows_sys::Win32::Foundation::{
+        ERROR_NO_SYSTEM_RESOURCES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY,
+    };
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == WinSock::WSAEMFILE
+            || code == WinSock::WSAENOBUFS
+            || code == ERROR_NOT_ENOUGH_MEMORY as i32
+            || code == ERROR_OUTOFMEMORY as i32
+            || code == ERROR_NO_SYSTEM_RESOURCES as i32
+    )
+}
+
+/// One accepted connection or the error accept gave.
+type Accepted = io::Result<(Socket, SocketAddr)>;
+
+/// A listening socket and the thread that accepts on it.
+///
+/// A synchronous socket cannot be registered with the runtime's completion
+/// port, so a thread waits for connections (WSAPoll, so that it notices a
+/// close within [`POLL_INTERVAL`]) and hands each accepted socket over a
+/// channel of one. While the daemon is at its session cap the thread stops
+/// after one connection, and the rest wait in the backlog.
+#[derive(Debug)]
+pub struct Listener {
+    addr: SocketAddr,
+    incoming: Mutex<Incoming>,
+    closed: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    rx: mpsc::Receiver<Accepted>,
+    pending: Option<Accepted>,
+}
+
+/// How often the accept thread checks whether its listener was closed.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+impl Listener {
+    pub fn new(socket: Socket) -> io::Result<Self> {
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))?;
+        socket.set_nonblocking(true)?;
+        let (tx, rx) = mpsc::channel(1);
+        let closed = Arc::new(AtomicBool::new(false));
+        let thread_closed = Arc::clone(&closed);
+        std::thread::Builder::new()
+            .name(format!("accept {addr}"))
+            .spawn(move || accept_thread(socket, tx, thread_closed))?;
+        Ok(Self {
+            addr,
+            incoming: Mutex::new(Incoming { rx, pending: None }),
+            closed,
+        })
+    }
+
+    /// Waits until a connection is pending.
+    pub async fn ready(&self) -> io::Result<()> {
+        let mut incoming = self.incoming.lock().await;
+        if incoming.pending.is_none() {
+            let next = incoming.rx.recv().await.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the accept thread stopped")
+            })?;
+            incoming.pending = Some(next);
+        }
+        Ok(())
+    }
+
+    /// The pending connection, if any.
+    pub async fn accept(&self) -> io::Result<Option<(Socket, SocketAddr)>> {
+        self.ready().await?;
+        let mut incoming = self.incoming.lock().await;
+        incoming.pending.take().transpose()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The thread owns the socket and closes it when it sees this.
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+fn accept_thread(socket: Socket, tx: mpsc::Sender<Accepted>, closed: Arc<AtomicBool>) {
+    let timeout = i32::try_from(POLL_INTERVAL.as_millis()).expect("a short interval");
+    while !closed.load(Ordering::Relaxed) {
+        let mut poll = WinSock::WSAPOLLFD {
+            fd: socket.as_raw_socket() as WinSock::SOCKET,
+            events: WinSock::POLLRDNORM,
+            revents: 0,
+        };
+        // SAFETY: one valid WSAPOLLFD.
+        let n = unsafe { WinSock::WSAPoll(&mut poll, 1, timeout) };
+        if n == 0 {
+            continue;
+        }
+        let accepted = if n < 0 {
+            Err(wsa_error())
+        } else {
+            accept_one(&socket)
+        };
+        if matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            continue;
+        }
+        let failed = accepted.is_err();
+        if tx.blocking_send(accepted).is_err() {
+            return;
+        }
+        if failed {
+            // The server backs off after an error; do not race ahead of it.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Accepts one connection and makes it blocking again (it inherits the
+/// listener's non-blocking mode), as a child's standard handle must be.
+fn accept_one(listener: &Socket) -> Accepted {
+    let (socket, addr) = listener.accept()?;
+    socket.set_nonblocking(false)?;
+    let addr = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket"))?;
+    Ok((socket, addr))
+}
+
+// -------------------------------------------------------------- process --
+
+/// Nothing to do: Windows handles are not inherited unless a child is given
+/// them explicitly, and every spawn lists exactly the handles it passes.
+pub fn init_process() {
+    init_winsock();
+}
+
+/// Variables that must not reach a child (none are special on Windows; the
+/// list is kept for symmetry with Unix).
+pub const PRIVATE_VARIABLES: &[&str] = &[];
+
+/// Logs settings this OS cannot honour.
+pub fn warn_unsupported(settings: &Settings) {
+    if settings.stdio == StdioMode::Socket && settings.timeout.is_some() {
+        tracing::warn!(
+            "--timeout has no effect with --stdio socket on Windows: a synchronous socket ignores \
+             SO_RCVTIMEO and SO_SNDTIMEO; use --stdio pipe, where the relay applies it"
+        );
+    }
+}
+
+/// Resolves when Ctrl-C or Ctrl-Break is pressed in the console.
+pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
+    let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+    let mut ctrl_break = tokio::signal::windows::ctrl_break()?;
+    Ok(async move {
+        tokio::select! {
+            _ = ctrl_c.recv() => "Ctrl-C",
+            _ = ctrl_break.recv() => "Ctrl-Break",
+        }
+    })
+}
+
+/// Stop on Ctrl-C or Ctrl-Break (`--debug`).
+pub fn console_stop() -> Stop {
+    Box::new(|| {
+        let signal = shutdown_signal();
+        Box::pin(async move {
+            match signal {
+                Ok(signal) => signal.await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for Ctrl-C; stopping");
+                    "error"
+                }
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_split_like_the_c_runtime() {
+        let split = |s| split_command_line(s).expect("valid");
+        assert_eq!(
+            split(r#"C:\bin\x.exe a "b c" d"#),
+            [r"C:\bin\x.exe", "a", "b c", "d"]
+        );
+        assert_eq!(
+            split(r#""C:\Program Files\x.exe" -v"#),
+            [r"C:\Program Files\x.exe", "-v"]
+        );
+        assert_eq!(
+            split(r#"x a\\\"b "c\\" d\e"#),
+            ["x", r#"a\"b"#, r"c\", r"d\e"]
+        );
+        assert!(split_command_line(r#""C:\x.exe a"#).is_err());
+    }
+
+    #[test]
+    fn users_and_domains() {
+        let id = lookup_user(r"CORP\alice", None).expect("valid");
+        assert_eq!(
+            (id.domain.as_deref(), id.user.as_str()),
+            (Some("CORP"), "alice")
+        );
+        let id = lookup_user("bob", Some(&Secret::new("pw"))).expect("valid");
+        assert_eq!((id.domain.as_deref(), id.user.as_str()), (Some("."), "bob"));
+        let id = lookup_user("carol@corp.example", None).expect("valid");
+        assert_eq!(id.domain, None);
+        assert!(lookup_user(r"CORP\", None).is_err());
+    }
+}

@@ -1,0 +1,656 @@
+//! Starting a connection's program on Windows, waiting for it, ending its
+//! tree.
+//!
+//! Each child:
+//! - receives exactly its own standard handles through
+//!   `PROC_THREAD_ATTRIBUTE_HANDLE_LIST` (WinInetd let every child inherit
+//!   every inheritable handle, so a connection stayed open until an
+//!   unrelated child exited);
+//! - gets an environment block of its own (WinInetd set `CLIENT_IP` in its
+//!   own environment, so concurrent clients raced);
+//! - starts suspended, joins a job object with kill-on-close, then runs, so
+//!   that ending the job ends every process it started;
+//! - with a user, runs under a token from `LogonUserW` and never, if that
+//!   fails, as the daemon's own account (WinInetd fell back to SYSTEM).
+//!
+//! See CreateProcessW, UpdateProcThreadAttribute, LogonUserW,
+//! CreateProcessAsUserW and RegisterWaitForSingleObject in the Win32 docs.
+
+use std::ffi::{OsStr, OsString, c_void};
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, RawHandle};
+use std::ptr::{null, null_mut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+use tokio::sync::oneshot;
+use windows_sys::Win32::Foundation::{
+    ERROR_LOGON_TYPE_NOT_GRANTED, ERROR_PRIVILEGE_NOT_HELD, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, SetHandleInformation,
+};
+use windows_sys::Win32::Security::{
+    LOGON32_LOGON_BATCH, LOGON32_PROVIDER_DEFAULT, LogonUserW, SECURITY_ATTRIBUTES,
+};
+use windows_sys::Win32::Storage::FileSystem::{CreateFileW, OPEN_EXISTING};
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
+    SetInformationJobObject, TerminateJobObject,
+};
+use windows_sys::Win32::System::Threading::{
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, CREATE_UNICODE_ENVIRONMENT,
+    CreateProcessAsUserW, CreateProcessW, DeleteProcThreadAttributeList,
+    EXTENDED_STARTUPINFO_PRESENT, GetExitCodeProcess, INFINITE, InitializeProcThreadAttributeList,
+    LPPROC_THREAD_ATTRIBUTE_LIST, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, PROCESS_INFORMATION,
+    RegisterWaitForSingleObject, ResumeThread, STARTF_USESTDHANDLES, STARTUPINFOEXW,
+    TerminateProcess, UnregisterWaitEx, UpdateProcThreadAttribute, WT_EXECUTEONLYONCE,
+};
+
+use super::Identity;
+use crate::cli::{Settings, StdioMode};
+use crate::config::Service;
+
+/// What to run for a connection: fixed per service, built at load.
+#[derive(Debug)]
+pub struct ChildSpec {
+    /// The program's path, NUL-terminated UTF-16.
+    application: Vec<u16>,
+    /// The command line as written in the config, UTF-16 without NUL.
+    command_line: Vec<u16>,
+    env: Vec<(OsString, OsString)>,
+    /// `env` as `K=V\0` entries, without the block's final NUL.
+    env_block: Vec<u16>,
+    user: Option<Identity>,
+    stdio: StdioMode,
+    timeout: Option<Duration>,
+}
+
+impl ChildSpec {
+    pub fn new(service: &Service, env: Vec<(OsString, OsString)>, settings: &Settings) -> Self {
+        let mut env_block = Vec::new();
+        for (key, value) in &env {
+            push_env(&mut env_block, key, value);
+        }
+        Self {
+            application: wide_nul(service.program.as_os_str()),
+            command_line: OsStr::new(&service.cmdline).encode_wide().collect(),
+            env,
+            env_block,
+            user: service.user.clone(),
+            stdio: settings.stdio,
+            timeout: settings.timeout,
+        }
+    }
+
+    pub fn env(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
+}
+
+fn push_env(block: &mut Vec<u16>, key: &OsStr, value: &OsStr) {
+    block.extend(key.encode_wide());
+    block.push(u16::from(b'='));
+    block.extend(value.encode_wide());
+    block.push(0);
+}
+
+fn wide_nul(s: &OsStr) -> Vec<u16> {
+    s.encode_wide().chain(std::iter::once(0)).collect()
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// A child's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(u32);
+
+/// `exit N`, with codes that are NTSTATUS values (crashes, kills) in hex.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    if status.0 >= 0xC000_0000 {
+        format!("exit {:#010X}", status.0)
+    } else {
+        format!("exit {}", status.0)
+    }
+}
+
+/// The exit code a job's processes get when the daemon ends them:
+/// STATUS_CONTROL_C_EXIT, what a console program stopped by Ctrl-C shows.
+const KILLED_EXIT_CODE: u32 = 0xC000_013A;
+
+/// A running child and its job.
+#[derive(Debug)]
+pub struct Child {
+    // Field order is drop order: the wait is unregistered before the
+    // process handle it waits on is closed, and the job (kill-on-close)
+    // goes last.
+    exit: ExitWait,
+    process: OwnedHandle,
+    job: OwnedHandle,
+    pid: u32,
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.exit.exited().await;
+        let mut code = 0u32;
+        // SAFETY: a valid process handle and a valid out pointer.
+        if unsafe { GetExitCodeProcess(self.process.as_raw_handle(), &mut code) } == 0 {
+            return Err(last_error());
+        }
+        Ok(ExitStatus(code))
+    }
+
+    /// Windows has no polite stop for a program without a console of its
+    /// own to signal, so this ends the tree at once, like [`Child::kill_tree`].
+    pub fn terminate_tree(&self) {
+        self.kill_tree();
+    }
+
+    /// Ends every process of the child's job.
+    pub fn kill_tree(&self) {
+        // SAFETY: a valid job handle. Failure (the job is empty) is harmless.
+        unsafe { TerminateJobObject(self.job.as_raw_handle(), KILLED_EXIT_CODE) };
+    }
+}
+
+/// Starts `spec` for a connection on `socket`.
+pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
+    let mut env = spec.env_block.clone();
+    for (key, value) in client_env {
+        push_env(&mut env, OsStr::new(key), OsStr::new(value));
+    }
+    env.push(0);
+    let token = spec.user.as_ref().map(logon).transpose()?;
+    let job = new_job()?;
+    let started = match spec.stdio {
+        StdioMode::Socket => {
+            let handle = socket.as_raw_socket() as HANDLE;
+            set_inheritable(handle)?;
+            let started = create_process(spec, &env, token.as_ref(), [handle; 3], &job);
+            drop(socket);
+            started?
+        }
+        StdioMode::Pipe => {
+            let (to_child, child_stdin) = pipe(Direction::ToChild)?;
+            let (from_child, child_stdout) = pipe(Direction::FromChild)?;
+            let stdout = child_stdout.as_raw_handle();
+            let started = create_process(
+                spec,
+                &env,
+                token.as_ref(),
+                [child_stdin.as_raw_handle(), stdout, stdout],
+                &job,
+            )?;
+            drop((child_stdin, child_stdout));
+            let stream = std::net::TcpStream::from(socket);
+            stream.set_nonblocking(true)?;
+            let stream = tokio::net::TcpStream::from_std(stream)?;
+            tokio::spawn(relay(stream, to_child, from_child, spec.timeout));
+            started
+        }
+    };
+    let exit = ExitWait::register(&started.process)?;
+    Ok(Child {
+        exit,
+        process: started.process,
+        job,
+        pid: started.pid,
+    })
+}
+
+/// Logs `user` on for a batch job. The error names the user, never the
+/// password, and the right to grant when that is the cause.
+fn logon(user: &Identity) -> io::Result<OwnedHandle> {
+    let name = wide_nul(OsStr::new(&user.user));
+    let domain = user.domain.as_deref().map(|d| wide_nul(OsStr::new(d)));
+    let mut password = wide_nul(OsStr::new(user.password.expose()));
+    let mut token: HANDLE = null_mut();
+    // SAFETY: NUL-terminated UTF-16 strings that outlive the call, and a
+    // valid out pointer for the token.
+    let ok = unsafe {
+        LogonUserW(
+            name.as_ptr(),
+            domain.as_ref().map_or(null(), |d| d.as_ptr()),
+            password.as_ptr(),
+            LOGON32_LOGON_BATCH,
+            LOGON32_PROVIDER_DEFAULT,
+            &mut token,
+        )
+    };
+    let error = last_error();
+    password.fill(0);
+    if ok == 0 {
+        let hint = if error.raw_os_error() == Some(ERROR_LOGON_TYPE_NOT_GRANTED as i32) {
+            "; grant the user the \"Log on as a batch job\" right"
+        } else {
+            ""
+        };
+        return Err(io::Error::new(
+            error.kind(),
+            format!("cannot log on as user {:?}: {error}{hint}", user.name),
+        ));
+    }
+    // SAFETY: LogonUserW succeeded, so `token` is a handle we own.
+    Ok(unsafe { OwnedHandle::from_raw_handle(token as RawHandle) })
+}
+
+fn new_job() -> io::Result<OwnedHandle> {
+    // SAFETY: null attributes and name are allowed.
+    let job = unsafe { CreateJobObjectW(null(), null()) };
+    if job.is_null() {
+        return Err(last_error());
+    }
+    // SAFETY: a handle CreateJobObjectW just returned, owned by nobody else.
+    let job = unsafe { OwnedHandle::from_raw_handle(job as RawHandle) };
+    // SAFETY: plain data, all zero is a valid starting value.
+    let mut limits = unsafe { std::mem::zeroed::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() };
+    limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+    // SAFETY: a valid job handle and a pointer to a structure of the size given.
+    let ok = unsafe {
+        SetInformationJobObject(
+            job.as_raw_handle(),
+            JobObjectExtendedLimitInformation,
+            (&limits as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+            std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+        )
+    };
+    if ok == 0 {
+        return Err(last_error());
+    }
+    Ok(job)
+}
+
+fn set_inheritable(handle: HANDLE) -> io::Result<()> {
+    // SAFETY: a valid handle; only its inherit flag changes. Only children
+    // that list it in their handle list receive it.
+    if unsafe { SetHandleInformation(handle, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+struct Started {
+    process: OwnedHandle,
+    pid: u32,
+}
+
+/// A `PROC_THREAD_ATTRIBUTE_LIST` with one attribute, deleted on drop.
+struct AttributeList {
+    buf: Vec<u64>,
+}
+
+impl AttributeList {
+    fn new() -> io::Result<Self> {
+        let mut size = 0usize;
+        // SAFETY: the documented size query: a null list and a valid size
+        // pointer (it fails with ERROR_INSUFFICIENT_BUFFER and sets `size`).
+        unsafe { InitializeProcThreadAttributeList(null_mut(), 1, 0, &mut size) };
+        let mut list = Self {
+            buf: vec![0u64; size.div_ceil(8)],
+        };
+        // SAFETY: the buffer has at least `size` bytes, 8-byte aligned.
+        if unsafe { InitializeProcThreadAttributeList(list.as_ptr(), 1, 0, &mut size) } == 0 {
+            list.buf = Vec::new();
+            return Err(last_error());
+        }
+        Ok(list)
+    }
+
+    fn as_ptr(&mut self) -> LPPROC_THREAD_ATTRIBUTE_LIST {
+        self.buf.as_mut_ptr().cast()
+    }
+}
+
+impl Drop for AttributeList {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            // SAFETY: the list was initialised and is deleted once.
+            unsafe { DeleteProcThreadAttributeList(self.as_ptr()) };
+        }
+    }
+}
+
+/// CreateProcess(AsUser)W with exactly `std`'s handles inherited, suspended
+/// until it has joined `job`.
+fn create_process(
+    spec: &ChildSpec,
+    env: &[u16],
+    token: Option<&OwnedHandle>,
+    std: [HANDLE; 3],
+    job: &OwnedHandle,
+) -> io::Result<Started> {
+    let mut inherit: Vec<HANDLE> = Vec::with_capacity(3);
+    for handle in std {
+        if !inherit.contains(&handle) {
+            inherit.push(handle);
+        }
+    }
+    let mut attributes = AttributeList::new()?;
+    // SAFETY: an initialised list; the handle array outlives the
+    // CreateProcess call below (the list only points at it).
+    let ok = unsafe {
+        UpdateProcThreadAttribute(
+            attributes.as_ptr(),
+            0,
+            PROC_THREAD_ATTRIBUTE_HANDLE_LIST as usize,
+            inherit.as_ptr().cast::<c_void>(),
+            inherit.len() * std::mem::size_of::<HANDLE>(),
+            null_mut(),
+            null(),
+        )
+    };
+    if ok == 0 {
+        return Err(last_error());
+    }
+    // SAFETY: plain data, all zero is a valid starting value.
+    let mut startup = unsafe { std::mem::zeroed::<STARTUPINFOEXW>() };
+    startup.StartupInfo.cb = std::mem::size_of::<STARTUPINFOEXW>() as u32;
+    startup.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+    startup.StartupInfo.hStdInput = std[0];
+    startup.StartupInfo.hStdOutput = std[1];
+    startup.StartupInfo.hStdError = std[2];
+    startup.lpAttributeList = attributes.as_ptr();
+    let mut command_line: Vec<u16> = spec.command_line.clone();
+    command_line.push(0);
+    let flags = CREATE_UNICODE_ENVIRONMENT
+        | EXTENDED_STARTUPINFO_PRESENT
+        | CREATE_SUSPENDED
+        | CREATE_NEW_PROCESS_GROUP
+        | CREATE_NO_WINDOW;
+    // SAFETY: plain data that CreateProcess fills in.
+    let mut info = unsafe { std::mem::zeroed::<PROCESS_INFORMATION>() };
+    let created = match token {
+        // SAFETY: NUL-terminated application name, a mutable NUL-terminated
+        // command line, a double-NUL-terminated UTF-16 environment, a
+        // STARTUPINFOEXW whose size is in `cb`, all alive for the call.
+        None => unsafe {
+            CreateProcessW(
+                spec.application.as_ptr(),
+                command_line.as_mut_ptr(),
+                null(),
+                null(),
+                1,
+                flags,
+                env.as_ptr().cast(),
+                null(),
+                &startup.StartupInfo,
+                &mut info,
+            )
+        },
+        // SAFETY: as above, with a primary token from LogonUserW.
+        Some(token) => unsafe {
+            CreateProcessAsUserW(
+                token.as_raw_handle(),
+                spec.application.as_ptr(),
+                command_line.as_mut_ptr(),
+                null(),
+                null(),
+                1,
+                flags,
+                env.as_ptr().cast(),
+                null(),
+                &startup.StartupInfo,
+                &mut info,
+            )
+        },
+    };
+    if created == 0 {
+        let error = last_error();
+        return Err(match (token, &spec.user) {
+            (Some(_), Some(user)) => {
+                let hint = if error.raw_os_error() == Some(ERROR_PRIVILEGE_NOT_HELD as i32) {
+                    "; wininetd's account needs the \"Replace a process level token\" right \
+                     (LocalSystem has it)"
+                } else {
+                    ""
+                };
+                io::Error::new(
+                    error.kind(),
+                    format!(
+                        "cannot start the program as user {:?}: {error}{hint}",
+                        user.name
+                    ),
+                )
+            }
+            _ => error,
+        });
+    }
+    // SAFETY: CreateProcess succeeded: both handles are ours.
+    let (process, thread) = unsafe {
+        (
+            OwnedHandle::from_raw_handle(info.hProcess as RawHandle),
+            OwnedHandle::from_raw_handle(info.hThread as RawHandle),
+        )
+    };
+    // SAFETY: valid job and process handles.
+    if unsafe { AssignProcessToJobObject(job.as_raw_handle(), process.as_raw_handle()) } == 0 {
+        let error = last_error();
+        // SAFETY: a valid process handle; the process never ran.
+        unsafe { TerminateProcess(process.as_raw_handle(), 1) };
+        return Err(error);
+    }
+    // SAFETY: a valid thread handle of the suspended process.
+    if unsafe { ResumeThread(thread.as_raw_handle()) } == u32::MAX {
+        let error = last_error();
+        // SAFETY: as above.
+        unsafe { TerminateProcess(process.as_raw_handle(), 1) };
+        return Err(error);
+    }
+    Ok(Started {
+        process,
+        pid: info.dwProcessId,
+    })
+}
+
+/// Notice of a process's exit from the system thread pool
+/// (RegisterWaitForSingleObject), so that a thousand sessions need no
+/// thousand threads.
+#[derive(Debug)]
+struct ExitWait {
+    wait: HANDLE,
+    /// The sender given to the callback, freed by the callback when it runs.
+    context: *mut oneshot::Sender<()>,
+    rx: oneshot::Receiver<()>,
+    fired: bool,
+}
+
+// SAFETY: the wait handle and the context pointer are used only through
+// `&mut self` or in drop; the thread pool's use of the context is
+// synchronised by UnregisterWaitEx(INVALID_HANDLE_VALUE).
+unsafe impl Send for ExitWait {}
+
+unsafe extern "system" fn process_exited(context: *mut c_void, _timed_out: bool) {
+    // SAFETY: `context` is the Box leaked in `register`; WT_EXECUTEONLYONCE
+    // runs this at most once, and `drop` frees the Box only if it did not run.
+    let tx = unsafe { Box::from_raw(context.cast::<oneshot::Sender<()>>()) };
+    let _ = tx.send(());
+}
+
+impl ExitWait {
+    fn register(process: &OwnedHandle) -> io::Result<Self> {
+        let (tx, rx) = oneshot::channel();
+        let context = Box::into_raw(Box::new(tx));
+        let mut wait: HANDLE = null_mut();
+        // SAFETY: a valid process handle that outlives the wait (see
+        // `Child`'s field order), a callback of the right type, and a
+        // context it owns.
+        let ok = unsafe {
+            RegisterWaitForSingleObject(
+                &mut wait,
+                process.as_raw_handle(),
+                Some(process_exited),
+                context.cast::<c_void>(),
+                INFINITE,
+                WT_EXECUTEONLYONCE,
+            )
+        };
+        if ok == 0 {
+            let error = last_error();
+            // SAFETY: the registration failed, so the callback never runs.
+            drop(unsafe { Box::from_raw(context) });
+            return Err(error);
+        }
+        Ok(Self {
+            wait,
+            context,
+            rx,
+            fired: false,
+        })
+    }
+
+    async fn exited(&mut self) {
+        if !self.fired {
+            let _ = (&mut self.rx).await;
+            self.fired = true;
+        }
+    }
+}
+
+impl Drop for ExitWait {
+    fn drop(&mut self) {
+        // SAFETY: a registered wait; INVALID_HANDLE_VALUE makes the call
+        // wait for a running callback to finish.
+        unsafe { UnregisterWaitEx(self.wait, INVALID_HANDLE_VALUE) };
+        if !self.fired && matches!(self.rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            // SAFETY: the callback did not run and never will: the Box is
+            // still ours.
+            drop(unsafe { Box::from_raw(self.context) });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ToChild,
+    FromChild,
+}
+
+/// A pipe whose daemon end is overlapped (for the runtime) and whose
+/// child end is synchronous and inheritable (a child's standard handle).
+fn pipe(direction: Direction) -> io::Result<(NamedPipeServer, OwnedHandle)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        r"\\.\pipe\wininetd-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let inbound = direction == Direction::FromChild;
+    let server = ServerOptions::new()
+        .first_pipe_instance(true)
+        .reject_remote_clients(true)
+        .max_instances(1)
+        .access_inbound(inbound)
+        .access_outbound(!inbound)
+        .in_buffer_size(64 * 1024)
+        .out_buffer_size(64 * 1024)
+        .create(&name)?;
+    let attributes = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: null_mut(),
+        bInheritHandle: 1,
+    };
+    let access = if inbound { GENERIC_WRITE } else { GENERIC_READ };
+    let wide = wide_nul(OsStr::new(&name));
+    // SAFETY: a NUL-terminated name and valid security attributes.
+    let client = unsafe {
+        CreateFileW(
+            wide.as_ptr(),
+            access,
+            0,
+            &attributes,
+            OPEN_EXISTING,
+            0,
+            null_mut(),
+        )
+    };
+    if client == INVALID_HANDLE_VALUE {
+        return Err(last_error());
+    }
+    // SAFETY: CreateFileW succeeded: the handle is ours.
+    Ok((server, unsafe {
+        OwnedHandle::from_raw_handle(client as RawHandle)
+    }))
+}
+
+/// Relays a connection and a child's pipes until the child's output ends:
+/// the client's EOF closes the child's stdin; the child's EOF half-closes
+/// the connection. `timeout` bounds each wait on the socket, as
+/// SO_RCVTIMEO/SO_SNDTIMEO do in socket mode.
+async fn relay(
+    stream: tokio::net::TcpStream,
+    to_child: NamedPipeServer,
+    from_child: NamedPipeServer,
+    timeout: Option<Duration>,
+) {
+    // The child ends were opened before the child started, so these return
+    // at once.
+    if to_child.connect().await.is_err() || from_child.connect().await.is_err() {
+        return;
+    }
+    let (mut socket_in, mut socket_out) = stream.into_split();
+    let mut to_child = to_child;
+    let mut from_child = from_child;
+    let input = async move {
+        let _ = copy(&mut socket_in, &mut to_child, timeout, None).await;
+        // Dropping the pipe gives the child EOF.
+    };
+    let output = async move {
+        let _ = copy(&mut from_child, &mut socket_out, None, timeout).await;
+        let _ = socket_out.shutdown().await;
+    };
+    tokio::pin!(input, output);
+    let mut input_done = false;
+    loop {
+        tokio::select! {
+            () = &mut input, if !input_done => input_done = true,
+            () = &mut output => break,
+        }
+    }
+}
+
+/// Copies until EOF, each read and write bounded by its timeout.
+async fn copy<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = bounded(read_timeout, reader.read(&mut buf)).await?;
+        if n == 0 {
+            writer.flush().await?;
+            return Ok(total);
+        }
+        bounded(write_timeout, writer.write_all(&buf[..n])).await?;
+        total += n as u64;
+    }
+}
+
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match timeout {
+        None => io.await,
+        Some(timeout) => tokio::time::timeout(timeout, io)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
+    }
+}

@@ -1,0 +1,273 @@
+//! `wininetd-testchild`: the program the integration tests configure as a
+//! service. It only uses std, so it builds wherever the daemon builds, and
+//! each mode prints something the test can check byte for byte.
+//!
+//! Usage: `wininetd-testchild MODE [ARGS...]`, see [`usage`].
+
+use std::env;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn usage() -> ExitCode {
+    let _ = writeln!(
+        io::stderr(),
+        "usage: wininetd-testchild MODE [ARGS...]
+modes:
+  echo              copy stdin to stdout until EOF
+  args ARG...       print each argument as `arg[N]=VALUE`
+  env [VAR...]      print `VAR=value` or `VAR unset` (no VAR: the whole environment)
+  fds               print `fds N N N` (open fds) then one `fd N TARGET` line each
+  ids               print uid, gid, groups, pid, pgid, sid (Linux: from /proc)
+  stderr TEXT       write TEXT and a newline to stderr
+  exit N            print `exiting pid=PID code=N`, exit with status N
+  read-timeout      print `reading`, then `read ok N` or `read error KIND after=MS`
+  sleep SECS        print `sleeping pid=PID`, then sleep
+  no-term SECS      like sleep, with SIGTERM ignored (Unix, through sh)
+  grandchild SECS   start `sleep SECS` as a child, print `parent pid=P grandchild=G`, wait
+  pid               print `pid=PID`, then wait for EOF on stdin
+  duplex BYTES      write BYTES pattern bytes while reading stdin to EOF, then
+                    print `duplex read=N wrote=M`"
+    );
+    ExitCode::from(64)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((mode, rest)) = args.split_first() else {
+        return usage();
+    };
+    let result = match (mode.as_str(), rest) {
+        ("echo", []) => echo(),
+        ("args", args) => print_args(args),
+        ("env", names) => print_env(names),
+        ("fds", []) => fds(),
+        ("ids", []) => ids(),
+        ("stderr", [text]) => to_stderr(text),
+        ("exit", [code]) => return exit_with(code),
+        ("read-timeout", []) => read_timeout(),
+        ("sleep", [secs]) => sleep(secs),
+        ("no-term", [secs]) => no_term(secs),
+        ("grandchild", [secs]) => grandchild(secs),
+        ("pid", []) => pid(),
+        ("duplex", [bytes]) => duplex(bytes),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // stderr is the socket, which may be gone: no eprintln! (it
+            // panics when the write fails).
+            let _ = writeln!(io::stderr(), "wininetd-testchild {mode}: {err}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+/// Writes one line and flushes: stdout is a socket, so nothing may stay in a
+/// buffer when the test reads.
+fn say(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+fn secs_arg(secs: &str) -> io::Result<Duration> {
+    secs.parse()
+        .map(Duration::from_secs)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{secs:?}: {err}")))
+}
+
+fn echo() -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    io::copy(&mut io::stdin().lock(), &mut out)?;
+    out.flush()
+}
+
+fn print_args(args: &[String]) -> io::Result<()> {
+    for (i, arg) in args.iter().enumerate() {
+        say(&format!("arg[{i}]={arg}"))?;
+    }
+    say(&format!("argc={}", args.len()))
+}
+
+fn print_env(names: &[String]) -> io::Result<()> {
+    if names.is_empty() {
+        let mut vars: Vec<(String, String)> = env::vars_os()
+            .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
+            say(&format!("{name}={value}"))?;
+        }
+        return Ok(());
+    }
+    for name in names {
+        match env::var_os(name) {
+            Some(value) => say(&format!("{name}={}", value.to_string_lossy()))?,
+            None => say(&format!("{name} unset"))?,
+        }
+    }
+    Ok(())
+}
+
+/// Lists the open fds. The directory handle used to list them is open while
+/// listing, so an fd counts only if it is still there once the listing is
+/// closed.
+fn fds() -> io::Result<()> {
+    let listed: Vec<u32> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut open: Vec<(u32, String)> = listed
+        .into_iter()
+        .filter_map(|fd| {
+            let target = fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    open.sort();
+    let numbers: Vec<String> = open.iter().map(|(fd, _)| fd.to_string()).collect();
+    say(&format!("fds {}", numbers.join(" ")))?;
+    for (fd, target) in &open {
+        say(&format!("fd {fd} {target}"))?;
+    }
+    Ok(())
+}
+
+/// Prints `uid=R,E gid=R,E groups=A,B pid=P pgid=G sid=S` (real and
+/// effective ids; groups sorted, comma-separated, empty when none).
+fn ids() -> io::Result<()> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(|rest| rest.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let (uid, gid) = (field("Uid"), field("Gid"));
+    let mut groups: Vec<u32> = field("Groups")
+        .iter()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    groups.sort_unstable();
+    let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
+
+    // /proc/self/stat: `pid (comm) state ppid pgrp session ...`; comm may
+    // hold spaces and parentheses, so parse after the last ')'.
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let (pgid, sid) = (fields.get(2).copied(), fields.get(3).copied());
+    say(&format!(
+        "uid={} gid={} groups={} pid={} pgid={} sid={}",
+        uid.get(..2).unwrap_or_default().join(","),
+        gid.get(..2).unwrap_or_default().join(","),
+        groups.join(","),
+        std::process::id(),
+        pgid.unwrap_or("?"),
+        sid.unwrap_or("?"),
+    ))
+}
+
+fn to_stderr(text: &str) -> io::Result<()> {
+    let mut err = io::stderr().lock();
+    writeln!(err, "{text}")?;
+    err.flush()
+}
+
+fn exit_with(code: &str) -> ExitCode {
+    let Ok(code) = code.parse::<u8>() else {
+        return usage();
+    };
+    // The line is best effort: the test that wants it reads it, the exit code
+    // is what matters.
+    let _ = say(&format!("exiting pid={} code={code}", std::process::id()));
+    ExitCode::from(code)
+}
+
+/// One blocking read on stdin: with the daemon's `--timeout` the socket has
+/// SO_RCVTIMEO and the read fails with EAGAIN (`WouldBlock`).
+fn read_timeout() -> io::Result<()> {
+    say("reading")?;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    // Read the fd directly, not through a buffered reader that could retry.
+    let result = io::stdin().lock().read(&mut buf);
+    let after = started.elapsed().as_millis();
+    match result {
+        Ok(n) => say(&format!("read ok {n} after={after}")),
+        Err(err) => say(&format!("read error {:?} after={after}", err.kind())),
+    }
+}
+
+fn sleep(secs: &str) -> io::Result<()> {
+    let secs = secs_arg(secs)?;
+    say(&format!("sleeping pid={}", std::process::id()))?;
+    thread::sleep(secs);
+    Ok(())
+}
+
+/// Std cannot change a signal disposition, but an ignored signal stays
+/// ignored across exec: let sh ignore SIGTERM, then exec `sleep` in place
+/// (same pid).
+#[cfg(unix)]
+fn no_term(secs: &str) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    secs_arg(secs)?;
+    let err = Command::new("/bin/sh")
+        .args(["-c", "trap '' TERM; exec \"$0\" sleep \"$1\""])
+        .arg(env::current_exe()?)
+        .arg(secs)
+        .exec();
+    Err(err)
+}
+
+#[cfg(not(unix))]
+fn no_term(_secs: &str) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no-term needs Unix",
+    ))
+}
+
+fn grandchild(secs: &str) -> io::Result<()> {
+    secs_arg(secs)?;
+    let mut child = Command::new(env::current_exe()?)
+        .args(["sleep", secs])
+        .stdin(Stdio::null())
+        .spawn()?;
+    say(&format!(
+        "parent pid={} grandchild={}",
+        std::process::id(),
+        child.id()
+    ))?;
+    child.wait()?;
+    Ok(())
+}
+
+fn pid() -> io::Result<()> {
+    say(&format!("pid={}", std::process::id()))?;
+    io::copy(&mut io::stdin().lock(), &mut io::sink())?;
+    Ok(())
+}
+
+/// Reads stdin to EOF on this thread while another thread writes a pattern:
+/// a child that needs both directions at once.
+fn duplex(bytes: &str) -> io::Result<()> {
+    let total: usize = bytes
+        .parse()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{bytes:?}: {err}")))?;
+    let writer = thread::spawn(move || -> io::Result<usize> {
+        let mut out = io::stdout().lock();
+        let pattern: Vec<u8> = (0..total).map(|i| b'a' + (i % 26) as u8).collect();
+        out.write_all(&pattern)?;
+        out.flush()?;
+        Ok(total)
+    });
+    let read = io::copy(&mut io::stdin().lock(), &mut io::sink())?;
+    let wrote = writer.join().expect("the writer thread does not panic")?;
+    say(&format!("\nduplex read={read} wrote={wrote}"))
+}

@@ -1,0 +1,1036 @@
+//! Harness for tests that drive the real `wininetd` binary: a [`Daemon`]
+//! started from a config written into a temp dir, its stderr captured line by
+//! line, waits on deadlines, clients on loopback, and a look at processes
+//! through `/proc`. Linux only (signals, `/proc`, `useradd`).
+//!
+//! A daemon is SIGKILLed with its sessions when dropped; if the test is
+//! panicking (or `WININETD_TEST_SHOW` is set), the config, the command line
+//! and everything the daemon printed go to the test output first.
+
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The daemon under test.
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_wininetd");
+/// The helper child (tests/child/main.rs).
+pub const CHILD: &str = env!("CARGO_BIN_EXE_wininetd-testchild");
+
+/// Default deadline for anything the daemon should do "soon". Generous: the
+/// suite runs its tests in parallel and a loaded CI box is slow.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A command line that runs the test child in `mode` (e.g. `"echo"`,
+/// `"env CLIENT_IP"`).
+pub fn child(mode: &str) -> String {
+    format!("{CHILD} {mode}")
+}
+
+// ---------------------------------------------------------------------------
+// Captured output
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Lines {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// Lines read from one of the daemon's pipes by a background thread.
+#[derive(Debug, Default)]
+struct Captured {
+    state: Mutex<Lines>,
+    changed: Condvar,
+}
+
+impl Captured {
+    fn start(pipe: impl Read + Send + 'static) -> Arc<Self> {
+        let captured = Arc::new(Self::default());
+        let writer = Arc::clone(&captured);
+        thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = strip_ansi(line.trim_end_matches(['\n', '\r']));
+                        writer.lock().lines.push(line);
+                        writer.changed.notify_all();
+                    }
+                }
+            }
+            writer.lock().closed = true;
+            writer.changed.notify_all();
+        });
+        captured
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        // A panicking test thread must not hide the output: ignore poisoning.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Calls `check` on every change until it returns `Some` or the deadline
+    /// passes (`Err` with nothing).
+    fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&Lines) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(found) = check(&state) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.lock().lines.clone()
+    }
+}
+
+/// Drops ANSI escape sequences (`ESC [ ... letter`), so matching does not
+/// depend on whether the log is coloured.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Log line matching
+// ---------------------------------------------------------------------------
+
+/// Whether `line` holds `token` (e.g. `pid=123`) as a whole word: `pid=12`
+/// does not match `pid=123`, `xpid=1` does not match `pid=1`.
+pub fn has_token(line: &str, token: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    line.match_indices(token).any(|(at, _)| {
+        let before_ok = line[..at].chars().next_back().is_none_or(|c| !word(c));
+        let after_ok = line[at + token.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !word(c));
+        before_ok && after_ok
+    })
+}
+
+/// The digits after `key=` in `line`, e.g. `pid` in `... pid=123 ...`.
+pub fn number_after(line: &str, key: &str) -> Option<u32> {
+    let pattern = format!("{key}=");
+    line.match_indices(&pattern).find_map(|(at, _)| {
+        let starts_word = line[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let digits: String = line[at + pattern.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if starts_word {
+            digits.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// How the daemon writes a peer: plain IPv4 (never `::ffff:`), IPv6 in
+/// brackets.
+pub fn peer_text(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("{v4}:{}", addr.port()),
+            None => format!("[{v6}]:{}", addr.port()),
+        },
+        IpAddr::V4(v4) => format!("{v4}:{}", addr.port()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon
+// ---------------------------------------------------------------------------
+
+/// Builds a config and a command line, then starts the daemon.
+///
+/// Config text may hold `{port0}`, `{port1}`... placeholders: each becomes a
+/// free port when the daemon starts (and a new one if a port was taken
+/// meanwhile by another test; see [`DaemonBuilder::start`]).
+#[derive(Debug, Clone)]
+pub struct DaemonBuilder {
+    lines: Vec<String>,
+    raw: Option<String>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    prefix: Vec<String>,
+    services: usize,
+    file_name: String,
+    write_config: bool,
+}
+
+impl DaemonBuilder {
+    /// Adds a service line on the next port placeholder.
+    pub fn service(mut self, user: &str, cmdline: &str) -> Self {
+        let index = self.services;
+        self.services += 1;
+        self.lines.push(format!("{{port{index}}} {user} {cmdline}"));
+        self
+    }
+
+    /// Adds a config line exactly as given (placeholders allowed).
+    pub fn line(mut self, line: &str) -> Self {
+        self.lines.push(line.to_owned());
+        self
+    }
+
+    /// Uses `text` as the whole config file, byte for byte (no newline is
+    /// added; placeholders allowed). Replaces the lines.
+    pub fn raw_config(mut self, text: &str) -> Self {
+        self.raw = Some(text.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the daemon through this command (e.g. `setpriv ...`), which must
+    /// exec it in place so the pid is the daemon's.
+    pub fn prefix(mut self, command: &[&str]) -> Self {
+        self.prefix = command.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// The config file's name in the temp dir (default `wininetd.conf`).
+    pub fn file_name(mut self, name: &str) -> Self {
+        self.file_name = name.to_owned();
+        self
+    }
+
+    /// Passes `--cfgfile` a path where no file exists.
+    pub fn missing_config(mut self) -> Self {
+        self.write_config = false;
+        self
+    }
+
+    fn template(&self) -> String {
+        match &self.raw {
+            Some(raw) => raw.clone(),
+            None => self.lines.iter().map(|l| format!("{l}\n")).collect(),
+        }
+    }
+
+    /// Starts the daemon and returns at once.
+    pub fn spawn(&self) -> Daemon {
+        let template = self.template();
+        let ports: Vec<u16> = (0..)
+            .take_while(|i| template.contains(&format!("{{port{i}}}")))
+            .map(|_| free_port())
+            .collect();
+        let mut config = template;
+        for (i, port) in ports.iter().enumerate() {
+            config = config.replace(&format!("{{port{i}}}"), &port.to_string());
+        }
+
+        let dir = tempfile::Builder::new()
+            .prefix("wininetd-test-")
+            .tempdir()
+            .expect("create a temp dir");
+        // World-readable, so a daemon started as another user can read it.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .expect("chmod the temp dir");
+        let config_path = dir.path().join(&self.file_name);
+        if self.write_config {
+            fs::write(&config_path, &config).expect("write the config");
+            fs::set_permissions(&config_path, fs::Permissions::from_mode(0o644))
+                .expect("chmod the config");
+        }
+
+        let mut argv: Vec<String> = self.prefix.clone();
+        argv.push(DAEMON.to_owned());
+        argv.push("--debug".to_owned());
+        argv.push("--cfgfile".to_owned());
+        argv.push(config_path.display().to_string());
+        argv.extend(self.args.iter().cloned());
+
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("NOTIFY_SOCKET")
+            // Its own process group, so drop can kill whatever it leaves.
+            .process_group(0);
+        // If the test process dies without dropping the daemon (a harness
+        // timeout kills it), the daemon must not outlive it.
+        #[allow(unsafe_code)]
+        // SAFETY: runs between fork and exec; prctl(2) is async-signal-safe
+        // and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        for (name, value) in &self.envs {
+            command.env(name, value);
+        }
+        let mut process = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {argv:?}: {err}"));
+        let stdout = Captured::start(process.stdout.take().expect("stdout is piped"));
+        let stderr = Captured::start(process.stderr.take().expect("stderr is piped"));
+        let mut command_line = String::new();
+        for (name, value) in &self.envs {
+            let _ = write!(command_line, "{name}={value} ");
+        }
+        command_line.push_str(&argv.join(" "));
+        Daemon {
+            pid: process.id(),
+            process,
+            exit: None,
+            ports,
+            config,
+            config_path,
+            command_line,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the daemon and waits until it prints one `listening on` line
+    /// per port placeholder. If it fails because another process took one of
+    /// the free ports in between, tries again with new ports.
+    pub fn start(&self) -> Daemon {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut daemon = self.spawn();
+            let expected = daemon.ports.len();
+            let outcome = daemon.stderr.wait_until(WAIT, |state| {
+                let listening = state
+                    .lines
+                    .iter()
+                    .filter(|l| l.contains("listening on"))
+                    .count();
+                if listening >= expected {
+                    Some(true)
+                } else if state.closed {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            match outcome {
+                Some(true) => return daemon,
+                Some(false)
+                    if attempt < ATTEMPTS
+                        && daemon.stderr_text().contains("cannot listen")
+                        && daemon.wait_exit_quiet(WAIT).is_some() =>
+                {
+                    eprintln!("a port was taken meanwhile, retrying:\n{}", daemon.report());
+                }
+                Some(false) => panic!("the daemon exited before listening"),
+                None => panic!("the daemon did not print {expected} listening line(s) in time"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+}
+
+/// A running (or finished) daemon. SIGKILLed with its sessions on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    pid: u32,
+    process: Child,
+    exit: Option<ExitStatus>,
+    ports: Vec<u16>,
+    config: String,
+    config_path: PathBuf,
+    command_line: String,
+    stdout: Arc<Captured>,
+    stderr: Arc<Captured>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder {
+            lines: Vec::new(),
+            raw: None,
+            args: Vec::new(),
+            envs: Vec::new(),
+            prefix: Vec::new(),
+            services: 0,
+            file_name: "wininetd.conf".to_owned(),
+            write_config: true,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The port that replaced `{portN}`.
+    pub fn port(&self, index: usize) -> u16 {
+        self.ports[index]
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The config path as the daemon writes it in diagnostics.
+    pub fn config_name(&self) -> String {
+        self.config_path.display().to_string()
+    }
+
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// Every stderr line so far (ANSI colours removed).
+    pub fn lines(&self) -> Vec<String> {
+        self.stderr.snapshot()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.snapshot().join("\n")
+    }
+
+    /// Number of stderr lines so far for which `matches` holds.
+    pub fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.lines().iter().filter(|l| matches(l)).count()
+    }
+
+    /// Waits for a stderr line for which `matches` holds; panics after
+    /// `timeout`, saying it was waiting for `what`. `matches` runs under the
+    /// capture lock: it must not call back into this `Daemon`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        self.stderr
+            .wait_until(timeout, |state| {
+                state.lines.iter().find(|l| matches(l)).cloned()
+            })
+            .unwrap_or_else(|| panic!("no stderr line {what} within {timeout:?}"))
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for(&format!("containing {needle:?}"), timeout, |l| {
+            l.contains(needle)
+        })
+    }
+
+    /// Waits until `check` holds for all the stderr lines so far; panics
+    /// after `timeout`. `check` runs under the capture lock: it must not call
+    /// back into this `Daemon`.
+    pub fn wait_for_lines(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&[String]) -> bool,
+    ) {
+        let found = self
+            .stderr
+            .wait_until(timeout, |state| check(&state.lines).then_some(()));
+        assert!(found.is_some(), "no stderr {what} within {timeout:?}");
+    }
+
+    /// Waits until `count` stderr lines satisfy `matches`.
+    pub fn wait_for_count(
+        &self,
+        what: &str,
+        count: usize,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) {
+        let mut seen = 0;
+        let found = self.stderr.wait_until(timeout, |state| {
+            seen = state.lines.iter().filter(|l| matches(l)).count();
+            (seen >= count).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "expected {count} stderr lines {what} within {timeout:?}, saw {seen}"
+        );
+    }
+
+    /// The `session start` line for the client whose local address is
+    /// `client`, and the pid it names.
+    pub fn session_start(&self, client: SocketAddr) -> (String, u32) {
+        let peer = format!("peer={}", peer_text(client));
+        let line = self.wait_for(&format!("`session start` with {peer}"), WAIT, |l| {
+            l.contains("session start") && has_token(l, &peer)
+        });
+        let pid = number_after(&line, "pid")
+            .unwrap_or_else(|| panic!("no pid=N in the session start line: {line}"));
+        (line, pid)
+    }
+
+    /// The `session end` line of the session whose child is `pid`.
+    pub fn session_end(&self, pid: u32) -> String {
+        let token = format!("pid={pid}");
+        self.wait_for(&format!("`session end` with {token}"), WAIT, |l| {
+            l.contains("session end") && has_token(l, &token)
+        })
+    }
+
+    pub fn send_signal(&self, signal: i32) {
+        kill(self.pid as i32, signal).expect("signal the daemon");
+    }
+
+    /// Waits for the daemon to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.wait_exit_quiet(timeout)
+            .unwrap_or_else(|| panic!("the daemon did not exit within {timeout:?}"))
+    }
+
+    /// Has the daemon exited? (Never blocks.)
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.process.try_wait().expect("try_wait on the daemon");
+        }
+        self.exit
+    }
+
+    fn wait_exit_quiet(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.exited() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // Let the readers drain what is left in the pipes.
+        let drained = |state: &Lines| state.closed.then_some(());
+        self.stderr.wait_until(Duration::from_secs(5), drained);
+        self.stdout.wait_until(Duration::from_secs(5), drained);
+        Some(status)
+    }
+
+    /// Everything needed to understand a failure.
+    pub fn report(&self) -> String {
+        let mut report = String::new();
+        let _ = writeln!(report, "---- command line ----\n{}", self.command_line);
+        let _ = writeln!(report, "---- config {} ----", self.config_path.display());
+        let _ = writeln!(report, "{}", self.config.escape_debug());
+        let _ = writeln!(
+            report,
+            "---- daemon pid {} status {:?} ----",
+            self.pid, self.exit
+        );
+        let _ = writeln!(report, "---- stdout ----\n{}", self.stdout_text());
+        let _ = writeln!(report, "---- stderr ----\n{}", self.stderr_text());
+        report
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let sessions = if self.exited().is_none() {
+            children_of(self.pid)
+        } else {
+            Vec::new()
+        };
+        if self.exited().is_none() {
+            let _ = kill(-(self.pid as i32), libc::SIGKILL);
+            let _ = kill(self.pid as i32, libc::SIGKILL);
+            let _ = self.process.wait();
+        }
+        for (pid, _) in sessions {
+            // Each session leads its own group; kill the group only then, so
+            // a daemon that forgot setpgid cannot make us kill ourselves.
+            if process_group(pid) == Some(pid) {
+                let _ = kill(-(pid as i32), libc::SIGKILL);
+            }
+            let _ = kill(pid as i32, libc::SIGKILL);
+        }
+        if thread::panicking() || std::env::var_os("WININETD_TEST_SHOW").is_some() {
+            eprintln!("==== wininetd under test ====\n{}", self.report());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ports and clients
+// ---------------------------------------------------------------------------
+
+/// A port free on both IPv4 and IPv6 loopback right now, never handed out
+/// twice by this process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        // [::] without IPV6_V6ONLY binds IPv4 too: the port is free on both.
+        let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).expect("bind [::]:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+pub fn v4(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+pub fn v6(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::LOCALHOST, port))
+}
+
+fn with_timeouts(stream: TcpStream) -> TcpStream {
+    stream
+        .set_read_timeout(Some(WAIT))
+        .expect("set_read_timeout");
+    stream
+        .set_write_timeout(Some(WAIT))
+        .expect("set_write_timeout");
+    stream
+}
+
+/// Connects to `addr`, with read and write timeouts of [`WAIT`].
+pub fn connect_to(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, WAIT)
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    with_timeouts(stream)
+}
+
+/// Connects to 127.0.0.1:`port`.
+pub fn connect(port: u16) -> TcpStream {
+    connect_to(v4(port))
+}
+
+/// Connects to [::1]:`port`.
+pub fn connect_v6(port: u16) -> TcpStream {
+    connect_to(v6(port))
+}
+
+/// Connects from `source` (port chosen by the kernel) to `dest`.
+pub fn connect_from(source: IpAddr, dest: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(dest), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|err| panic!("bind the client to {source}: {err}"));
+    socket
+        .connect_timeout(&dest.into(), WAIT)
+        .unwrap_or_else(|err| panic!("connect from {source} to {dest}: {err}"));
+    with_timeouts(socket.into())
+}
+
+/// Reads until EOF or `timeout`; a timeout is an error that carries what was
+/// read so far.
+pub fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no EOF within {timeout:?}; read so far: {:?}",
+                    String::from_utf8_lossy(&data)
+                ),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(data),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Reads up to and without the next `\n` (one byte at a time, so nothing
+/// after it is consumed); panics at EOF or after `timeout`.
+pub fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no complete line within {timeout:?}; read so far: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set_read_timeout");
+        match stream.read(&mut byte) {
+            Ok(0) => panic!(
+                "EOF before the end of a line; read so far: {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) if byte[0] == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
+            Ok(_) => line.push(byte[0]),
+            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => panic!("read a line: {err}"),
+        }
+    }
+}
+
+/// Asserts that nothing arrives (neither data nor EOF) for `period`.
+pub fn assert_silent(stream: &mut TcpStream, period: Duration) {
+    stream
+        .set_read_timeout(Some(period))
+        .expect("set_read_timeout");
+    let mut buf = [0u8; 1024];
+    match stream.read(&mut buf) {
+        Err(err) if is_timeout(&err) => {}
+        Ok(0) => panic!("EOF where the connection should stay open and silent"),
+        Ok(n) => panic!("unexpected data: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(err) => panic!("unexpected error: {err}"),
+    }
+    stream
+        .set_read_timeout(Some(WAIT))
+        .expect("set_read_timeout");
+}
+
+pub fn is_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects to 127.0.0.1:`port`, sends `input`, half-closes, and returns
+/// everything the service sent until EOF.
+pub fn request(port: u16, input: &[u8]) -> String {
+    let mut stream = connect(port);
+    stream.write_all(input).expect("send the request");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close the request");
+    let data = read_to_eof(&mut stream, WAIT).expect("read the response");
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// The `NAME=value` lines of the test child's `env` mode as pairs.
+pub fn parse_env(output: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The value of `key` in `key=value` words, e.g. `uid` in the `ids` output.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+// ---------------------------------------------------------------------------
+// Processes (/proc, signals, limits)
+// ---------------------------------------------------------------------------
+
+/// Sends `signal` to `pid` (a negative pid names a process group).
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the soft RLIMIT_NOFILE of another process (the hard limit stays);
+/// returns the soft limit it had.
+pub fn set_fd_limit(pid: u32, soft: u64) -> io::Result<u64> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: prlimit(2) with a null new limit only writes `old`, which is a
+    // valid, exclusively borrowed rlimit.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `new` is a valid rlimit that outlives the call; the old value
+    // is not asked for (null).
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(old.rlim_cur)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The fields of /proc/PID/stat after `(comm)`: index 0 is the state,
+/// 1 ppid, 2 pgrp, 11 utime, 12 stime.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// The process state letter (`R`, `S`, `Z`...), or `None` if it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+/// Running, i.e. present and neither a zombie nor dead.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
+}
+
+/// Waits until `pid` is no longer alive; panics after `timeout`.
+pub fn wait_gone(pid: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while is_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} still alive after {timeout:?} (state {:?})",
+            process_state(pid)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The children of `parent` and their state letters, from a scan of /proc.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let fields = stat_fields(pid)?;
+            let ppid: u32 = fields.get(1)?.parse().ok()?;
+            let state = fields.first()?.chars().next()?;
+            (ppid == parent).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// CPU time (user + system) used so far by `pid`.
+pub fn cpu_time(pid: u32) -> Duration {
+    // /proc reports clock ticks of USER_HZ, which the kernel ABI fixes at
+    // 100 per second on Linux.
+    const TICKS_PER_SEC: u64 = 100;
+    let fields = stat_fields(pid).expect("the process is running");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
+}
+
+/// The fd numbers `pid` has open, sorted.
+pub fn open_fds(pid: u32) -> Vec<u32> {
+    let mut fds: Vec<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// `exit N` or `signal N`, the way the daemon words a session's status.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------
+
+/// A system user (with its own primary group and one supplementary group)
+/// created for one test and deleted on drop. Needs root.
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub extra_group: String,
+    pub extra_gid: u32,
+}
+
+impl TestUser {
+    /// Creates `wininetd-t<PID>-<tag>`, or returns `None` (after saying why)
+    /// when the tests do not run as root.
+    pub fn create(tag: &str) -> Option<Self> {
+        if !is_root() {
+            eprintln!("SKIPPED: creating a test user needs root");
+            return None;
+        }
+        let name = format!("wininetd-t{}-{tag}", std::process::id());
+        let extra_group = format!("{name}-g");
+        let home = format!("/nonexistent/{name}");
+        // Leftovers of an earlier run with the same pid would make useradd
+        // fail: remove them first.
+        let _ = Command::new("userdel").arg(&name).output();
+        let _ = Command::new("groupdel").arg(&name).output();
+        let _ = Command::new("groupdel").arg(&extra_group).output();
+        run_tool(Command::new("groupadd").args(["--system", &extra_group]));
+        run_tool(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--home-dir",
+            &home,
+            "--shell",
+            "/usr/sbin/nologin",
+            "--groups",
+            &extra_group,
+            &name,
+        ]));
+        let passwd = getent("passwd", &name);
+        let fields: Vec<&str> = passwd.split(':').collect();
+        let user = TestUser {
+            uid: fields[2].parse().expect("uid in getent passwd"),
+            gid: fields[3].parse().expect("gid in getent passwd"),
+            home: fields[5].to_owned(),
+            extra_gid: getent("group", &extra_group)
+                .split(':')
+                .nth(2)
+                .and_then(|g| g.parse().ok())
+                .expect("gid in getent group"),
+            name,
+            extra_group,
+        };
+        assert_eq!(user.home, home, "useradd kept the home dir");
+        Some(user)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        for (tool, name) in [("userdel", &self.name), ("groupdel", &self.extra_group)] {
+            match Command::new(tool).arg(name).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "{tool} {name}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(err) => eprintln!("{tool} {name}: {err}"),
+            }
+        }
+        // userdel removes the user's own group only if USERGROUPS_ENAB.
+        let _ = Command::new("groupdel").arg(&self.name).output();
+    }
+}
+
+fn run_tool(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn getent(database: &str, key: &str) -> String {
+    let out = Command::new("getent")
+        .args([database, key])
+        .output()
+        .expect("run getent");
+    assert!(
+        out.status.success(),
+        "getent {database} {key} found nothing"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

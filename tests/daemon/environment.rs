@@ -1,0 +1,130 @@
+//! The child's environment: the daemon's own plus the connection's
+//! addresses, computed per connection (the original shared one process-wide
+//! environment between concurrent connections).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use crate::common::{
+    Daemon, WAIT, child, connect, connect_from, connect_v6, parse_env, peer_text, read_to_eof, v4,
+};
+
+const MODE: &str = "env CLIENT_IP CLIENT_PORT PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT WININETD_TEST_INHERITED";
+
+fn env_daemon() -> Daemon {
+    Daemon::builder()
+        .service("none", &child(MODE))
+        .env("WININETD_TEST_INHERITED", "from-the-daemon")
+        .start()
+}
+
+/// Plain address text: IPv4 without `::ffff:`, IPv6 without brackets.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// Reads the child's report and checks it against the client's view of the
+/// connection.
+fn assert_env_matches(mut stream: TcpStream) {
+    let client = stream.local_addr().expect("local_addr");
+    let server = stream.peer_addr().expect("peer_addr");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let output = read_to_eof(&mut stream, WAIT).expect("the env report");
+    let output = String::from_utf8_lossy(&output);
+    let env: HashMap<String, String> = parse_env(&output).into_iter().collect();
+    let expected: HashMap<String, String> = [
+        ("CLIENT_IP", ip_text(client.ip())),
+        ("CLIENT_PORT", client.port().to_string()),
+        ("PROTO", "TCP".to_owned()),
+        ("TCPREMOTEIP", ip_text(client.ip())),
+        ("TCPREMOTEPORT", client.port().to_string()),
+        ("TCPLOCALIP", ip_text(server.ip())),
+        ("TCPLOCALPORT", server.port().to_string()),
+        ("WININETD_TEST_INHERITED", "from-the-daemon".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(
+        env, expected,
+        "environment of the child serving {client} (output {output:?})"
+    );
+}
+
+#[test]
+fn ipv4_client_addresses() {
+    let daemon = env_daemon();
+    let stream = connect(daemon.port(0));
+    let client = stream.local_addr().expect("local_addr");
+    assert_env_matches(stream);
+    let (start, _) = daemon.session_start(client);
+    assert!(
+        start.contains(&format!("port={}", daemon.port(0))),
+        "start line names the port: {start}"
+    );
+}
+
+/// A second loopback source and destination (127.0.0.2 -> 127.0.0.3), so
+/// neither side can be a hard-coded 127.0.0.1.
+#[test]
+fn ipv4_client_from_another_source_address() {
+    let daemon = env_daemon();
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let dest = SocketAddr::from(([127, 0, 0, 3], daemon.port(0)));
+    let stream = connect_from(source, dest);
+    let client = stream.local_addr().expect("local_addr");
+    assert_eq!(client.ip(), source, "the client is bound to its source");
+    assert_env_matches(stream);
+    let (start, _) = daemon.session_start(client);
+    assert!(
+        start.contains(&format!("peer=127.0.0.2:{}", client.port())),
+        "IPv4 peer is logged without ::ffff: {start}"
+    );
+}
+
+#[test]
+fn ipv6_client_addresses() {
+    let daemon = env_daemon();
+    let stream = connect_v6(daemon.port(0));
+    let client = stream.local_addr().expect("local_addr");
+    assert_env_matches(stream);
+    let (start, _) = daemon.session_start(client);
+    assert!(
+        start.contains(&format!("peer={}", peer_text(client))) && start.contains("peer=[::1]:"),
+        "IPv6 peer in brackets: {start}"
+    );
+}
+
+/// Clients that connect at the same moment each see their own address.
+#[test]
+fn concurrent_clients_each_see_their_own_address() {
+    const CLIENTS: u8 = 16;
+    let daemon = env_daemon();
+    let port = daemon.port(0);
+    let barrier = Arc::new(Barrier::new(CLIENTS.into()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i));
+                barrier.wait();
+                assert_env_matches(connect_from(source, v4(port)));
+            })
+        })
+        .collect();
+    let failures = clients.into_iter().filter_map(|c| c.join().err()).count();
+    assert_eq!(
+        failures, 0,
+        "clients that saw a wrong environment (see above)"
+    );
+    daemon.wait_for_count("`session end`", CLIENTS.into(), WAIT, |l| {
+        l.contains("session end")
+    });
+}

@@ -1,0 +1,98 @@
+//! The child's process state: exactly the socket as fds 0, 1, 2, its own
+//! process group, and the socket options of `--timeout`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::common::{
+    Daemon, WAIT, assert_silent, child, connect, field, process_group, read_line, request,
+};
+
+/// The original let every child inherit every handle (listeners, other
+/// clients' sockets). With another session open and two listeners, the
+/// child must still see only its own socket, as fds 0, 1 and 2.
+#[test]
+fn child_has_only_its_socket_as_fds_0_1_2() {
+    let daemon = Daemon::builder()
+        .service("none", &child("pid"))
+        .service("none", &child("fds"))
+        .start();
+    let mut other = connect(daemon.port(0));
+    let other_line = read_line(&mut other, WAIT);
+    assert!(
+        other_line.starts_with("pid="),
+        "holding session: {other_line}"
+    );
+
+    let output = request(daemon.port(1), b"");
+    let mut lines = output.lines();
+    assert_eq!(lines.next(), Some("fds 0 1 2"), "open fds: {output:?}");
+    let targets: Vec<&str> = lines.filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
+    assert_eq!(targets.len(), 3, "one target per fd: {output:?}");
+    assert!(
+        targets[0].starts_with("socket:[") && targets.iter().all(|t| *t == targets[0]),
+        "fds 0, 1, 2 are the same socket: {output:?}"
+    );
+    drop(other);
+}
+
+/// The child leads its own process group, so a signal to the group reaches
+/// its descendants and never the daemon.
+#[test]
+fn child_leads_its_own_process_group() {
+    let daemon = Daemon::builder().service("none", &child("ids")).start();
+    let mut stream = connect(daemon.port(0));
+    let client = stream.local_addr().expect("local_addr");
+    let ids = read_line(&mut stream, WAIT);
+    let pid: u32 = field(&ids, "pid")
+        .and_then(|p| p.parse().ok())
+        .expect("pid in ids");
+    let pgid: u32 = field(&ids, "pgid")
+        .and_then(|p| p.parse().ok())
+        .expect("pgid in ids");
+    assert_eq!(pgid, pid, "the child leads its process group: {ids}");
+    assert_ne!(
+        process_group(daemon.pid()),
+        Some(pgid),
+        "not the daemon's group"
+    );
+    let (_, logged_pid) = daemon.session_start(client);
+    assert_eq!(logged_pid, pid, "the start line names the child's pid");
+}
+
+/// `--timeout 1` puts SO_RCVTIMEO on the socket: the child's blocking read
+/// fails after about a second. Without it the same read waits for data.
+#[test]
+fn timeout_flag_bounds_a_blocking_read() {
+    let with_timeout = Daemon::builder()
+        .service("none", &child("read-timeout"))
+        .args(&["--timeout", "1"])
+        .start();
+    let mut stream = connect(with_timeout.port(0));
+    assert_eq!(read_line(&mut stream, WAIT), "reading");
+    let result = read_line(&mut stream, WAIT);
+    assert!(
+        result.starts_with("read error WouldBlock ") || result.starts_with("read error TimedOut "),
+        "the read should time out: {result}"
+    );
+    let after: u64 = field(&result, "after")
+        .and_then(|v| v.parse().ok())
+        .expect("after=MS");
+    assert!(
+        (900..10_000).contains(&after),
+        "timed out after {after} ms, expected about 1000"
+    );
+
+    let without = Daemon::builder()
+        .service("none", &child("read-timeout"))
+        .start();
+    let mut stream = connect(without.port(0));
+    assert_eq!(read_line(&mut stream, WAIT), "reading");
+    assert_silent(&mut stream, Duration::from_millis(2500));
+    stream.write_all(b"hello\n").expect("send");
+    let result = read_line(&mut stream, WAIT);
+    assert!(
+        result.starts_with("read ok 6 "),
+        "the read waits for data: {result}"
+    );
+}

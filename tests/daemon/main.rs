@@ -1,0 +1,33 @@
+//! Integration tests of the `wininetd` daemon: each test starts the real
+//! binary on its own free ports with its own config in a temp dir, talks to
+//! it over loopback, and serves the helper child `wininetd-testchild`
+//! (tests/child/main.rs).
+//!
+//! The Linux tests share the harness in tests/common/mod.rs and are grouped
+//! by what they pin: the data path, the child's environment, the child's
+//! process state, session logs and reaping, limits, run-as, configuration
+//! and command line, start and stop.
+
+#[cfg(target_os = "linux")]
+#[path = "../common/mod.rs"]
+mod common;
+
+#[cfg(target_os = "linux")]
+mod config;
+#[cfg(target_os = "linux")]
+mod data;
+#[cfg(target_os = "linux")]
+mod environment;
+// On Windows --install registers a real service; windows.rs tests that.
+#[cfg(unix)]
+mod install;
+#[cfg(target_os = "linux")]
+mod isolation;
+#[cfg(target_os = "linux")]
+mod lifecycle;
+#[cfg(target_os = "linux")]
+mod limits;
+#[cfg(target_os = "linux")]
+mod run_as;
+#[cfg(target_os = "linux")]
+mod sessions;

@@ -209,11 +209,19 @@ mod tests {
             "x.conf",
             "--timeout",
             "30",
+            "--stdio",
+            "pipe",
         ])
         .expect("valid");
-        assert_eq!(
-            cli.service_args(Path::new("/srv")),
-            ["--cfgfile", "/srv/x.conf", "--timeout", "30"].map(OsString::from)
-        );
+        let config = Path::new("/srv").join("x.conf");
+        let expected: Vec<OsString> = vec![
+            "--cfgfile".into(),
+            config.into_os_string(),
+            "--timeout".into(),
+            "30".into(),
+            "--stdio".into(),
+            "pipe".into(),
+        ];
+        assert_eq!(cli.service_args(Path::new("/srv")), expected);
     }
 }

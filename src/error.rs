@@ -20,8 +20,8 @@ pub enum Error {
     },
     #[error("cannot start the event loop")]
     Runtime(#[source] io::Error),
-    #[error("cannot wait for stop signals")]
-    Signals(#[source] io::Error),
+    #[error("cannot connect to the service manager")]
+    ServiceManager(#[source] io::Error),
     #[error("cannot find this program's own path")]
     CurrentExe(#[source] io::Error),
     #[error(transparent)]

@@ -291,10 +291,16 @@ fn resolve_command(
 mod tests {
     use super::*;
 
+    /// A program that exists on every OS: this test binary.
+    fn this_exe() -> PathBuf {
+        std::env::current_exe().expect("the test binary has a path")
+    }
+
     fn system() -> System {
+        let dir = this_exe().parent().expect("in a directory").to_owned();
         System {
             can_switch_users: false,
-            path: Some("/usr/bin:/bin".into()),
+            path: Some(std::env::join_paths([dir]).expect("a plain path")),
         }
     }
 
@@ -308,31 +314,47 @@ mod tests {
 
     #[test]
     fn resolves_a_bare_name_on_path() {
-        let loaded = resolve(Path::new("t.conf"), b"7 none sh -c 'echo hi'\n", &system());
+        let exe = this_exe();
+        let name = exe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("UTF-8 name");
+        let line = format!("7 none {name} -c x\n");
+        let loaded = resolve(Path::new("t.conf"), line.as_bytes(), &system());
         let config = loaded.config.expect("valid");
         let service = &config.services[0];
-        assert!(service.program.is_absolute(), "{service:?}");
-        assert!(service.program.ends_with("sh"));
+        assert_eq!(service.program, exe);
         assert_eq!(
             service.args,
-            vec![OsString::from("-c"), OsString::from("echo hi")]
+            vec![OsString::from("-c"), OsString::from("x")]
         );
+        assert_eq!(service.cmdline, format!("{name} -c x"));
     }
 
     #[test]
     fn every_error_is_listed_with_file_and_line() {
-        let m = messages(
-            "7 none /bin/cat\n7 none /bin/cat\n8 none nosuch-program-xyz\n9 none ./rel\n10 none '/bin/cat\n",
-            &system(),
+        let exe = this_exe();
+        let exe = exe.display();
+        let text = format!(
+            "7 none {exe}\n7 none {exe}\n8 none nosuch-program-xyz\n9 none ./rel\n10 none \"{exe}\n"
+        );
+        let m = messages(&text, &system());
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(
+            m[0],
+            "t.conf:2: error: duplicate port 7 (first used on line 1)"
         );
         assert_eq!(
-            m,
-            vec![
-                "t.conf:2: error: duplicate port 7 (first used on line 1)",
-                "t.conf:3: error: program \"nosuch-program-xyz\" not found on PATH",
-                "t.conf:4: error: program \"./rel\" must be an absolute path or a bare name found on PATH",
-                "t.conf:5: error: unterminated quote or trailing backslash in the command line",
-            ]
+            m[1],
+            "t.conf:3: error: program \"nosuch-program-xyz\" not found on PATH"
+        );
+        assert_eq!(
+            m[2],
+            "t.conf:4: error: program \"./rel\" must be an absolute path or a bare name found on PATH"
+        );
+        assert!(
+            m[3].starts_with("t.conf:5: error: unterminated quote"),
+            "{m:?}"
         );
     }
 
@@ -348,17 +370,19 @@ mod tests {
 
     #[test]
     fn user_lines_need_root_and_never_show_the_password() {
-        let m = messages("7 alice:pw-SECRET /bin/cat\n", &system());
-        assert_eq!(m.len(), 2, "{m:?}");
+        let text = format!("7 alice:pw-SECRET {}\n", this_exe().display());
+        let m = messages(&text, &system());
         assert!(m[0].contains("not running as root"), "{m:?}");
         assert!(m.iter().all(|m| !m.contains("pw-SECRET")));
     }
 
     #[test]
     fn missing_absolute_program_is_a_warning() {
-        let loaded = resolve(Path::new("t.conf"), b"7 none /nonexistent/x\n", &system());
+        let missing = this_exe().with_file_name("no-such-program-here");
+        let text = format!("7 none {}\n", missing.display());
+        let loaded = resolve(Path::new("t.conf"), text.as_bytes(), &system());
         assert!(loaded.config.is_some());
-        assert_eq!(loaded.diagnostics.len(), 1);
+        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
         assert_eq!(loaded.diagnostics[0].severity, Severity::Warning);
     }
 }

@@ -698,8 +698,8 @@ pub fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "no EOF within {timeout:?}; read so far: {:?}",
-                    String::from_utf8_lossy(&data)
+                    "no EOF within {timeout:?}; read so far: {}",
+                    read_so_far(&data)
                 ),
             ));
         }
@@ -723,16 +723,16 @@ pub fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
-            "no complete line within {timeout:?}; read so far: {:?}",
-            String::from_utf8_lossy(&line)
+            "no complete line within {timeout:?}; read so far: {}",
+            read_so_far(&line)
         );
         stream
             .set_read_timeout(Some(left))
             .expect("set_read_timeout");
         match stream.read(&mut byte) {
             Ok(0) => panic!(
-                "EOF before the end of a line; read so far: {:?}",
-                String::from_utf8_lossy(&line)
+                "EOF before the end of a line; read so far: {}",
+                read_so_far(&line)
             ),
             Ok(_) if byte[0] == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
             Ok(_) => line.push(byte[0]),
@@ -1033,4 +1033,15 @@ fn getent(database: &str, key: &str) -> String {
         "getent {database} {key} found nothing"
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// What a failed read got, short enough for a test report: the byte count
+/// and the last bytes.
+fn read_so_far(data: &[u8]) -> String {
+    let tail = &data[data.len().saturating_sub(120)..];
+    format!(
+        "{} bytes, ending {:?}",
+        data.len(),
+        String::from_utf8_lossy(tail)
+    )
 }

@@ -31,3 +31,5 @@ mod limits;
 mod run_as;
 #[cfg(target_os = "linux")]
 mod sessions;
+#[cfg(windows)]
+mod windows;

@@ -83,38 +83,10 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot open service {name}{}", admin_hint(.source))]
-    Open {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot create service {name}{}", admin_hint(.source))]
-    Create {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot change the configuration of service {name}{}", admin_hint(.source))]
-    Configure {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot query service {name}")]
-    Query {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot stop service {name}{}", admin_hint(.source))]
-    Stop {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot delete service {name}{}", admin_hint(.source))]
-    Delete {
+    /// The SCM refused an operation on the service.
+    #[error("cannot {action} service {name}{}", admin_hint(.source))]
+    Service {
+        action: ServiceAction,
         name: String,
         #[source]
         source: io::Error,
@@ -134,6 +106,42 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What `--install` or `--remove` was doing to the service when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceAction {
+    Open,
+    Create,
+    Configure,
+    Query,
+    Stop,
+    Delete,
+}
+
+impl std::fmt::Display for ServiceAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceAction::Open => "open",
+            ServiceAction::Create => "create",
+            ServiceAction::Configure => "change the configuration of",
+            ServiceAction::Query => "query",
+            ServiceAction::Stop => "stop",
+            ServiceAction::Delete => "delete",
+        })
+    }
+}
+
+/// A `map_err` for an SCM call doing `action` to service `name`.
+fn failed(
+    action: ServiceAction,
+    name: &str,
+) -> impl FnOnce(windows_service::Error) -> InstallError + '_ {
+    move |e| InstallError::Service {
+        action,
+        name: name.to_owned(),
+        source: os(e),
+    }
 }
 
 /// Most install failures are a missing elevation; say what to do about it.
@@ -202,40 +210,31 @@ pub(super) fn install_named(spec: &InstallSpec, name: &str) -> Result<Vec<String
     .map_err(|e| InstallError::Manager { source: os(e) })?;
     let access =
         ServiceAccess::QUERY_CONFIG | ServiceAccess::CHANGE_CONFIG | ServiceAccess::QUERY_STATUS;
-    let named = |source| (name.to_owned(), source);
     let (service, previous) = match manager.open_service(name, access) {
         Ok(service) => {
-            let previous = service.query_config().map_err(|e| InstallError::Query {
-                name: name.into(),
-                source: os(e),
-            })?;
-            service.change_config(&info).map_err(|e| {
-                let (name, source) = named(os(e));
-                InstallError::Configure { name, source }
-            })?;
+            let previous = service
+                .query_config()
+                .map_err(failed(ServiceAction::Query, name))?;
+            service
+                .change_config(&info)
+                .map_err(failed(ServiceAction::Configure, name))?;
             (service, Some(previous))
         }
         Err(e) if is(&e, ERROR_SERVICE_DOES_NOT_EXIST) => {
-            let service = manager.create_service(&info, access).map_err(|e| {
-                let (name, source) = named(os(e));
-                InstallError::Create { name, source }
-            })?;
+            let service = manager
+                .create_service(&info, access)
+                .map_err(failed(ServiceAction::Create, name))?;
             (service, None)
         }
-        Err(e) => {
-            let (name, source) = named(os(e));
-            return Err(InstallError::Open { name, source });
-        }
+        Err(e) => return Err(failed(ServiceAction::Open, name)(e)),
     };
-    service.set_description(DESCRIPTION).map_err(|e| {
-        let (name, source) = named(os(e));
-        InstallError::Configure { name, source }
-    })?;
+    service
+        .set_description(DESCRIPTION)
+        .map_err(failed(ServiceAction::Configure, name))?;
 
-    let config = service.query_config().map_err(|e| InstallError::Query {
-        name: name.into(),
-        source: os(e),
-    })?;
+    let config = service
+        .query_config()
+        .map_err(failed(ServiceAction::Query, name))?;
     let start = match config.start_type {
         ServiceStartType::AutoStart => "starts with Windows",
         _ => "starts on demand",
@@ -265,11 +264,9 @@ pub(super) fn install_named(spec: &InstallSpec, name: &str) -> Result<Vec<String
 
     let running = service
         .query_status()
-        .map(|s| s.current_state != ServiceState::Stopped)
-        .map_err(|e| InstallError::Query {
-            name: name.into(),
-            source: os(e),
-        })?;
+        .map_err(failed(ServiceAction::Query, name))?
+        .current_state
+        != ServiceState::Stopped;
     lines.push(if running {
         format!(
             "service {name} is running: restart it for the new settings to take effect \
@@ -312,12 +309,7 @@ pub(super) fn remove_named(root: &Path, name: &str) -> Result<Vec<String>, Insta
                 Err(InstallError::NotInstalled { name: name.into() })
             };
         }
-        Err(e) => {
-            return Err(InstallError::Open {
-                name: name.into(),
-                source: os(e),
-            });
-        }
+        Err(e) => return Err(failed(ServiceAction::Open, name)(e)),
     };
 
     lines.push(stop(&service, name)?);
@@ -327,12 +319,7 @@ pub(super) fn remove_named(root: &Path, name: &str) -> Result<Vec<String>, Insta
             "service {name} was already marked for deletion: it goes away once it has stopped \
              and no program (services.msc...) holds it open"
         )),
-        Err(e) => {
-            return Err(InstallError::Delete {
-                name: name.into(),
-                source: os(e),
-            });
-        }
+        Err(e) => return Err(failed(ServiceAction::Delete, name)(e)),
     }
     drop(service);
     remove_source(&mut lines)?;
@@ -348,10 +335,7 @@ fn stop(service: &Service, name: &str) -> Result<String, InstallError> {
     loop {
         let state = service
             .query_status()
-            .map_err(|e| InstallError::Query {
-                name: name.into(),
-                source: os(e),
-            })?
+            .map_err(failed(ServiceAction::Query, name))?
             .current_state;
         match state {
             ServiceState::Stopped if was_running => {
@@ -371,12 +355,7 @@ fn stop(service: &Service, name: &str) -> Result<String, InstallError> {
                     Err(e)
                         if is(&e, ERROR_SERVICE_NOT_ACTIVE)
                             || is(&e, ERROR_SERVICE_CANNOT_ACCEPT_CTRL) => {}
-                    Err(e) => {
-                        return Err(InstallError::Stop {
-                            name: name.into(),
-                            source: os(e),
-                        });
-                    }
+                    Err(e) => return Err(failed(ServiceAction::Stop, name)(e)),
                 }
             }
         }
@@ -522,14 +501,38 @@ pub(super) mod tests {
 
     use windows_sys::Win32::System::Registry::{KEY_QUERY_VALUE, RegOpenKeyExW, RegQueryValueExW};
 
-    /// A service name no real installation and no other test uses.
+    /// Serialises the tests that talk to the SCM. Wine's SCM client is not
+    /// safe for concurrent calls from one process (answers get mixed up:
+    /// "Invalid handle" from a handle just opened, or a hang); Windows' is.
+    /// The program itself makes its SCM calls from one thread at a time.
+    pub(in super::super) fn scm_lock() -> std::sync::MutexGuard<'static, ()> {
+        static SCM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SCM.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A service name no real installation and no other test uses, now or
+    /// in an earlier run (Wine reuses process IDs soon).
     pub(in super::super) fn unique_name(what: &str) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() % 1_000_000_000);
         format!(
-            "wininetd-test-{what}-{}-{}",
+            "wininetd-test-{what}-{}-{clock}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    /// Removes the test service (and event source) `.0` on drop, so that a
+    /// failed test leaves nothing behind.
+    pub(in super::super) struct Cleanup(pub String);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = remove_named(Path::new("/"), &self.0);
+        }
     }
 
     fn spec(args: &[&str], auto_start: bool) -> InstallSpec {
@@ -603,7 +606,9 @@ pub(super) mod tests {
 
     #[test]
     fn install_update_and_remove_through_the_scm() {
+        let _scm = scm_lock();
         let name = unique_name("install");
+        let _cleanup = Cleanup(name.clone());
         let key = source_key(&name);
 
         let lines = install_named(
@@ -683,7 +688,9 @@ pub(super) mod tests {
 
     #[test]
     fn remove_cleans_up_a_lone_event_source() {
+        let _scm = scm_lock();
         let name = unique_name("source");
+        let _cleanup = Cleanup(name.clone());
         let key = source_key(&name);
         assert!(register_event_source(&key).expect("register"));
         assert!(!register_event_source(&key).expect("register again"));
@@ -699,7 +706,9 @@ pub(super) mod tests {
 
     #[test]
     fn root_is_ignored_with_a_note() {
+        let _scm = scm_lock();
         let name = unique_name("root");
+        let _cleanup = Cleanup(name.clone());
         let mut spec = spec(&[], false);
         spec.root = PathBuf::from(r"C:\somewhere");
         let lines = install_named(&spec, &name).expect("install");
@@ -726,7 +735,8 @@ pub(super) mod tests {
 
     #[test]
     fn access_denied_says_to_elevate() {
-        let err = InstallError::Create {
+        let err = InstallError::Service {
+            action: ServiceAction::Create,
             name: "wininetd".into(),
             source: io::Error::from_raw_os_error(ERROR_ACCESS_DENIED as i32),
         };
@@ -734,7 +744,8 @@ pub(super) mod tests {
             err.to_string(),
             "cannot create service wininetd (this needs an elevated prompt: run it as administrator)"
         );
-        let err = InstallError::Delete {
+        let err = InstallError::Service {
+            action: ServiceAction::Delete,
             name: "wininetd".into(),
             source: io::Error::from_raw_os_error(ERROR_SERVICE_MARKED_FOR_DELETE as i32),
         };

@@ -63,7 +63,7 @@ const START_WAIT_HINT: Duration = Duration::from_secs(30);
 /// Sessions get `--shutdown-grace` to end, which may be longer: the
 /// checkpoint moves every [`STOP_PULSE`] until the daemon has returned.
 const STOP_WAIT_HINT: Duration = Duration::from_secs(10);
-const STOP_PULSE: Duration = Duration::from_secs(2);
+const STOP_PULSE: Duration = Duration::from_secs(1);
 
 /// The service to run, from `run_as_service` to `service_main` (a function
 /// the SCM calls on its own thread, with no context pointer).
@@ -102,8 +102,8 @@ fn run_as_named(name: &str, daemon: Daemon) -> Result<(), crate::Error> {
         {
             Err(crate::Error::NotAService)
         }
-        Err(windows_service::Error::Winapi(e)) => Err(crate::Error::Signals(e)),
-        Err(other) => Err(crate::Error::Signals(io::Error::new(
+        Err(windows_service::Error::Winapi(e)) => Err(crate::Error::ServiceManager(e)),
+        Err(other) => Err(crate::Error::ServiceManager(io::Error::new(
             io::ErrorKind::InvalidInput,
             other.to_string(),
         ))),
@@ -143,7 +143,7 @@ fn service_main(_arguments: Vec<OsString>) {
                 Priority::Error,
                 &format!("cannot register with the service control manager: {e}"),
             );
-            *lock(&OUTCOME) = Some(Err(crate::Error::Signals(e)));
+            *lock(&OUTCOME) = Some(Err(crate::Error::ServiceManager(e)));
             return;
         }
     };
@@ -346,24 +346,22 @@ mod tests {
 
     use windows_service::service::ServiceAccess;
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
+    use windows_sys::Win32::Foundation::ERROR_SERVICE_REQUEST_TIMEOUT;
 
-    use crate::platform::windows::install::tests::unique_name;
+    use crate::platform::windows::install::tests::{Cleanup, scm_lock, unique_name};
     use crate::platform::windows::install::{InstallSpec, install_named, remove_named};
 
     /// Marks the launch argument that tells [`service_entry`] it runs under
     /// the SCM: `PREFIX NAME|MODE|RESULT_FILE`.
     const ARG_PREFIX: &str = "wininetd-service-test=";
 
-    /// Held while a test starts a service, until it has connected to the
-    /// SCM, and while a test calls the dispatcher outside the SCM: Wine's
-    /// StartServiceCtrlDispatcherW takes the control pipe of whatever
-    /// service is starting, so a process that is not that service could
-    /// otherwise catch its start (Windows checks the process).
-    static SCM_STARTS: Mutex<()> = Mutex::new(());
-
     #[test]
     fn not_started_by_the_scm() {
-        let _starts = lock(&SCM_STARTS);
+        // Also keeps this test from running while another one starts a
+        // service: Wine's StartServiceCtrlDispatcherW takes the control pipe
+        // of whatever service is starting, so this process could catch that
+        // start (Windows checks the process).
+        let _scm = scm_lock();
         let called = Arc::new(AtomicBool::new(false));
         let daemon: Daemon = {
             let called = Arc::clone(&called);
@@ -387,7 +385,8 @@ mod tests {
     /// test harness runs it. Run by the SCM (the tests install this test
     /// program with this test as its filter), it runs a daemon that, in mode
     /// `serve`, reports ready, waits for the stop and writes the stop's
-    /// reason to RESULT_FILE, and in mode `fail` fails at once.
+    /// reason to RESULT_FILE; in mode `slow` does the same but takes a while
+    /// to stop; and in mode `fail` fails at once.
     #[test]
     fn service_entry() {
         let Some(job) =
@@ -400,10 +399,10 @@ mod tests {
         else {
             panic!("bad test service argument {job:?}");
         };
-        let fail = mode == "fail";
+        let mode = mode.to_owned();
         let file = PathBuf::from(file);
         let daemon: Daemon = Box::new(move |stop: Stop| {
-            if fail {
+            if mode == "fail" {
                 return Err(crate::Error::Config {
                     file: "test".into(),
                     count: 1,
@@ -415,9 +414,12 @@ mod tests {
                 .map_err(crate::Error::Runtime)?;
             let reason = runtime.block_on(async move {
                 let stop = stop();
-                notify_ready().map_err(crate::Error::Signals)?;
+                notify_ready().map_err(crate::Error::ServiceManager)?;
                 Ok::<_, crate::Error>(stop.await)
             })?;
+            if mode == "slow" {
+                thread::sleep(STOP_PULSE * 2);
+            }
             std::fs::write(&file, reason).map_err(crate::Error::Runtime)
         });
         run_as_named(name, daemon).expect("runs as a service");
@@ -478,13 +480,13 @@ mod tests {
 
     #[test]
     fn runs_until_stopped_under_the_scm() {
+        let _scm = scm_lock();
         let name = unique_name("serve");
+        let _cleanup = Cleanup(name.clone());
         let file = install_entry(&name, "serve");
         let service = open(&name);
-        let starts = lock(&SCM_STARTS);
         service.start::<&str>(&[]).expect("start");
         let status = wait_for(&service, ServiceState::Running);
-        drop(starts);
         assert_eq!(
             status.controls_accepted,
             ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
@@ -505,14 +507,54 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_stop_moves_the_checkpoint() {
+        let _scm = scm_lock();
+        let name = unique_name("slow");
+        let _cleanup = Cleanup(name.clone());
+        let file = install_entry(&name, "slow");
+        let service = open(&name);
+        service.start::<&str>(&[]).expect("start");
+        wait_for(&service, ServiceState::Running);
+        service.stop().expect("stop");
+        let mut checkpoints = Vec::new();
+        let status = loop {
+            let status = service.query_status().expect("query status");
+            if status.current_state != ServiceState::StopPending {
+                break status;
+            }
+            assert_eq!(status.wait_hint, STOP_WAIT_HINT);
+            checkpoints.push(status.checkpoint);
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.current_state, ServiceState::Stopped);
+        assert_eq!(status.exit_code, ServiceExitCode::Win32(0));
+        checkpoints.dedup();
+        assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+        assert!(checkpoints.is_sorted(), "{checkpoints:?}");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("the daemon wrote its result"),
+            "service stop"
+        );
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
     fn a_failing_daemon_stops_the_service_with_its_exit_code() {
+        let _scm = scm_lock();
         let name = unique_name("fail");
+        let _cleanup = Cleanup(name.clone());
         let file = install_entry(&name, "fail");
         let service = open(&name);
-        let starts = lock(&SCM_STARTS);
-        service.start::<&str>(&[]).expect("start");
+        match service.start::<&str>(&[]) {
+            Ok(()) => {}
+            // Wine's StartService fails with a timeout when the service has
+            // already stopped by the time it looks; Windows returns as soon
+            // as the service has its start request.
+            Err(windows_service::Error::Winapi(e))
+                if e.raw_os_error() == Some(ERROR_SERVICE_REQUEST_TIMEOUT as i32) => {}
+            Err(e) => panic!("start: {e:?}"),
+        }
         let status = wait_for(&service, ServiceState::Stopped);
-        drop(starts);
         assert_eq!(status.exit_code, ServiceExitCode::ServiceSpecific(1));
         assert!(!file.exists());
         let lines = remove_named(Path::new("/"), &name).expect("remove");
@@ -521,7 +563,7 @@ mod tests {
 
     #[test]
     fn chain_joins_the_causes() {
-        let e = crate::Error::Signals(io::Error::other("boom"));
+        let e = crate::Error::ServiceManager(io::Error::other("boom"));
         assert_eq!(chain(&e), format!("{e}: boom"));
     }
 }

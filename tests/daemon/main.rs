@@ -28,6 +28,8 @@ mod lifecycle;
 #[cfg(target_os = "linux")]
 mod limits;
 #[cfg(target_os = "linux")]
+mod logging;
+#[cfg(target_os = "linux")]
 mod run_as;
 #[cfg(target_os = "linux")]
 mod sessions;

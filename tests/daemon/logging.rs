@@ -1,0 +1,105 @@
+//! Logging without `--debug`: when stderr is the journal (`$JOURNAL_STREAM`
+//! names it, systemd.exec(5)), every event is one line with an sd-daemon(3)
+//! priority prefix and no time stamp; the `listening on` lines stay plain.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{DAEMON, WAIT, child, free_port, kill, request};
+
+/// Waits until the file holds a line that `matches`, and returns all lines.
+fn wait_for_line(
+    path: &std::path::Path,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.iter().any(|l| matches(l)) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in {WAIT:?}; stderr:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn journal_lines_carry_priority_prefixes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("wininetd.conf");
+    fs::write(
+        &config,
+        format!(
+            "{port} none {}\n{} none /no/such/program\n",
+            child("echo"),
+            free_port()
+        ),
+    )
+    .expect("write the config");
+    let stderr_path = dir.path().join("stderr");
+    let stderr = File::create(&stderr_path).expect("create the stderr file");
+    let meta = stderr.metadata().expect("stat the stderr file");
+    let mut daemon = Command::new(DAEMON)
+        .arg("--cfgfile")
+        .arg(&config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start wininetd");
+    let pid = i32::try_from(daemon.id()).expect("pid fits");
+
+    let lines = wait_for_line(&stderr_path, "listening line", |l| {
+        l.starts_with("listening on")
+    });
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("/no/such/program"))
+        .unwrap_or_else(|| panic!("no warning for the missing program: {lines:?}"));
+    assert!(
+        warning.starts_with("<4>"),
+        "a warning without <4>: {warning:?}"
+    );
+
+    assert_eq!(request(port, b"ping\n"), "ping\n");
+    let lines = wait_for_line(&stderr_path, "session end", |l| l.contains("session end"));
+    for event in ["session start", "session end"] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no {event}: {lines:?}"));
+        assert!(line.starts_with("<6>"), "{event} without <6>: {line:?}");
+        // No time stamp: the journal adds its own.
+        assert!(!line.contains("Z "), "{line:?}");
+    }
+
+    kill(pid, libc::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = daemon.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wininetd did not exit on SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let lines = wait_for_line(&stderr_path, "stop line", |l| l.contains("shutting down"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("shutting down"))
+    );
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::config::ServiceDefaults;
 use crate::platform;
 
 /// An inetd-style super-server: runs a program for each TCP connection, with
@@ -62,6 +63,10 @@ pub struct Cli {
     #[arg(long, conflicts_with = "debug")]
     pub remove: bool,
 
+    /// Ask the installed, running service to reload its config (Linux: systemctl reload; Windows: the service manager's ParamChange)
+    #[arg(long, conflicts_with_all = ["install", "remove", "check", "debug"])]
+    pub reload: bool,
+
     /// With --install/--remove: a directory that prefixes every path written
     #[arg(long, value_name = "DIR", requires = "install_or_remove")]
     pub root: Option<PathBuf>,
@@ -80,17 +85,25 @@ pub enum StdioMode {
     Pipe,
 }
 
-/// What the daemon runs with, every default applied.
+/// What the daemon runs with, from the command line, every default applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config_path: PathBuf,
-    /// SO_RCVTIMEO and SO_SNDTIMEO of each connection.
-    pub timeout: Option<Duration>,
-    /// SO_LINGER of each connection.
-    pub linger: Option<Duration>,
-    pub max_sessions: usize,
+    /// `--max-sessions` if given: it wins over the config's `max_sessions`.
+    pub max_sessions: Option<usize>,
     pub shutdown_grace: Duration,
-    pub stdio: StdioMode,
+    /// What a service gets for the options it does not set.
+    pub service_defaults: ServiceDefaults,
+}
+
+impl Settings {
+    /// The global session cap: the command line's, else the config's, else
+    /// the default.
+    pub fn max_sessions(&self, config: Option<usize>) -> usize {
+        self.max_sessions
+            .or(config)
+            .unwrap_or(DEFAULT_MAX_SESSIONS as usize)
+    }
 }
 
 pub const DEFAULT_LINGER_SECS: u16 = 60;
@@ -110,17 +123,19 @@ impl Cli {
                 .cfgfile
                 .clone()
                 .unwrap_or_else(platform::default_config_path),
-            timeout: self.timeout.filter(|&t| t > 0).map(|t| secs(t.into())),
-            linger: Some(self.linger_timeout.unwrap_or(DEFAULT_LINGER_SECS))
-                .filter(|&t| t > 0)
-                .map(|t| secs(t.into())),
-            max_sessions: self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS) as usize,
+            max_sessions: self.max_sessions.map(|n| n as usize),
             shutdown_grace: secs(
                 self.shutdown_grace
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS)
                     .into(),
             ),
-            stdio: self.stdio.unwrap_or_default(),
+            service_defaults: ServiceDefaults {
+                timeout: self.timeout.filter(|&t| t > 0).map(|t| secs(t.into())),
+                linger: Some(self.linger_timeout.unwrap_or(DEFAULT_LINGER_SECS))
+                    .filter(|&t| t > 0)
+                    .map(|t| secs(t.into())),
+                stdio: self.stdio.unwrap_or_default(),
+            },
         }
     }
 
@@ -169,19 +184,28 @@ mod tests {
     #[test]
     fn defaults() {
         let s = parse(&[]).expect("valid").settings();
-        assert_eq!(s.timeout, None);
-        assert_eq!(s.linger, Some(Duration::from_secs(60)));
-        assert_eq!(s.max_sessions, 1024);
+        assert_eq!(s.service_defaults.timeout, None);
+        assert_eq!(s.service_defaults.linger, Some(Duration::from_secs(60)));
+        assert_eq!(s.max_sessions(None), 1024);
+        assert_eq!(s.max_sessions(Some(7)), 7);
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
     }
 
     #[test]
     fn zero_means_off() {
-        let s = parse(&["--timeout", "0", "--linger-timeout", "0"])
-            .expect("valid")
-            .settings();
-        assert_eq!(s.timeout, None);
-        assert_eq!(s.linger, None);
+        let s = parse(&[
+            "--timeout",
+            "0",
+            "--linger-timeout",
+            "0",
+            "--max-sessions",
+            "3",
+        ])
+        .expect("valid")
+        .settings();
+        assert_eq!(s.service_defaults.timeout, None);
+        assert_eq!(s.service_defaults.linger, None);
+        assert_eq!(s.max_sessions(Some(7)), 3);
     }
 
     #[test]

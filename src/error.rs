@@ -12,9 +12,9 @@ use crate::platform;
 pub enum Error {
     #[error("{count} error(s) in {file}")]
     Config { file: String, count: usize },
-    #[error("cannot listen on port {port}")]
+    #[error("cannot listen on {addr}")]
     Listen {
-        port: u16,
+        addr: String,
         #[source]
         source: io::Error,
     },

@@ -33,15 +33,17 @@ use std::future::Future;
 
 pub use error::Error;
 
-/// Runs the server for `config` until the future that `shutdown` returns
+/// Runs the server for `config` until the future that `stop` returns
 /// resolves (with the name of what asked for the stop), on a single-threaded
 /// runtime: the daemon's own work is small next to starting processes, and
-/// one thread keeps it lean. `shutdown` is called inside the runtime before
-/// any port is bound, so it can register signal handlers there.
+/// one thread keeps it lean. `stop` is called inside the runtime before any
+/// port is bound, so it can register signal handlers there; so are the
+/// reload requests, which reload the config with `loader`.
 pub fn run<F>(
     config: config::Config,
     settings: cli::Settings,
-    shutdown: impl FnOnce() -> F,
+    stop: impl FnOnce() -> F,
+    loader: server::Loader,
 ) -> Result<(), Error>
 where
     F: Future<Output = &'static str>,
@@ -51,7 +53,14 @@ where
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let shutdown = shutdown();
-        server::serve(config, settings, shutdown).await
+        let stop = stop();
+        let reload = match platform::Reload::listen() {
+            Ok(reload) => Some(reload),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot wait for reload requests; reload is off");
+                None
+            }
+        };
+        server::serve(config, settings, stop, reload, loader).await
     })
 }

@@ -1,32 +1,39 @@
-//! Stage 1, listen: bind each service's port and accept its connections.
+//! Stage 1, listen: bind a service's listen addresses and set the options of
+//! the connections they accept.
 //!
-//! A port is bound once, on every IPv6 and IPv4 address through one
-//! dual-stack socket, or on IPv4 alone where the host has no IPv6. This
-//! module owns the listening socket's options; what happens to an accepted
-//! connection is the business of the next stages.
+//! A bare port is bound once on every IPv6 and IPv4 address through one
+//! dual-stack socket, or on IPv4 alone where the host has no IPv6; an
+//! explicit address is bound as given. This module owns the sockets'
+//! options; what happens to an accepted connection is the business of the
+//! next stages.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use socket2::{Domain, Socket};
+use socket2::{Domain, Socket, TcpKeepalive};
 
-use crate::cli::Settings;
+use crate::cli::StdioMode;
+use crate::config::{ListenAddr, SocketOptions};
 use crate::platform;
 
-/// Pending connections the kernel may queue per port (capped by the system,
-/// e.g. `net.core.somaxconn`). Large, so that a burst waits rather than being
-/// refused while the daemon is at its session cap.
-const BACKLOG: i32 = 4096;
-
-/// Binds `port` on all addresses and starts listening.
-pub fn bind(port: u16, settings: &Settings) -> io::Result<Socket> {
-    let socket = match bind_addr(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), settings) {
-        Err(e) if no_ipv6(&e) => {
-            bind_addr(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), settings)?
+/// Binds `addr` and starts listening.
+pub fn bind(addr: ListenAddr, options: &SocketOptions, stdio: StdioMode) -> io::Result<Socket> {
+    let socket = match addr {
+        ListenAddr::Any(port) => {
+            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+            match bind_addr(v6, false, options, stdio) {
+                Err(e) if no_ipv6(&e) => bind_addr(
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+                    false,
+                    options,
+                    stdio,
+                )?,
+                result => result?,
+            }
         }
-        result => result?,
+        ListenAddr::At(addr) => bind_addr(addr, true, options, stdio)?,
     };
-    socket.listen(BACKLOG)?;
+    socket.listen(i32::try_from(options.backlog).unwrap_or(i32::MAX))?;
     Ok(socket)
 }
 
@@ -36,27 +43,47 @@ fn no_ipv6(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AddrNotAvailable || platform::is_family_unsupported(e)
 }
 
-fn bind_addr(addr: SocketAddr, settings: &Settings) -> io::Result<Socket> {
-    let socket = platform::tcp_socket(Domain::for_address(addr), settings.stdio)?;
+fn bind_addr(
+    addr: SocketAddr,
+    only_v6: bool,
+    options: &SocketOptions,
+    stdio: StdioMode,
+) -> io::Result<Socket> {
+    let socket = platform::tcp_socket(Domain::for_address(addr), stdio)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
+        socket.set_only_v6(only_v6)?;
     }
     platform::configure_listener(&socket)?;
     if platform::LISTENER_OPTIONS_INHERITED {
-        set_connection_options(&socket, settings)?;
+        set_inherited_options(&socket, options)?;
     }
     socket.bind(&addr.into())?;
     Ok(socket)
 }
 
-/// `--timeout` and `--linger-timeout`, on an accepted socket (or on the
-/// listener, where accepted sockets inherit them).
-pub fn set_connection_options(socket: &Socket, settings: &Settings) -> io::Result<()> {
-    if let Some(timeout) = settings.timeout {
+/// The options an accepted socket inherits from its listener on Linux:
+/// timeouts and linger.
+fn set_inherited_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
+    if let Some(timeout) = options.timeout {
         socket.set_read_timeout(Some(timeout))?;
         socket.set_write_timeout(Some(timeout))?;
     }
-    socket.set_linger(settings.linger)?;
+    socket.set_linger(options.linger)
+}
+
+/// Sets a service's options on an accepted connection: those the listener
+/// did not pass on, and TCP_NODELAY and keepalive when asked for (nothing
+/// at all by default on Linux).
+pub fn set_connection_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
+    if !platform::LISTENER_OPTIONS_INHERITED {
+        set_inherited_options(socket, options)?;
+    }
+    if options.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = options.keepalive {
+        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
     Ok(())
 }
 

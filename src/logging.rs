@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::config::LogFormat;
 use crate::platform::{self, Priority, SystemLog};
 
 /// Where the daemon logs.
@@ -42,38 +43,45 @@ pub fn target(debug: bool) -> Target {
 /// Installs the global subscriber. `RUST_LOG`-style filtering is not
 /// offered: the levels used are few and all of them matter to an operator,
 /// except debug, which `WININETD_LOG=debug` turns on.
-pub fn init(target: Target) {
+pub fn init(target: Target, format: LogFormat) {
     let level = match std::env::var("WININETD_LOG").as_deref() {
         Ok("debug") => Level::DEBUG,
         Ok("warn") => Level::WARN,
         _ => Level::INFO,
     };
+    if target == Target::System {
+        SYSTEM_LOG.get_or_init(SystemLog::open);
+    }
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false);
-    let result = match target {
-        Target::Console => builder
+    // Only fails if a subscriber is already set (tests): keep that one.
+    let _ = match (format, target) {
+        (LogFormat::Json, Target::Console) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(io::stderr)
+            .try_init(),
+        (LogFormat::Json, _) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(Prefixed)
+            .try_init(),
+        (LogFormat::Text, Target::Console) => builder
             .with_writer(io::stderr)
             .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
             .try_init(),
-        Target::Journal => builder
+        (LogFormat::Text, _) => builder
             .without_time()
             .with_level(false)
             .with_ansi(false)
             .with_writer(Prefixed)
             .try_init(),
-        Target::System => {
-            SYSTEM_LOG.get_or_init(SystemLog::open);
-            builder
-                .without_time()
-                .with_level(false)
-                .with_ansi(false)
-                .with_writer(Prefixed)
-                .try_init()
-        }
     };
-    // Only fails if a subscriber is already set (tests): keep that one.
-    let _ = result;
 }
 
 /// Writes an announcement line to stderr (and the system log when that is

@@ -30,9 +30,15 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
     if cli.install || cli.remove {
         return install_or_remove(cli);
     }
+    if cli.reload {
+        for line in platform::request_reload()? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let settings = cli.settings();
     let target = logging::target(cli.debug || cli.check);
-    logging::init(target);
+    logging::init(target, config::log_format_of(&settings.config_path));
 
     if cli.check {
         let (config, warnings) = load(&settings, target)?;
@@ -45,7 +51,10 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
     }
     let daemon: platform::Daemon = Box::new(move |stop| {
         let (config, _warnings) = load(&settings, target)?;
-        wininetd::run(config, settings, stop)
+        let path = settings.config_path.clone();
+        let defaults = settings.service_defaults.clone();
+        let loader = Box::new(move || config::load(&path, &defaults));
+        wininetd::run(config, settings, stop, loader)
     });
     if cli.debug {
         daemon(platform::console_stop())
@@ -58,7 +67,7 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
 /// log events too when logging goes to the system log (a service's stderr
 /// may go nowhere). Returns the config and its number of warnings.
 fn load(settings: &Settings, target: Target) -> Result<(Config, usize), Error> {
-    let loaded = config::load(&settings.config_path);
+    let loaded = config::load(&settings.config_path, &settings.service_defaults);
     for diagnostic in &loaded.diagnostics {
         if target != Target::Journal {
             eprintln!("{diagnostic}");

@@ -1,46 +1,95 @@
 //! Stage 4, reap: wait for a session's program to exit, log how it ended,
-//! and give its slot back; on stop, end its whole process tree.
+//! and give its slots back; end its whole process tree when the server
+//! stops or the session outlives `max_lifetime`.
 //!
 //! Every child is waited for as soon as it exits, so none stays a zombie.
+//! Log events carry their fields (service, peer, pid...) themselves rather
+//! than through a span, so that a JSON line is one flat object.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
-use tracing::{Instrument, Span, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::admit::Permit;
+use crate::admit::{Permit, ServiceSlot, SourceSlot};
 use crate::platform::{self, Child};
+
+/// Who a session is, for its log lines.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub service: Arc<str>,
+    pub port: u16,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub pid: u32,
+}
+
+/// The slots a session holds; dropping them gives them back.
+#[derive(Debug)]
+pub struct Slots {
+    pub global: Permit,
+    pub service: ServiceSlot,
+    pub source: SourceSlot,
+}
 
 /// One running session, owned by its reaper task.
 #[derive(Debug)]
 pub struct Session {
     pub child: Child,
-    pub permit: Permit,
+    pub slots: Slots,
     pub started: Instant,
-    /// The session's span (service, peer, pid).
-    pub span: Span,
+    pub info: SessionInfo,
+    pub max_lifetime: Option<Duration>,
+}
+
+/// The longest stderr line logged as one event; longer ones are split.
+const MAX_STDERR_LINE: u64 = 8 * 1024;
+
+/// How a session's wait ended.
+enum Ending {
+    Exited(std::io::Result<platform::ExitStatus>),
+    Stopping,
+    TooOld,
 }
 
 /// Waits for the session's child and logs its end. When `stop` turns true,
-/// sends SIGTERM to the child's process group, then SIGKILL after `grace`.
-pub async fn supervise(session: Session, mut stop: watch::Receiver<bool>, grace: Duration) {
-    let span = session.span.clone();
-    run(session, &mut stop, grace).instrument(span).await;
-}
-
-async fn run(mut session: Session, stop: &mut watch::Receiver<bool>, grace: Duration) {
-    let exited = tokio::select! {
-        status = session.child.wait() => Some(status),
-        _ = stopping(stop) => None,
+/// or `max_lifetime` passes, ends the child's whole process tree: SIGTERM,
+/// then SIGKILL after `grace`.
+pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, grace: Duration) {
+    if let Some(stderr) = session.child.take_stderr() {
+        tokio::spawn(log_stderr(stderr, session.info.clone()));
+    }
+    let lifetime = async {
+        match session.max_lifetime {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
     };
-    let status = match exited {
-        Some(status) => status,
-        None => {
+    let ending = tokio::select! {
+        status = session.child.wait() => Ending::Exited(status),
+        () = stopping(&mut stop) => Ending::Stopping,
+        () = lifetime => Ending::TooOld,
+    };
+    let info = &session.info;
+    let status = match ending {
+        Ending::Exited(status) => status,
+        Ending::Stopping | Ending::TooOld => {
+            if matches!(ending, Ending::TooOld) {
+                warn!(
+                    service = %info.service,
+                    pid = info.pid,
+                    max_lifetime = ?session.max_lifetime.unwrap_or_default(),
+                    "session reached max_lifetime: ending its processes"
+                );
+            }
             session.child.terminate_tree();
             match tokio::time::timeout(grace, session.child.wait()).await {
                 Ok(status) => status,
                 Err(_elapsed) => {
-                    warn!(grace = ?grace, "session did not stop in time: killing its processes");
+                    warn!(service = %info.service, pid = info.pid, grace = ?grace, "session did not stop in time: killing its processes");
                     session.child.kill_tree();
                     session.child.wait().await
                 }
@@ -50,19 +99,49 @@ async fn run(mut session: Session, stop: &mut watch::Receiver<bool>, grace: Dura
     let duration = session.started.elapsed();
     match status {
         Ok(status) => info!(
+            service = %info.service,
+            port = info.port,
+            peer = %info.peer,
+            local = %info.local,
+            pid = info.pid,
             status = %platform::describe_exit(&status),
             duration = ?duration,
             "session end"
         ),
-        Err(e) => {
-            error!(error = %e, duration = ?duration, "session end: cannot wait for the program")
-        }
+        Err(e) => error!(
+            service = %info.service,
+            pid = info.pid,
+            error = %e,
+            duration = ?duration,
+            "session end: cannot wait for the program"
+        ),
     }
-    drop(session.permit);
+    drop(session.slots);
 }
 
 /// Resolves once the server is stopping.
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens at exit.
     let _ = stop.wait_for(|&stop| stop).await.map(drop);
+}
+
+/// Logs each line the child writes to its stderr (`stderr = "log"`).
+async fn log_stderr(stderr: platform::StderrPipe, info: SessionInfo) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_STDERR_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                info!(service = %info.service, pid = info.pid, "stderr: {text}");
+            }
+        }
+    }
 }

@@ -1,134 +1,370 @@
-//! The server: one accept task per listener, feeding the stages
-//! listen → admit → spawn → reap, and an orderly stop.
+//! The server: one accept task per listen address, feeding the stages
+//! listen → admit → spawn → reap, a config reload that keeps listening
+//! sockets, and an orderly stop.
 //!
-//! The accept loop stays flat: wait for a pending connection, take a session
-//! slot, accept, start the child, hand it to a reaper task, repeat. A
-//! connection's failure stays with that connection; an accept error backs
-//! off instead of spinning; nothing here blocks on a name lookup.
+//! The accept loop stays flat: wait for a pending connection, take a global
+//! and a service slot (at a cap, accepting pauses and connections wait in
+//! the backlog), accept, let the service's gate admit or refuse the client,
+//! start the child, hand it to a reaper task, repeat. A connection's failure
+//! stays with that connection; an accept error backs off instead of
+//! spinning; nothing here blocks on a name lookup.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
 
-use crate::admit::Admission;
+use crate::admit::{Admission, Gate, Refusal};
 use crate::cli::Settings;
-use crate::config::{Config, Service};
+use crate::config::{Config, ListenAddr, Loaded, Service, Severity};
 use crate::error::Error;
 use crate::listen;
 use crate::logging;
 use crate::platform::{self, ChildSpec, Listener};
-use crate::reap::{self, Session};
+use crate::reap::{self, Session, SessionInfo, Slots};
 use crate::spawn;
 
-/// Shortest and longest pause after an accept error that says the system is
-/// out of a resource (descriptors, memory).
+/// Shortest and longest pause after an accept or spawn error that says the
+/// system is out of a resource (descriptors, memory, processes).
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Loads the config again, for a reload.
+pub type Loader = Box<dyn Fn() -> Loaded + Send>;
 
 /// What every accept task shares.
 #[derive(Debug)]
 struct Shared {
-    settings: Settings,
     admission: Admission,
     stop: watch::Receiver<bool>,
+    shutdown_grace: Duration,
 }
 
-/// One listener and the service behind it.
+/// A service as it runs: its config, its children's template and its gate.
+/// Replaced as a whole on reload; sessions keep the one they started with.
+#[derive(Debug)]
+struct Active {
+    service: Arc<Service>,
+    name: Arc<str>,
+    spec: ChildSpec,
+    gate: Arc<Gate>,
+}
+
+/// A listening address's accept task and the channel that gives it new
+/// settings on reload.
 #[derive(Debug)]
 struct Endpoint {
-    service: Arc<Service>,
-    spec: ChildSpec,
-    listener: Listener,
+    task: JoinHandle<()>,
+    current: watch::Sender<Arc<Active>>,
 }
 
-/// Binds every service's port, announces them, then serves until
-/// `shutdown` resolves; returns once every session has ended.
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Ending the task drops its listener: the port closes at once.
+        self.task.abort();
+    }
+}
+
+/// The running server.
+struct Server {
+    shared: Arc<Shared>,
+    daemon_env: Vec<(OsString, OsString)>,
+    services: HashMap<String, Arc<Active>>,
+    endpoints: HashMap<ListenAddr, Endpoint>,
+    max_sessions: usize,
+    log_format: crate::config::LogFormat,
+    loader: Loader,
+}
+
+/// Binds every service's addresses, announces them, then serves until
+/// `stop` resolves, reloading the config (with `loader`) on each request
+/// from `reload`; returns once every session has ended.
 pub async fn serve(
     config: Config,
     settings: Settings,
-    shutdown: impl std::future::Future<Output = &'static str>,
+    stop: impl Future<Output = &'static str>,
+    mut reload: Option<platform::Reload>,
+    loader: Loader,
 ) -> Result<(), Error> {
     platform::warn_unsupported(&settings);
-    let daemon_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let mut endpoints = Vec::with_capacity(config.services.len());
-    for service in &config.services {
-        let port = service.port;
-        let listen_error = |source| Error::Listen { port, source };
-        let socket = listen::bind(port, &settings).map_err(listen_error)?;
-        let listener = Listener::new(socket).map_err(listen_error)?;
-        endpoints.push(Endpoint {
-            spec: spawn::prepare(service, &daemon_env, &settings),
-            service: Arc::clone(service),
-            listener,
-        });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_sessions = settings.max_sessions(config.max_sessions);
+    let mut server = Server {
+        shared: Arc::new(Shared {
+            admission: Admission::new(max_sessions),
+            stop: stop_rx,
+            shutdown_grace: settings.shutdown_grace,
+        }),
+        daemon_env: std::env::vars_os().collect(),
+        services: HashMap::new(),
+        endpoints: HashMap::new(),
+        max_sessions,
+        log_format: config.log_format,
+        loader,
+    };
+    let actives = server.activate(&config);
+    let mut bound = Vec::new();
+    for (addr, active) in listen_plan(&actives) {
+        let socket =
+            listen::bind(addr, &active.service.socket, active.service.stdio).map_err(|source| {
+                Error::Listen {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
+        bound.push((addr, active, socket));
     }
     // Only now that every port is bound: announce, then tell the service
-    // manager (the original reported "running" before binding).
-    for endpoint in &endpoints {
-        let addr = endpoint
-            .listener
-            .local_addr()
-            .map_err(|source| Error::Listen {
-                port: endpoint.service.port,
-                source,
-            })?;
+    // manager (WinInetd reported "running" before binding).
+    let mut listeners = Vec::with_capacity(bound.len());
+    for (addr, active, socket) in bound {
+        let listen_error = |source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = Listener::new(socket).map_err(listen_error)?;
+        let local = listener.local_addr().map_err(listen_error)?;
         logging::announce(&format!(
-            "listening on {addr} ({})",
-            endpoint.service.cmdline
+            "listening on {local} ({})",
+            active.service.cmdline
         ));
+        listeners.push((addr, active, listener));
     }
     if let Err(e) = platform::notify_ready() {
         warn!(error = %e, "cannot notify the service manager");
     }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        admission: Admission::new(settings.max_sessions),
-        settings,
-        stop: stop_rx,
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    for endpoint in endpoints {
-        tasks.spawn(accept_loop(endpoint, Arc::clone(&shared)));
+    for (addr, active, listener) in listeners {
+        server.start_endpoint(addr, active, listener);
     }
+    server.services = actives;
 
-    let signal = shutdown.await;
+    tokio::pin!(stop);
+    let signal = loop {
+        tokio::select! {
+            signal = &mut stop => break signal,
+            Some(()) = next_reload(&mut reload) => server.reload(),
+        }
+    };
     info!(
         signal,
-        sessions = shared.admission.active(),
+        sessions = server.shared.admission.active(),
         "shutting down"
     );
     // Close the listeners at once: new connections are refused from here on.
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    server.endpoints.clear();
     stop_tx.send_replace(true);
-    shared.admission.all_ended().await;
+    server.shared.admission.all_ended().await;
     info!("stopped");
     Ok(())
 }
 
-async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
+    match reload {
+        Some(reload) => reload.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Every (address, service) pair to listen on.
+fn listen_plan(actives: &HashMap<String, Arc<Active>>) -> Vec<(ListenAddr, Arc<Active>)> {
+    let mut plan: Vec<(ListenAddr, Arc<Active>)> = actives
+        .values()
+        .flat_map(|active| {
+            active
+                .service
+                .listen
+                .iter()
+                .map(move |addr| (*addr, Arc::clone(active)))
+        })
+        .collect();
+    // In config order, so the listening lines are too.
+    plan.sort_by_key(|(_, active)| active.service.line);
+    plan
+}
+
+impl Server {
+    /// The runtime form of each of `config`'s services, keeping the gate
+    /// (and so the counters) of a service whose rules did not change.
+    fn activate(&self, config: &Config) -> HashMap<String, Arc<Active>> {
+        config
+            .services
+            .iter()
+            .map(|service| {
+                let gate = match self.services.get(&service.name) {
+                    Some(old) if old.gate.same_rules(&service.limits, &service.access) => {
+                        Arc::clone(&old.gate)
+                    }
+                    _ => Gate::new(&service.name, &service.limits, &service.access),
+                };
+                let active = Active {
+                    name: service.name.as_str().into(),
+                    spec: spawn::prepare(service, &self.daemon_env),
+                    service: Arc::clone(service),
+                    gate,
+                };
+                (service.name.clone(), Arc::new(active))
+            })
+            .collect()
+    }
+
+    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Listener) {
+        let (current, rx) = watch::channel(active);
+        let task = tokio::spawn(accept_loop(listener, rx, Arc::clone(&self.shared)));
+        self.endpoints.insert(addr, Endpoint { task, current });
+    }
+
+    /// Loads the config again and applies it; with any error the old one
+    /// keeps running. Listening sockets of addresses still in use are kept,
+    /// so no connection is refused; running sessions are not touched.
+    fn reload(&mut self) {
+        info!("reload requested");
+        let loaded = (self.loader)();
+        for d in &loaded.diagnostics {
+            match d.severity {
+                Severity::Error => error!("{d}"),
+                Severity::Warning => warn!("{d}"),
+            }
+        }
+        let Some(config) = loaded.config else {
+            error!(
+                errors = loaded.error_count(),
+                "reload failed: the config has errors; the old one keeps running"
+            );
+            return;
+        };
+        if settings_need_restart(&config, self) {
+            warn!("max_sessions and log_format changes take effect at the next start");
+        }
+        let actives = self.activate(&config);
+        let plan = listen_plan(&actives);
+
+        // Bind what is new first: if that fails, nothing has changed yet.
+        let mut bound = Vec::new();
+        let mut after_close = Vec::new();
+        for (addr, active) in &plan {
+            if self.endpoints.contains_key(addr) {
+                continue;
+            }
+            if self.endpoints.keys().any(|old| old.overlaps(addr)) {
+                // Its port is held by an address that goes away: bind it
+                // once that listener is closed.
+                after_close.push((*addr, Arc::clone(active)));
+                continue;
+            }
+            match listen::bind(*addr, &active.service.socket, active.service.stdio)
+                .and_then(Listener::new)
+            {
+                Ok(listener) => bound.push((*addr, Arc::clone(active), listener)),
+                Err(e) => {
+                    error!(%addr, error = %e, "reload failed: cannot listen; the old config keeps running");
+                    return;
+                }
+            }
+        }
+
+        let wanted: HashMap<ListenAddr, Arc<Active>> = plan.into_iter().collect();
+        let before = self.endpoints.len();
+        self.endpoints.retain(|addr, _| wanted.contains_key(addr));
+        let closed = before - self.endpoints.len();
+        for (addr, endpoint) in &self.endpoints {
+            if let Some(active) = wanted.get(addr) {
+                endpoint.current.send_replace(Arc::clone(active));
+            }
+        }
+        for (addr, active, listener) in bound {
+            self.announce(&listener, &active);
+            self.start_endpoint(addr, active, listener);
+        }
+        for (addr, active) in after_close {
+            match listen::bind(addr, &active.service.socket, active.service.stdio)
+                .and_then(Listener::new)
+            {
+                Ok(listener) => {
+                    self.announce(&listener, &active);
+                    self.start_endpoint(addr, active, listener);
+                }
+                Err(e) => {
+                    error!(%addr, service = %active.name, error = %e, "reload: cannot listen")
+                }
+            }
+        }
+
+        let names = |pick: &dyn Fn(&String) -> bool, from: &HashMap<String, Arc<Active>>| {
+            let mut names: Vec<&str> = from
+                .keys()
+                .filter(|n| pick(n))
+                .map(String::as_str)
+                .collect();
+            names.sort_unstable();
+            names.join(",")
+        };
+        let added = names(&|n| !self.services.contains_key(n), &actives);
+        let removed = names(&|n| !actives.contains_key(n), &self.services);
+        let kept = names(&|n| self.services.contains_key(n), &actives);
+        info!(
+            %added,
+            %removed,
+            %kept,
+            listeners_closed = closed,
+            listeners = self.endpoints.len(),
+            "reload done"
+        );
+        self.services = actives;
+    }
+
+    fn announce(&self, listener: &Listener, active: &Active) {
+        if let Ok(local) = listener.local_addr() {
+            logging::announce(&format!(
+                "listening on {local} ({})",
+                active.service.cmdline
+            ));
+        }
+    }
+}
+
+fn settings_need_restart(config: &Config, server: &Server) -> bool {
+    let max = config.max_sessions.unwrap_or(server.max_sessions);
+    config.log_format != server.log_format || max != server.max_sessions
+}
+
+async fn accept_loop(
+    listener: Listener,
+    mut current: watch::Receiver<Arc<Active>>,
+    shared: Arc<Shared>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
     loop {
-        if let Err(e) = endpoint.listener.ready().await {
-            error!(port = endpoint.service.port, error = %e, "cannot wait for connections");
+        if let Err(e) = listener.ready().await {
+            error!(error = %e, "cannot wait for connections");
             tokio::time::sleep(BACKOFF_MAX).await;
             continue;
         }
-        let permit = shared.admission.acquire().await;
-        let (socket, peer) = match endpoint.listener.accept().await {
+        let active = Arc::clone(&current.borrow_and_update());
+        let global = shared.admission.acquire().await;
+        let slot = tokio::select! {
+            slot = active.gate.slot() => slot,
+            changed = current.changed() => match changed {
+                // New settings while this service was at its cap: start
+                // over with them.
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+        };
+        let (socket, peer) = match listener.accept().await {
             Ok(Some(accepted)) => accepted,
             Ok(None) => continue,
             Err(e) if platform::is_resource_exhaustion(&e) => {
-                drop(permit);
+                drop((global, slot));
                 if !failing {
-                    warn!(port = endpoint.service.port, error = %e, "accept failed: backing off until resources free up");
+                    warn!(service = %active.name, error = %e, "accept failed: backing off until resources free up");
                     failing = true;
                 }
                 tokio::time::sleep(backoff).await;
@@ -137,16 +373,29 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
             }
             Err(e) => {
                 // A connection that failed before we took it (reset, aborted).
-                debug!(port = endpoint.service.port, error = %e, "accept failed");
+                debug!(service = %active.name, error = %e, "accept failed");
                 continue;
             }
         };
         if failing {
-            info!(port = endpoint.service.port, "accept recovered");
+            info!(service = %active.name, "accept recovered");
             failing = false;
             backoff = BACKOFF_MIN;
         }
-        if let Err(e) = start_session(&endpoint, &shared, socket, peer, permit) {
+        let peer = listen::canonical(peer);
+        let source = match active.gate.admit(peer.ip(), Instant::now()) {
+            Ok(source) => source,
+            Err(refusal) => {
+                refuse(&active, socket, peer, &refusal);
+                continue;
+            }
+        };
+        let slots = Slots {
+            global,
+            service: slot,
+            source,
+        };
+        if let Err(e) = start_session(&active, &shared, socket, peer, slots) {
             if platform::is_resource_exhaustion(&e) {
                 // The connection is closed; the next would fail the same way.
                 tokio::time::sleep(backoff).await;
@@ -156,56 +405,101 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
     }
 }
 
+/// Closes a refused connection, after the service's `reject_message`.
+fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
+    if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
+        warn!(
+            service = %active.name,
+            %peer,
+            rule = %refusal.rule(),
+            reason = %refusal,
+            suppressed,
+            "connection refused"
+        );
+    }
+    // Never wait for a refused client: no lingering, no blocking call.
+    let _ = socket.set_linger(None);
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Some(message) = &active.service.reject_message {
+        let _ = socket.send(message.as_bytes());
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    // What the client already sent would turn the close into a reset (RFC
+    // 1122 4.2.2.13) that can destroy the message in flight: read it first.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..16 {
+        match socket.recv(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
 /// Starts one session. A failure is logged here and closes the connection;
 /// it is returned only so that the caller can back off.
 fn start_session(
-    endpoint: &Endpoint,
+    active: &Arc<Active>,
     shared: &Shared,
     socket: Socket,
     peer: SocketAddr,
-    permit: crate::admit::Permit,
+    slots: Slots,
 ) -> std::io::Result<()> {
     let started = Instant::now();
-    let peer = listen::canonical(peer);
-    let span =
-        info_span!("session", port = endpoint.service.port, %peer, pid = tracing::field::Empty);
-    let _entered = span.enter();
+    let service = &active.service;
     let local = match socket.local_addr().map(|a| a.as_socket()) {
         Ok(Some(local)) => listen::canonical(local),
         Ok(None) => return Ok(()),
         Err(e) => {
-            warn!(error = %e, "cannot read the connection's local address; closing it");
+            warn!(service = %active.name, %peer, error = %e, "cannot read the connection's local address; closing it");
             return Err(e);
         }
     };
-    if !platform::LISTENER_OPTIONS_INHERITED {
-        if let Err(e) = listen::set_connection_options(&socket, &shared.settings) {
-            warn!(error = %e, "cannot set the connection's socket options");
-        }
+    if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
+        warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
     }
     let env = spawn::client_env(peer, local);
-    let child = match platform::spawn(&endpoint.spec, socket, &env) {
+    let child = match platform::spawn(&active.spec, socket, &env) {
         Ok(child) => child,
         Err(e) => {
-            error!(program = %endpoint.service.program.display(), error = %e, "cannot start the program; closing the connection");
+            error!(
+                service = %active.name,
+                port = local.port(),
+                %peer,
+                program = %service.program.display(),
+                error = %e,
+                "cannot start the program; closing the connection"
+            );
             return Err(e);
         }
     };
-    span.record("pid", child.id());
-    match endpoint.service.user.as_ref() {
-        Some(user) => info!(user = %user.name, "session start"),
-        None => info!("session start"),
+    let info = SessionInfo {
+        service: Arc::clone(&active.name),
+        port: local.port(),
+        peer,
+        local,
+        pid: child.id(),
+    };
+    match &service.user {
+        Some(user) => {
+            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user.name, "session start")
+        }
+        None => {
+            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")
+        }
     }
-    drop(_entered);
     let session = Session {
         child,
-        permit,
+        slots,
         started,
-        span: span.clone(),
+        info,
+        max_lifetime: service.max_lifetime,
     };
-    tokio::spawn(
-        reap::supervise(session, shared.stop.clone(), shared.settings.shutdown_grace)
-            .instrument(span),
-    );
+    tokio::spawn(reap::supervise(
+        session,
+        shared.stop.clone(),
+        shared.shutdown_grace,
+    ));
     Ok(())
 }

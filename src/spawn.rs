@@ -10,7 +10,6 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 
-use crate::cli::Settings;
 use crate::config::Service;
 use crate::platform::{self, ChildSpec};
 
@@ -27,27 +26,26 @@ pub const CLIENT_VARIABLES: [&str; 7] = [
 ];
 
 /// Builds what is fixed about `service`'s children. `daemon_env` is the
-/// daemon's environment at load.
-pub fn prepare(
-    service: &Service,
-    daemon_env: &[(OsString, OsString)],
-    settings: &Settings,
-) -> ChildSpec {
-    let user_env = service.user.as_ref().map(platform::user_environment);
+/// daemon's environment at start; the service's `env` and its user's
+/// variables override it, and the per-connection variables override all.
+pub fn prepare(service: &Service, daemon_env: &[(OsString, OsString)]) -> ChildSpec {
+    let mut added: Vec<(OsString, OsString)> = service.env.clone();
+    if let Some(user) = &service.user {
+        added.extend(platform::user_environment(user));
+    }
     let overridden = |key: &OsString| {
         CLIENT_VARIABLES.iter().any(|v| key == v)
             || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)
-            || user_env
-                .as_ref()
-                .is_some_and(|env| env.iter().any(|(k, _)| k == key))
+            || added.iter().any(|(k, _)| k == key)
     };
     let mut env: Vec<(OsString, OsString)> = daemon_env
         .iter()
         .filter(|(k, _)| !overridden(k))
         .cloned()
         .collect();
-    env.extend(user_env.into_iter().flatten());
-    ChildSpec::new(service, env, settings)
+    let client = |key: &OsString| CLIENT_VARIABLES.iter().any(|v| key == v);
+    env.extend(added.iter().filter(|(k, _)| !client(k)).cloned());
+    ChildSpec::new(service, env)
 }
 
 /// The per-connection variables. Addresses are canonical (IPv4 clients as
@@ -69,38 +67,52 @@ pub fn client_env(peer: SocketAddr, local: SocketAddr) -> [(&'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-    use std::path::PathBuf;
+    use crate::config::{self, ServiceDefaults};
+    use std::path::Path;
 
-    fn service() -> Service {
-        Service {
-            line: 1,
-            port: 7,
-            cmdline: "/bin/cat".into(),
-            program: PathBuf::from("/bin/cat"),
-            args: vec![],
-            user: None,
-        }
+    /// The one service of a config file named `file` holding `text`.
+    fn service(file: &str, text: &str) -> Service {
+        let file = Path::new(file);
+        let system = config::System::current();
+        let defaults = ServiceDefaults {
+            timeout: None,
+            linger: None,
+            stdio: crate::cli::StdioMode::Socket,
+        };
+        let loaded = config::resolve(
+            file,
+            config::parse(file, text.as_bytes()),
+            &system,
+            &defaults,
+        );
+        let mut config = loaded
+            .config
+            .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+        std::sync::Arc::into_inner(config.services.remove(0)).expect("one owner")
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
     }
 
     #[test]
     fn daemon_values_of_client_and_private_variables_are_dropped() {
-        let daemon_env: Vec<(OsString, OsString)> = [
-            ("PATH", "/bin"),
-            ("CLIENT_IP", "6.6.6.6"),
-            ("NOTIFY_SOCKET", "/run/x"),
-            ("TCPLOCALPORT", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-        .collect();
-        let settings = crate::cli::Cli::try_parse_from(["wininetd"])
-            .expect("valid")
-            .settings();
-        let spec = prepare(&service(), &daemon_env, &settings);
-        let mut expected = vec![(OsString::from("PATH"), OsString::from("/bin"))];
+        let exe = std::env::current_exe().expect("path");
+        let spec = prepare(
+            &service("t.conf", &format!("1 none {}\n", exe.display())),
+            &vars(&[
+                ("PATH", "/bin"),
+                ("CLIENT_IP", "6.6.6.6"),
+                ("NOTIFY_SOCKET", "/run/x"),
+                ("TCPLOCALPORT", "1"),
+            ]),
+        );
+        let mut expected = vars(&[("PATH", "/bin")]);
         if !platform::PRIVATE_VARIABLES.contains(&"NOTIFY_SOCKET") {
-            expected.push(("NOTIFY_SOCKET".into(), "/run/x".into()));
+            expected.extend(vars(&[("NOTIFY_SOCKET", "/run/x")]));
         }
         assert_eq!(spec.env(), expected);
     }

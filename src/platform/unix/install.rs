@@ -118,6 +118,9 @@ pub enum InstallError {
     /// `--remove` with no unit: the original's "service not installed".
     #[error("the service is not installed: {} does not exist", .path.display())]
     NotInstalled { path: PathBuf },
+    /// `--reload` without systemctl.
+    #[error("systemctl not found: send SIGHUP to the wininetd process to reload its config")]
+    NoSystemctl,
     /// `systemctl` is on `PATH` but could not be started.
     #[error("cannot run `{command}`")]
     RunSystemctl {
@@ -149,6 +152,16 @@ fn stderr_suffix(stderr: &str) -> String {
 /// Returns human-readable lines describing what was done (path written, enabled or why not).
 pub fn install(spec: &InstallSpec) -> Result<Vec<String>, InstallError> {
     install_with(spec, OsStr::new("systemctl"))
+}
+
+/// Asks the running service to reload its config: `systemctl reload
+/// wininetd.service`, which sends it SIGHUP (the unit's ExecReload).
+pub fn request_reload() -> Result<Vec<String>, InstallError> {
+    let systemctl = Systemctl::new(OsStr::new("systemctl"), Path::new("/"));
+    match systemctl.run(&["reload", UNIT_NAME])? {
+        Ran::Done => Ok(vec![format!("asked {UNIT_NAME} to reload its config")]),
+        Ran::NotFound => Err(InstallError::NoSystemctl),
+    }
 }
 
 /// Disables (systemctl [--root ROOT] disable, when present; stop first with `systemctl stop`
@@ -298,6 +311,8 @@ ExecStart={exec_start}
 # process group and SIGKILLs them after --shutdown-grace. systemd SIGKILLs
 # whatever is left only if that has not finished within TimeoutStopSec.
 KillMode=mixed
+# SIGHUP reloads the config (`systemctl reload wininetd`, `wininetd --reload`).
+ExecReload=/bin/kill -HUP $MAINPID
 TimeoutStopSec={stop_timeout}
 Restart=on-failure
 RestartSec=2
@@ -734,7 +749,7 @@ mod tests {
         assert_eq!(directive(&unit, "TimeoutStopSec"), "15");
         assert_eq!(directive(&unit, "Restart"), "on-failure");
         assert_eq!(directive(&unit, "WantedBy"), "multi-user.target");
-        assert!(!unit.contains("ExecReload"), "{unit}");
+        assert_eq!(directive(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
         for section in ["[Unit]", "[Service]", "[Install]"] {
             assert!(
                 unit.lines().any(|l| l == section),

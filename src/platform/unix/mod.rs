@@ -20,9 +20,9 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::cli::{Settings, StdioMode};
-use crate::config::{Secret, Service};
+use crate::config::{Secret, Service, StderrMode};
 
-pub use install::{InstallError, InstallSpec, install, remove};
+pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 
 /// Where the daemon looks for its config when `--cfgfile` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/wininetd.conf";
@@ -59,6 +59,8 @@ pub struct Identity {
 pub enum UserError {
     #[error("unknown user {0:?}")]
     Unknown(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
     #[error("user name {0:?} contains a NUL byte")]
     Nul(String),
     #[error("cannot look up user {name:?}")]
@@ -69,16 +71,27 @@ pub enum UserError {
     },
 }
 
-/// Looks up `name` in the user database with its supplementary groups.
-/// The password is not needed on Unix.
-pub fn lookup_user(name: &str, _password: Option<&Secret>) -> Result<Identity, UserError> {
+/// Looks up `name` in the user database with its supplementary groups;
+/// `group`, if given, replaces its primary group. The password is not
+/// needed on Unix.
+pub fn lookup_user(
+    name: &str,
+    group: Option<&str>,
+    _password: Option<&Secret>,
+) -> Result<Identity, UserError> {
     let lookup = |source| UserError::Lookup {
         name: name.to_owned(),
         source,
     };
-    let user = User::from_name(name)
+    let mut user = User::from_name(name)
         .map_err(lookup)?
         .ok_or_else(|| UserError::Unknown(name.to_owned()))?;
+    if let Some(group) = group {
+        user.gid = nix::unistd::Group::from_name(group)
+            .map_err(lookup)?
+            .ok_or_else(|| UserError::UnknownGroup(group.to_owned()))?
+            .gid;
+    }
     let cname = CString::new(name).map_err(|_| UserError::Nul(name.to_owned()))?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(lookup)?;
     Ok(Identity {
@@ -122,9 +135,9 @@ pub fn tcp_socket(domain: socket2::Domain, _stdio: StdioMode) -> io::Result<Sock
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
 }
 
-/// Logs settings this OS cannot honour; none on Unix.
+/// Logs settings this OS cannot honour.
 pub fn warn_unsupported(settings: &Settings) {
-    if settings.stdio == StdioMode::Pipe {
+    if settings.service_defaults.stdio == StdioMode::Pipe {
         tracing::warn!(
             "--stdio pipe is for Windows; on Unix the socket is always the program's stdio"
         );
@@ -212,17 +225,22 @@ pub struct ChildSpec {
     /// The complete environment apart from the per-connection variables.
     env: Vec<(OsString, OsString)>,
     user: Option<Identity>,
+    working_dir: Option<PathBuf>,
+    /// Send stderr to a pipe the daemon logs, instead of the socket.
+    stderr_to_log: bool,
 }
 
 impl ChildSpec {
     /// `env` is the complete environment apart from the per-connection
     /// variables. On Unix the socket is always the child's stdio.
-    pub fn new(service: &Service, env: Vec<(OsString, OsString)>, _settings: &Settings) -> Self {
+    pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
         Self {
             program: service.program.clone(),
             args: service.args.clone(),
             env,
             user: service.user.clone(),
+            working_dir: service.working_dir.clone(),
+            stderr_to_log: service.stderr == StderrMode::Log,
         }
     }
 
@@ -230,6 +248,9 @@ impl ChildSpec {
         &self.env
     }
 }
+
+/// A child's stderr when it goes to the daemon's log.
+pub type StderrPipe = tokio::process::ChildStderr;
 
 /// Variables that must not reach a child: they describe the daemon's own
 /// relation to its service manager and would let a child speak for it.
@@ -272,7 +293,11 @@ pub type ExitStatus = std::process::ExitStatus;
 pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
     let socket = OwnedFd::from(socket);
     let stdout = socket.try_clone()?;
-    let stderr = socket.try_clone()?;
+    let stderr = if spec.stderr_to_log {
+        Stdio::piped()
+    } else {
+        Stdio::from(socket.try_clone()?)
+    };
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -281,9 +306,12 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
         .envs(client_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(socket))
         .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
     if let Some(user) = &spec.user {
         let uid = user.uid;
         let gid = user.gid;
@@ -325,6 +353,11 @@ fn switch_user(uid: Uid, gid: Gid, groups: &[Gid]) -> io::Result<()> {
 impl Child {
     pub fn id(&self) -> u32 {
         self.pid
+    }
+
+    /// The child's stderr, when it goes to the daemon's log (once).
+    pub fn take_stderr(&mut self) -> Option<StderrPipe> {
+        self.inner.stderr.take()
     }
 
     /// Waits for the child to exit and reaps it.
@@ -415,6 +448,28 @@ pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'stati
             _ = int.recv() => "SIGINT",
         }
     })
+}
+
+/// Requests to reload the config: SIGHUP.
+#[derive(Debug)]
+pub struct Reload {
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Reload {
+    /// Starts listening for SIGHUP; call inside the runtime, before the
+    /// daemon announces itself.
+    pub fn listen() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next request.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.hangup.recv().await
+    }
 }
 
 /// The stop future a [`Stop`] factory makes.

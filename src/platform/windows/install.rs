@@ -117,6 +117,8 @@ pub enum ServiceAction {
     Query,
     Stop,
     Delete,
+    /// Send a control (ParamChange for `--reload`).
+    Control,
 }
 
 impl std::fmt::Display for ServiceAction {
@@ -128,6 +130,7 @@ impl std::fmt::Display for ServiceAction {
             ServiceAction::Query => "query",
             ServiceAction::Stop => "stop",
             ServiceAction::Delete => "delete",
+            ServiceAction::Control => "send a reload request to",
         })
     }
 }
@@ -492,6 +495,56 @@ fn os(e: windows_service::Error) -> io::Error {
 /// Whether a windows-service error is the Windows error `code`.
 fn is(e: &windows_service::Error, code: u32) -> bool {
     matches!(e, windows_service::Error::Winapi(e) if e.raw_os_error() == Some(code as i32))
+}
+
+/// Asks the running service to reload its config: the service manager's
+/// ParamChange control, which the service handles as a reload.
+pub fn request_reload() -> Result<Vec<String>, InstallError> {
+    use super::service::SERVICE_NAME;
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, SC_MANAGER_CONNECT,
+        SERVICE_CONTROL_PARAMCHANGE, SERVICE_PAUSE_CONTINUE, SERVICE_STATUS,
+    };
+    let wide = |s: &str| {
+        s.encode_utf16()
+            .chain(std::iter::once(0))
+            .collect::<Vec<u16>>()
+    };
+    let name = wide(SERVICE_NAME);
+    // SAFETY: null machine and database names mean the local SCM.
+    let manager = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+    if manager.is_null() {
+        return Err(InstallError::Manager {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a valid manager handle and a NUL-terminated name.
+    let service = unsafe { OpenServiceW(manager, name.as_ptr(), SERVICE_PAUSE_CONTINUE) };
+    let result = if service.is_null() {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: plain data that ControlService fills in.
+        let mut status = unsafe { std::mem::zeroed::<SERVICE_STATUS>() };
+        // SAFETY: a valid service handle opened with the right access.
+        let ok = unsafe { ControlService(service, SERVICE_CONTROL_PARAMCHANGE, &mut status) };
+        let result = if ok == 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        // SAFETY: a handle we opened, closed once.
+        unsafe { CloseServiceHandle(service) };
+        result
+    };
+    // SAFETY: a handle we opened, closed once.
+    unsafe { CloseServiceHandle(manager) };
+    result
+        .map(|()| vec![format!("asked service {SERVICE_NAME} to reload its config")])
+        .map_err(|source| InstallError::Service {
+            action: ServiceAction::Control,
+            name: SERVICE_NAME.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

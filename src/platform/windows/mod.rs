@@ -33,9 +33,9 @@ use crate::cli::{Settings, StdioMode};
 use crate::config::Secret;
 
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal};
-pub use install::{InstallError, InstallSpec, install, remove};
-pub use service::{Daemon, Stop, StopFuture, notify_ready, run_as_service};
-pub use spawn::{Child, ChildSpec, ExitStatus, describe_exit, spawn};
+pub use install::{InstallError, InstallSpec, install, remove, request_reload};
+pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
+pub use spawn::{Child, ChildSpec, ExitStatus, StderrPipe, describe_exit, spawn};
 
 /// The config file's name in the Windows directory, where WinInetd kept it.
 pub const DEFAULT_CONFIG: &str = "wininetd.conf";
@@ -87,11 +87,24 @@ pub struct Identity {
 pub enum UserError {
     #[error("user name {0:?} is empty or has a NUL character")]
     Invalid(String),
+    /// Ignoring the group would run the program with more rights than the
+    /// config asks for.
+    #[error(
+        "`group = {0:?}` cannot be honoured on Windows (a program runs with its user's groups)"
+    )]
+    Group(String),
 }
 
 /// Splits `DOMAIN\user`; `user@domain` and plain `user` go to LogonUserW
 /// as they are (a plain user is looked up on this machine, ".").
-pub fn lookup_user(name: &str, password: Option<&Secret>) -> Result<Identity, UserError> {
+pub fn lookup_user(
+    name: &str,
+    group: Option<&str>,
+    password: Option<&Secret>,
+) -> Result<Identity, UserError> {
+    if let Some(group) = group {
+        return Err(UserError::Group(group.to_owned()));
+    }
     let (domain, user) = match name.split_once('\\') {
         Some((domain, user)) => (Some(domain.to_owned()), user.to_owned()),
         None if name.contains('@') => (None, name.to_owned()),
@@ -434,15 +447,9 @@ pub fn init_process() {
 /// list is kept for symmetry with Unix).
 pub const PRIVATE_VARIABLES: &[&str] = &[];
 
-/// Logs settings this OS cannot honour.
-pub fn warn_unsupported(settings: &Settings) {
-    if settings.stdio == StdioMode::Socket && settings.timeout.is_some() {
-        tracing::warn!(
-            "--timeout has no effect with --stdio socket on Windows: a synchronous socket ignores \
-             SO_RCVTIMEO and SO_SNDTIMEO; use --stdio pipe, where the relay applies it"
-        );
-    }
-}
+/// Logs settings this OS cannot honour (per service: see
+/// `ChildSpec::new`).
+pub fn warn_unsupported(_settings: &Settings) {}
 
 /// Resolves when Ctrl-C or Ctrl-Break is pressed in the console.
 pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
@@ -496,15 +503,15 @@ mod tests {
 
     #[test]
     fn users_and_domains() {
-        let id = lookup_user(r"CORP\alice", None).expect("valid");
+        let id = lookup_user(r"CORP\alice", None, None).expect("valid");
         assert_eq!(
             (id.domain.as_deref(), id.user.as_str()),
             (Some("CORP"), "alice")
         );
-        let id = lookup_user("bob", Some(&Secret::new("pw"))).expect("valid");
+        let id = lookup_user("bob", None, Some(&Secret::new("pw"))).expect("valid");
         assert_eq!((id.domain.as_deref(), id.user.as_str()), (Some("."), "bob"));
-        let id = lookup_user("carol@corp.example", None).expect("valid");
+        let id = lookup_user("carol@corp.example", None, None).expect("valid");
         assert_eq!(id.domain, None);
-        assert!(lookup_user(r"CORP\", None).is_err());
+        assert!(lookup_user(r"CORP\", None, None).is_err());
     }
 }

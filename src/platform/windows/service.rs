@@ -75,6 +75,30 @@ static OUTCOME: Mutex<Option<Result<(), crate::Error>>> = Mutex::new(None);
 /// The status reporter, set when running under the SCM.
 static STATUS: OnceLock<Status> = OnceLock::new();
 
+/// Where the control handler sends the SCM's ParamChange (reload) requests;
+/// set by [`Reload::listen`].
+static RELOAD: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>> = Mutex::new(None);
+
+/// Requests to reload the config: the service manager's ParamChange
+/// control (`sc control wininetd paramchange`, `wininetd --reload`).
+#[derive(Debug)]
+pub struct Reload {
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Reload {
+    pub fn listen() -> io::Result<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&RELOAD) = Some(tx);
+        Ok(Self { rx })
+    }
+
+    /// The next request.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+}
+
 /// Locks `m`, ignoring poisoning: the data is a plain slot.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -131,6 +155,13 @@ fn service_main(_arguments: Vec<OsString>) {
         ServiceControl::Stop => request_stop(&tx, "service stop"),
         ServiceControl::Shutdown => request_stop(&tx, "system shutdown"),
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+        ServiceControl::ParamChange => {
+            // `sc control wininetd paramchange`: reload the config.
+            if let Some(tx) = lock(&RELOAD).as_ref() {
+                let _ = tx.send(());
+            }
+            ServiceControlHandlerResult::NoError
+        }
         _ => ServiceControlHandlerResult::NotImplemented,
     };
     let handle = match service_control_handler::register(&name, handler) {
@@ -285,7 +316,9 @@ impl Status {
             ),
             Phase::Running => (
                 ServiceState::Running,
-                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+                ServiceControlAccept::STOP
+                    | ServiceControlAccept::SHUTDOWN
+                    | ServiceControlAccept::PARAM_CHANGE,
                 0,
                 Duration::ZERO,
             ),
@@ -489,7 +522,9 @@ mod tests {
         let status = wait_for(&service, ServiceState::Running);
         assert_eq!(
             status.controls_accepted,
-            ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+            ServiceControlAccept::STOP
+                | ServiceControlAccept::SHUTDOWN
+                | ServiceControlAccept::PARAM_CHANGE
         );
 
         // --remove stops it, then deletes it.

@@ -51,8 +51,8 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::Identity;
-use crate::cli::{Settings, StdioMode};
-use crate::config::Service;
+use crate::cli::StdioMode;
+use crate::config::{Service, StderrMode};
 
 /// What to run for a connection: fixed per service, built at load.
 #[derive(Debug)]
@@ -67,10 +67,20 @@ pub struct ChildSpec {
     user: Option<Identity>,
     stdio: StdioMode,
     timeout: Option<Duration>,
+    /// NUL-terminated UTF-16.
+    working_dir: Option<Vec<u16>>,
+    stderr_to_log: bool,
 }
 
 impl ChildSpec {
-    pub fn new(service: &Service, env: Vec<(OsString, OsString)>, settings: &Settings) -> Self {
+    pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
+        if service.stdio == StdioMode::Socket && service.socket.timeout.is_some() {
+            tracing::warn!(
+                service = %service.name,
+                "--timeout has no effect with --stdio socket on Windows: a synchronous socket \
+                 ignores SO_RCVTIMEO and SO_SNDTIMEO; use --stdio pipe, where the relay applies it"
+            );
+        }
         let mut env_block = Vec::new();
         for (key, value) in &env {
             push_env(&mut env_block, key, value);
@@ -81,8 +91,13 @@ impl ChildSpec {
             env,
             env_block,
             user: service.user.clone(),
-            stdio: settings.stdio,
-            timeout: settings.timeout,
+            stdio: service.stdio,
+            timeout: service.socket.timeout,
+            working_dir: service
+                .working_dir
+                .as_ref()
+                .map(|d| wide_nul(d.as_os_str())),
+            stderr_to_log: service.stderr == StderrMode::Log,
         }
     }
 
@@ -123,9 +138,13 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 /// STATUS_CONTROL_C_EXIT, what a console program stopped by Ctrl-C shows.
 const KILLED_EXIT_CODE: u32 = 0xC000_013A;
 
+/// A child's stderr when it goes to the daemon's log.
+pub type StderrPipe = NamedPipeServer;
+
 /// A running child and its job.
 #[derive(Debug)]
 pub struct Child {
+    stderr: Option<StderrPipe>,
     // Field order is drop order: the wait is unregistered before the
     // process handle it waits on is closed, and the job (kill-on-close)
     // goes last.
@@ -138,6 +157,11 @@ pub struct Child {
 impl Child {
     pub fn id(&self) -> u32 {
         self.pid
+    }
+
+    /// The child's stderr, when it goes to the daemon's log (once).
+    pub fn take_stderr(&mut self) -> Option<StderrPipe> {
+        self.stderr.take()
     }
 
     /// Waits for the child to exit.
@@ -173,11 +197,23 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
     env.push(0);
     let token = spec.user.as_ref().map(logon).transpose()?;
     let job = new_job()?;
+    let (log_end, child_stderr) = if spec.stderr_to_log {
+        let (server, client) = pipe(Direction::FromChild)?;
+        (Some(server), Some(client))
+    } else {
+        (None, None)
+    };
+    let stderr_for = |fallback: HANDLE| {
+        child_stderr
+            .as_ref()
+            .map_or(fallback, |h| h.as_raw_handle())
+    };
     let started = match spec.stdio {
         StdioMode::Socket => {
             let handle = socket.as_raw_socket() as HANDLE;
             set_inheritable(handle)?;
-            let started = create_process(spec, &env, token.as_ref(), [handle; 3], &job);
+            let std = [handle, handle, stderr_for(handle)];
+            let started = create_process(spec, &env, token.as_ref(), std, &job);
             drop(socket);
             started?
         }
@@ -185,13 +221,8 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
             let (to_child, child_stdin) = pipe(Direction::ToChild)?;
             let (from_child, child_stdout) = pipe(Direction::FromChild)?;
             let stdout = child_stdout.as_raw_handle();
-            let started = create_process(
-                spec,
-                &env,
-                token.as_ref(),
-                [child_stdin.as_raw_handle(), stdout, stdout],
-                &job,
-            )?;
+            let std = [child_stdin.as_raw_handle(), stdout, stderr_for(stdout)];
+            let started = create_process(spec, &env, token.as_ref(), std, &job)?;
             drop((child_stdin, child_stdout));
             let stream = std::net::TcpStream::from(socket);
             stream.set_nonblocking(true)?;
@@ -200,8 +231,10 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
             started
         }
     };
+    drop(child_stderr);
     let exit = ExitWait::register(&started.process)?;
     Ok(Child {
+        stderr: log_end,
         exit,
         process: started.process,
         job,
@@ -368,6 +401,7 @@ fn create_process(
         | CREATE_SUSPENDED
         | CREATE_NEW_PROCESS_GROUP
         | CREATE_NO_WINDOW;
+    let current_dir = spec.working_dir.as_ref().map_or(null(), |d| d.as_ptr());
     // SAFETY: plain data that CreateProcess fills in.
     let mut info = unsafe { std::mem::zeroed::<PROCESS_INFORMATION>() };
     let created = match token {
@@ -383,7 +417,7 @@ fn create_process(
                 1,
                 flags,
                 env.as_ptr().cast(),
-                null(),
+                current_dir,
                 &startup.StartupInfo,
                 &mut info,
             )
@@ -399,7 +433,7 @@ fn create_process(
                 1,
                 flags,
                 env.as_ptr().cast(),
-                null(),
+                current_dir,
                 &startup.StartupInfo,
                 &mut info,
             )

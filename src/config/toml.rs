@@ -1,0 +1,1751 @@
+//! The extended config format: TOML, for a file whose name ends in `.toml`.
+//!
+//! Pure: bytes in, [`Draft`]s and every problem with its line and column out.
+//! Like [`super::legacy`], this module knows nothing of users, programs or
+//! ports in use; `config::resolve` checks those.
+//!
+//! The document is parsed by the `toml` crate into a tree that keeps the
+//! position of every key and value; this module then walks the tree itself
+//! instead of deriving `serde::Deserialize`. A derived parser stops at the
+//! first wrong type or unknown key, and its messages quote the offending
+//! value, which could be a password or a page of text. The walk reports every
+//! problem at once (`--check` lists them all), each at the key or value it is
+//! about, and its messages show only short, quoted pieces of what the user
+//! typed, never a password. Unknown keys are errors in every table, as serde's
+//! `deny_unknown_fields` would make them.
+//!
+//! Rules the format does not spell out:
+//! - a service's options are the `[defaults]` overridden key by key by its
+//!   own; `env` is merged by variable (the service's value of a variable wins),
+//!   every other key is replaced whole;
+//! - `env` is kept sorted by variable name;
+//! - a service whose `name`, `listen` and `command` are valid becomes a draft
+//!   even when other keys are wrong (their options are left unset), so that
+//!   `resolve` can report its other problems in the same run; the file is
+//!   rejected either way;
+//! - when the TOML itself is malformed only its first syntax error is
+//!   reported: the parser's recovery turns one unclosed bracket into errors
+//!   on every line after it.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{
+    CommandLine, Diagnostic, Draft, IpNet, ListenAddr, LogFormat, Options, Parsed, Rate, Secret,
+    Severity, StderrMode,
+};
+use crate::cli::StdioMode;
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// The keys of the top level.
+const TOP_KEYS: &[&str] = &["max_sessions", "log_format", "defaults", "service"];
+/// The keys only a `[[service]]` may have.
+const SERVICE_KEYS: &[&str] = &["name", "listen", "command", "user", "group", "password"];
+/// The keys of [`Options`]: a `[[service]]` or `[defaults]` may have them.
+const OPTION_KEYS: &[&str] = &[
+    "env",
+    "working_dir",
+    "stdio",
+    "stderr",
+    "timeout",
+    "linger_timeout",
+    "keepalive",
+    "max_lifetime",
+    "backlog",
+    "nodelay",
+    "max_sessions",
+    "max_per_source",
+    "rate",
+    "rate_per_source",
+    "allow",
+    "deny",
+    "source_prefix_v6",
+    "reject_message",
+];
+/// The keys of a `rate` or `rate_per_source` table.
+const RATE_KEYS: &[&str] = &["per_second", "burst"];
+
+/// The largest number of seconds a duration may have: far beyond any useful
+/// timeout, and small enough that adding it to a clock never overflows.
+const MAX_SECONDS: u64 = u32::MAX as u64;
+
+/// The slowest rate: one session a day. Bounded so that the time between
+/// two tokens is a sane duration (a rate of 1e-300 would overflow one).
+const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
+
+/// What a problem message shows of a user's text at most, in characters.
+const SHOWN_CHARS: usize = 40;
+
+/// Parses a whole TOML config file.
+pub fn parse(file: &Path, text: &[u8]) -> Parsed {
+    let text = match std::str::from_utf8(text) {
+        Ok(text) => text,
+        Err(e) => {
+            let (line, column) = position(text, e.valid_up_to());
+            return Parsed {
+                diagnostics: vec![Diagnostic {
+                    line: Some(line),
+                    column: Some(column),
+                    ..Diagnostic::error(file, None, Problem::NotUtf8.to_string())
+                }],
+                ..Parsed::default()
+            };
+        }
+    };
+    let mut walker = Walker {
+        file,
+        text,
+        diagnostics: Vec::new(),
+    };
+    let parsed = match DeTable::parse(text) {
+        Ok(document) => walker.document(document.get_ref()),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            walker.error(span, Problem::Syntax(e.message().to_owned()));
+            Parsed::default()
+        }
+    };
+    let mut diagnostics = walker.diagnostics;
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    Parsed {
+        diagnostics,
+        ..parsed
+    }
+}
+
+/// A problem with the file; the message of a [`Diagnostic`].
+///
+/// The messages show what the user typed only through [`quoted`] (short,
+/// escaped), and never show a password: no variant is built from one.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("the file is not valid UTF-8")]
+    NotUtf8,
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    #[error("unknown key {} in {table}{}", quoted(.key), suggestion(.key, .known))]
+    UnknownKey {
+        key: String,
+        table: &'static str,
+        known: Vec<&'static str>,
+    },
+    #[error("`{0}` belongs in each [[service]], not in [defaults]")]
+    ServiceOnly(&'static str),
+    #[error("`{key}` must be {expected}, not {found}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("`{key}` must be {}, not {value}", range(*.min, *.max))]
+    OutOfRange {
+        key: String,
+        value: i128,
+        min: i128,
+        max: i128,
+    },
+    #[error("`{key}` must be a number of at least 1/86400 (one a day)")]
+    RateTooLow { key: String },
+    #[error("`{key}` must be {}, not {}", one_of(.choices), quoted(.value))]
+    NotAChoice {
+        key: &'static str,
+        value: String,
+        choices: Vec<&'static str>,
+    },
+    #[error("{table} has no `{key}`")]
+    Missing {
+        key: &'static str,
+        table: &'static str,
+    },
+    #[error("`{0}` must not be empty")]
+    Empty(&'static str),
+    #[error("the program (the first element of `command`) must not be empty")]
+    EmptyProgram,
+    #[error("`name` must not contain control characters")]
+    ControlInName,
+    #[error("duplicate service name {} (first on line {first_line})", quoted(.name))]
+    DuplicateName { name: String, first_line: usize },
+    #[error("{} is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT", quoted(.0))]
+    BadListen(String),
+    #[error("port {0} is out of range (1-65535)")]
+    PortOutOfRange(String),
+    #[error("`{key}` entry {} is not an IP address or CIDR network", quoted(.value))]
+    BadNetwork { key: &'static str, value: String },
+    #[error("`working_dir` must be an absolute path")]
+    RelativeDir,
+    #[error("`{0}` needs `user`")]
+    NeedsUser(&'static str),
+    #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
+    BadEnvName(String),
+    #[error("environment variable {} must not contain NUL", quoted(.0))]
+    NulInEnvValue(String),
+    #[error("no services: add a [[service]] table")]
+    NoServices,
+}
+
+/// The warning for `stdio` where it has no effect.
+const STDIO_IGNORED: &str = "stdio is for Windows; ignored on this OS";
+
+/// Walks the parsed document, collecting diagnostics.
+struct Walker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, span: Range<usize>, problem: Problem) {
+        self.push(Severity::Error, span, problem.to_string());
+    }
+
+    fn warning(&mut self, span: Range<usize>, message: &str) {
+        self.push(Severity::Warning, span, message.to_owned());
+    }
+
+    fn push(&mut self, severity: Severity, span: Range<usize>, message: String) {
+        let (line, column) = position(self.text.as_bytes(), span.start);
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.to_owned(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        });
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        position(self.text.as_bytes(), span.start).0
+    }
+
+    fn document(&mut self, root: &DeTable<'_>) -> Parsed {
+        let mut parsed = Parsed::default();
+        let mut defaults = None;
+        let mut services = None;
+        for (key, value) in root {
+            match key.get_ref().as_ref() {
+                "max_sessions" => {
+                    parsed.max_sessions = self.bounded("max_sessions", value, 1, usize::MAX)
+                }
+                "log_format" => {
+                    parsed.log_format = self.choice(
+                        "log_format",
+                        value,
+                        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+                    );
+                }
+                "defaults" => defaults = Some(value),
+                "service" => services = Some((key, value)),
+                _ => self.unknown_key(key, "the top level", &[TOP_KEYS]),
+            }
+        }
+        let defaults = defaults
+            .and_then(|value| self.defaults(value))
+            .unwrap_or_default();
+        let mut names = Vec::new();
+        if let Some((key, value)) = services {
+            match value.get_ref() {
+                DeValue::Array(entries) if entries.is_empty() => {
+                    self.error(key.span(), Problem::NoServices);
+                }
+                DeValue::Array(entries) => {
+                    for entry in entries {
+                        if let Some(draft) = self.service(entry, &defaults, &mut names) {
+                            parsed.drafts.push(draft);
+                        }
+                    }
+                }
+                _ => self.wrong_type("service", "an array of tables ([[service]])", value),
+            }
+        } else {
+            // Said here rather than by `resolve`, whose message describes the
+            // flat format.
+            let message = Problem::NoServices.to_string();
+            self.diagnostics
+                .push(Diagnostic::error(self.file, None, message));
+        }
+        parsed
+    }
+
+    fn defaults(&mut self, value: &Value<'_>) -> Option<Options> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type("defaults", "a table", value);
+            return None;
+        };
+        let mut options = Options::default();
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            if let Some(only) = SERVICE_KEYS.iter().find(|k| **k == name) {
+                self.error(key.span(), Problem::ServiceOnly(only));
+            } else if !self.option(&mut options, name, value) {
+                self.unknown_key(key, "[defaults]", &[OPTION_KEYS]);
+            }
+        }
+        Some(options)
+    }
+
+    /// One `[[service]]`: a draft when its name, listen and command are
+    /// valid. `names` holds the names seen so far, with their lines.
+    fn service(
+        &mut self,
+        value: &Value<'_>,
+        defaults: &Options,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<Draft> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type("service", "an array of tables ([[service]])", value);
+            return None;
+        };
+        let header = value.span();
+        let line = self.line(&header);
+        let mut name = None;
+        let mut listen = None;
+        let mut command = None;
+        let (mut user, mut group, mut password) = (None, None, None);
+        let mut options = Options::default();
+        for (key, value) in table {
+            match key.get_ref().as_ref() {
+                "name" => name = self.name(value, line, names),
+                "listen" => listen = self.listen(value),
+                "command" => command = self.command(value),
+                "user" => user = self.non_empty("user", value).map(str::to_owned),
+                "group" => group = self.non_empty("group", value).map(str::to_owned),
+                "password" => password = self.password(value),
+                other => {
+                    if !self.option(&mut options, other, value) {
+                        self.unknown_key(key, "[[service]]", &[SERVICE_KEYS, OPTION_KEYS]);
+                    }
+                }
+            }
+        }
+        let has = |wanted: &str| table.iter().any(|(key, _)| key.get_ref() == wanted);
+        for key in ["name", "listen", "command"] {
+            if !has(key) {
+                let table = "[[service]]";
+                self.error(header.clone(), Problem::Missing { key, table });
+            }
+        }
+        if !has("user") {
+            for key in ["group", "password"] {
+                if has(key) {
+                    self.error(header.clone(), Problem::NeedsUser(key));
+                }
+            }
+        }
+        Some(Draft {
+            line,
+            name: name?,
+            listen: listen?,
+            command: command?,
+            user,
+            group,
+            password,
+            options: inherit(options, defaults),
+        })
+    }
+
+    fn name(
+        &mut self,
+        value: &Value<'_>,
+        line: usize,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<String> {
+        let name = self.non_empty("name", value)?;
+        if name.chars().any(char::is_control) {
+            self.error(value.span(), Problem::ControlInName);
+            return None;
+        }
+        if let Some((_, first_line)) = names.iter().find(|(seen, _)| seen == name) {
+            let problem = Problem::DuplicateName {
+                name: name.to_owned(),
+                first_line: *first_line,
+            };
+            self.error(value.span(), problem);
+        } else {
+            names.push((name.to_owned(), line));
+        }
+        Some(name.to_owned())
+    }
+
+    /// `listen`: one address or an array of them; `None` after any error.
+    fn listen(&mut self, value: &Value<'_>) -> Option<Vec<ListenAddr>> {
+        let entries = match value.get_ref() {
+            DeValue::Array(entries) if entries.is_empty() => {
+                self.error(value.span(), Problem::Empty("listen"));
+                return None;
+            }
+            DeValue::Array(entries) => entries.iter().collect(),
+            _ => vec![value],
+        };
+        let count = entries.len();
+        let addrs: Vec<ListenAddr> = entries
+            .into_iter()
+            .filter_map(|entry| {
+                let addr = match entry.get_ref() {
+                    DeValue::Integer(n) => i128::from_str_radix(n.as_str(), n.radix())
+                        .ok()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|port| *port != 0)
+                        .map(ListenAddr::Any)
+                        .ok_or_else(|| Problem::PortOutOfRange(cut(&n.to_string()))),
+                    DeValue::String(text) => listen_addr(text),
+                    _ => {
+                        let expected = "a port, an address string, or an array of them";
+                        self.wrong_type("listen", expected, entry);
+                        return None;
+                    }
+                };
+                addr.map_err(|problem| self.error(entry.span(), problem))
+                    .ok()
+            })
+            .collect();
+        (addrs.len() == count).then_some(addrs)
+    }
+
+    /// `command`: a line to split later, or argv.
+    fn command(&mut self, value: &Value<'_>) -> Option<CommandLine> {
+        match value.get_ref() {
+            DeValue::String(line) if line.trim().is_empty() => {
+                self.error(value.span(), Problem::Empty("command"));
+                None
+            }
+            DeValue::String(line) => Some(CommandLine::Line(line.to_string())),
+            DeValue::Array(argv) if argv.is_empty() => {
+                self.error(value.span(), Problem::Empty("command"));
+                None
+            }
+            DeValue::Array(argv) => {
+                if let Some(first) = argv.first()
+                    && matches!(first.get_ref(), DeValue::String(program) if program.is_empty())
+                {
+                    self.error(first.span(), Problem::EmptyProgram);
+                    return None;
+                }
+                let count = argv.len();
+                let argv: Vec<String> = argv
+                    .iter()
+                    .filter_map(|arg| self.string("command", arg).map(str::to_owned))
+                    .collect();
+                (argv.len() == count).then_some(CommandLine::Argv(argv))
+            }
+            _ => {
+                self.wrong_type("command", "a string or an array of strings", value);
+                None
+            }
+        }
+    }
+
+    /// `password`: checked without ever showing it.
+    fn password(&mut self, value: &Value<'_>) -> Option<Secret> {
+        self.string("password", value).map(Secret::new)
+    }
+
+    /// Reads one option into `options`; false if `key` is not an option.
+    fn option(&mut self, options: &mut Options, key: &str, value: &Value<'_>) -> bool {
+        let o = options;
+        match key {
+            "env" => o.env = self.env(value),
+            "working_dir" => o.working_dir = self.working_dir(value),
+            "stdio" => o.stdio = self.stdio(value),
+            "stderr" => {
+                let choices = [("socket", StderrMode::Socket), ("log", StderrMode::Log)];
+                o.stderr = self.choice("stderr", value, &choices);
+            }
+            "timeout" => o.timeout = self.seconds("timeout", value, 0),
+            // SO_LINGER holds seconds in a u_short on Windows; --linger-timeout
+            // has the same range.
+            "linger_timeout" => {
+                o.linger_timeout = self.bounded("linger_timeout", value, 0, u64::from(u16::MAX));
+            }
+            "keepalive" => o.keepalive = self.seconds("keepalive", value, 0),
+            "max_lifetime" => o.max_lifetime = self.seconds("max_lifetime", value, 1),
+            "backlog" => o.backlog = self.bounded("backlog", value, 1, 65535_u32),
+            "nodelay" => o.nodelay = self.boolean("nodelay", value),
+            "max_sessions" => o.max_sessions = self.bounded("max_sessions", value, 1, usize::MAX),
+            "max_per_source" => {
+                o.max_per_source = self.bounded("max_per_source", value, 1, usize::MAX)
+            }
+            "rate" => o.rate = self.rate("rate", value),
+            "rate_per_source" => o.rate_per_source = self.rate("rate_per_source", value),
+            "allow" => o.allow = self.networks("allow", value),
+            "deny" => o.deny = self.networks("deny", value),
+            "source_prefix_v6" => {
+                o.source_prefix_v6 = self.bounded("source_prefix_v6", value, 0, 128_u8);
+            }
+            "reject_message" => {
+                o.reject_message = self.string("reject_message", value).map(str::to_owned);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn env(&mut self, value: &Value<'_>) -> Option<Vec<(String, String)>> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type("env", "a table of strings", value);
+            return None;
+        };
+        let mut env = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.error(key.span(), Problem::BadEnvName(name.to_owned()));
+                ok = false;
+                continue;
+            }
+            match self.string(&format!("env.{name}"), value) {
+                Some(text) if text.contains('\0') => {
+                    self.error(value.span(), Problem::NulInEnvValue(name.to_owned()));
+                    ok = false;
+                }
+                Some(text) => {
+                    env.insert(name.to_owned(), text.to_owned());
+                }
+                None => ok = false,
+            }
+        }
+        ok.then(|| env.into_iter().collect())
+    }
+
+    fn working_dir(&mut self, value: &Value<'_>) -> Option<PathBuf> {
+        let dir = PathBuf::from(self.non_empty("working_dir", value)?);
+        if dir.is_absolute() {
+            Some(dir)
+        } else {
+            self.error(value.span(), Problem::RelativeDir);
+            None
+        }
+    }
+
+    fn stdio(&mut self, value: &Value<'_>) -> Option<StdioMode> {
+        let choices = [("socket", StdioMode::Socket), ("pipe", StdioMode::Pipe)];
+        let mode = self.choice("stdio", value, &choices)?;
+        if cfg!(windows) {
+            Some(mode)
+        } else {
+            self.warning(value.span(), STDIO_IGNORED);
+            None
+        }
+    }
+
+    /// A `rate` or `rate_per_source` table.
+    fn rate(&mut self, key: &'static str, value: &Value<'_>) -> Option<Rate> {
+        let DeValue::Table(table) = value.get_ref() else {
+            let expected = "a table { per_second = NUMBER, burst = INTEGER }";
+            self.wrong_type(key, expected, value);
+            return None;
+        };
+        let name = if key == "rate" {
+            "`rate`"
+        } else {
+            "`rate_per_source`"
+        };
+        // `None`: absent; `Some(None)`: present but wrong.
+        let (mut per_second, mut burst) = (None, None);
+        let mut unknown = false;
+        for (field, value) in table {
+            match field.get_ref().as_ref() {
+                "per_second" => {
+                    per_second = Some(self.per_second(&format!("{key}.per_second"), value));
+                }
+                "burst" => burst = Some(self.bounded(&format!("{key}.burst"), value, 1, u32::MAX)),
+                _ => {
+                    self.unknown_key(field, name, &[RATE_KEYS]);
+                    unknown = true;
+                }
+            }
+        }
+        for (field, present) in [
+            ("per_second", per_second.is_some()),
+            ("burst", burst.is_some()),
+        ] {
+            if !present {
+                let problem = Problem::Missing {
+                    key: field,
+                    table: name,
+                };
+                self.error(value.span(), problem);
+            }
+        }
+        match (per_second, burst, unknown) {
+            (Some(Some(per_second)), Some(Some(burst)), false) => Some(Rate { per_second, burst }),
+            _ => None,
+        }
+    }
+
+    /// A float of at least [`MIN_PER_SECOND`]; an integer is accepted.
+    fn per_second(&mut self, key: &str, value: &Value<'_>) -> Option<f64> {
+        let number = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| n as f64),
+            _ => {
+                self.wrong_type(key, "a number", value);
+                return None;
+            }
+        };
+        match number {
+            Some(n) if n.is_finite() && n >= MIN_PER_SECOND => Some(n),
+            _ => {
+                let key = key.to_owned();
+                self.error(value.span(), Problem::RateTooLow { key });
+                None
+            }
+        }
+    }
+
+    /// `allow` or `deny`: an array of CIDR networks or addresses.
+    fn networks(&mut self, key: &'static str, value: &Value<'_>) -> Option<Vec<IpNet>> {
+        let DeValue::Array(entries) = value.get_ref() else {
+            self.wrong_type(key, "an array of addresses or CIDR networks", value);
+            return None;
+        };
+        let nets: Vec<IpNet> = entries
+            .iter()
+            .filter_map(|entry| {
+                let text = self.string(key, entry)?;
+                let net = network(text);
+                if net.is_none() {
+                    let value = text.to_owned();
+                    self.error(entry.span(), Problem::BadNetwork { key, value });
+                }
+                net
+            })
+            .collect();
+        (nets.len() == entries.len()).then_some(nets)
+    }
+
+    /// A string that must be one of `choices`.
+    fn choice<T: Copy>(
+        &mut self,
+        key: &'static str,
+        value: &Value<'_>,
+        choices: &[(&'static str, T)],
+    ) -> Option<T> {
+        let text = self.string(key, value)?;
+        let found = choices.iter().find(|(name, _)| *name == text);
+        if found.is_none() {
+            let problem = Problem::NotAChoice {
+                key,
+                value: text.to_owned(),
+                choices: choices.iter().map(|(name, _)| *name).collect(),
+            };
+            self.error(value.span(), problem);
+        }
+        found.map(|(_, choice)| *choice)
+    }
+
+    /// A string that is not empty.
+    fn non_empty<'v>(&mut self, key: &'static str, value: &'v Value<'_>) -> Option<&'v str> {
+        let text = self.string(key, value)?;
+        if text.is_empty() {
+            self.error(value.span(), Problem::Empty(key));
+            return None;
+        }
+        Some(text)
+    }
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(text) => Some(text.as_ref()),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, "true or false", value);
+                None
+            }
+        }
+    }
+
+    /// Seconds, from `min` to [`MAX_SECONDS`].
+    fn seconds(&mut self, key: &str, value: &Value<'_>, min: i128) -> Option<u64> {
+        self.bounded(key, value, min, MAX_SECONDS)
+    }
+
+    /// An integer from `min` to `max`, which `T` holds.
+    fn bounded<T>(&mut self, key: &str, value: &Value<'_>, min: i128, max: T) -> Option<T>
+    where
+        T: TryFrom<i128>,
+        <T as TryFrom<i128>>::Error: std::fmt::Debug,
+        i128: TryFrom<T>,
+    {
+        let DeValue::Integer(integer) = value.get_ref() else {
+            self.wrong_type(key, "an integer", value);
+            return None;
+        };
+        let max = i128::try_from(max).unwrap_or(i128::MAX);
+        // TOML integers fit in an i64, so every one the TOML parser accepted
+        // parses.
+        let n = i128::from_str_radix(integer.as_str(), integer.radix()).unwrap_or(i128::MAX);
+        if !(min..=max).contains(&n) {
+            let key = key.to_owned();
+            let problem = Problem::OutOfRange {
+                key,
+                value: n,
+                min,
+                max,
+            };
+            self.error(value.span(), problem);
+            return None;
+        }
+        Some(T::try_from(n).expect("checked: min..=max is within T"))
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &'static str, value: &Value<'_>) {
+        let problem = Problem::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: kind(value.get_ref()),
+        };
+        self.error(value.span(), problem);
+    }
+
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<Cow<'_, str>>,
+        table: &'static str,
+        known: &[&[&'static str]],
+    ) {
+        let problem = Problem::UnknownKey {
+            key: key.get_ref().to_string(),
+            table,
+            known: known.concat(),
+        };
+        self.error(key.span(), problem);
+    }
+}
+
+/// A service's options: its own, and the defaults' for what it does not set.
+fn inherit(own: Options, defaults: &Options) -> Options {
+    let d = defaults.clone();
+    let env = match (own.env, d.env) {
+        (Some(own), Some(default)) => {
+            let mut merged: BTreeMap<String, String> = default.into_iter().collect();
+            merged.extend(own);
+            Some(merged.into_iter().collect())
+        }
+        (own, default) => own.or(default),
+    };
+    // Every field named, so that a new option cannot be forgotten here.
+    Options {
+        env,
+        working_dir: own.working_dir.or(d.working_dir),
+        stdio: own.stdio.or(d.stdio),
+        stderr: own.stderr.or(d.stderr),
+        timeout: own.timeout.or(d.timeout),
+        linger_timeout: own.linger_timeout.or(d.linger_timeout),
+        backlog: own.backlog.or(d.backlog),
+        nodelay: own.nodelay.or(d.nodelay),
+        keepalive: own.keepalive.or(d.keepalive),
+        max_sessions: own.max_sessions.or(d.max_sessions),
+        max_per_source: own.max_per_source.or(d.max_per_source),
+        rate: own.rate.or(d.rate),
+        rate_per_source: own.rate_per_source.or(d.rate_per_source),
+        allow: own.allow.or(d.allow),
+        deny: own.deny.or(d.deny),
+        source_prefix_v6: own.source_prefix_v6.or(d.source_prefix_v6),
+        reject_message: own.reject_message.or(d.reject_message),
+        max_lifetime: own.max_lifetime.or(d.max_lifetime),
+    }
+}
+
+/// `PORT` (every address), `IPV4:PORT` or `[IPV6]:PORT`.
+fn listen_addr(text: &str) -> Result<ListenAddr, Problem> {
+    if is_digits(text) {
+        return port(text).map(ListenAddr::Any);
+    }
+    let bad = || Problem::BadListen(text.to_owned());
+    let (host, port_text) = text.rsplit_once(':').ok_or_else(bad)?;
+    if !is_digits(port_text) {
+        return Err(bad());
+    }
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map(IpAddr::V6),
+        None => host.parse::<Ipv4Addr>().map(IpAddr::V4),
+    }
+    .map_err(|_| bad())?;
+    Ok(ListenAddr::At(SocketAddr::new(ip, port(port_text)?)))
+}
+
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A port from its digits.
+fn port(digits: &str) -> Result<u16, Problem> {
+    match digits.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(Problem::PortOutOfRange(cut(digits))),
+    }
+}
+
+/// A CIDR network, or an address as the network of that one host.
+fn network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+/// A byte-order mark at the start does not count as a column.
+fn position(text: &[u8], offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let line = before[..line_start].iter().filter(|&&b| b == b'\n').count() + 1;
+    let mut columns = &before[line_start..];
+    if line_start == 0 {
+        columns = columns.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(columns);
+    }
+    // Count characters: every byte but UTF-8 continuation bytes starts one.
+    let column = columns.iter().filter(|&&b| b & 0xC0 != 0x80).count() + 1;
+    (line, column)
+}
+
+/// What kind of value this is, for a message.
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// A user's text for a message: quoted, escaped and cut short.
+fn quoted(text: &str) -> String {
+    let mut shown = format!("{:?}", text.chars().take(SHOWN_CHARS).collect::<String>());
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Digits for a message, cut short.
+fn cut(digits: &str) -> String {
+    match digits.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &digits[..end]),
+        None => digits.to_owned(),
+    }
+}
+
+fn range(min: i128, max: i128) -> String {
+    if max >= i128::from(i64::MAX) {
+        format!("at least {min}")
+    } else {
+        format!("{min}-{max}")
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// " (did you mean `KEY`?)" when a known key is a typo away from `key`.
+fn suggestion(key: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(distance, k)| *distance <= 2 && *distance < k.len() / 2 + 1)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse_str(text: &str) -> Parsed {
+        parse(Path::new("t.toml"), text.as_bytes())
+    }
+
+    /// Every diagnostic, as `--check` prints it.
+    fn messages(text: &str) -> Vec<String> {
+        parse_str(text)
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The one diagnostic of `text`.
+    fn message(text: &str) -> String {
+        let m = messages(text);
+        assert_eq!(m.len(), 1, "{m:?}");
+        m[0].clone()
+    }
+
+    /// The one draft of a clean file.
+    fn draft(text: &str) -> Draft {
+        let mut parsed = parse_str(text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.drafts.len(), 1);
+        parsed.drafts.remove(0)
+    }
+
+    /// A valid service, to which a test adds keys.
+    const SERVICE: &str = "[[service]]\nname = \"s\"\nlisten = 7007\ncommand = \"cat\"\n";
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("a CIDR network")
+    }
+
+    fn absolute_dir() -> &'static str {
+        if cfg!(windows) { r"C:\\srv" } else { "/srv" }
+    }
+
+    #[test]
+    fn a_full_file_sets_every_field() {
+        let text = format!(
+            r#"max_sessions = 500
+log_format = "json"
+
+[[service]]
+name = "echo"
+listen = ["127.0.0.1:7007", "[::1]:7007"]
+command = ["/bin/cat", "-u"]
+user = "nobody"
+group = "nogroup"
+password = "pw"
+env = {{ GREETING = "hi", A = "1" }}
+working_dir = "{dir}"
+stdio = "pipe"
+stderr = "log"
+timeout = 30
+linger_timeout = 60
+keepalive = 61
+max_lifetime = 3600
+backlog = 128
+nodelay = true
+max_sessions = 10
+max_per_source = 2
+rate = {{ per_second = 5.5, burst = 10 }}
+rate_per_source = {{ per_second = 1, burst = 3 }}
+allow = ["127.0.0.0/8", "::1"]
+deny = ["127.0.0.3"]
+source_prefix_v6 = 48
+reject_message = "busy\n"
+"#,
+            dir = absolute_dir()
+        );
+        let mut parsed = parse_str(&text);
+        if cfg!(windows) {
+            assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        } else {
+            let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                m,
+                ["t.toml:13:9: warning: stdio is for Windows; ignored on this OS"]
+            );
+        }
+        assert_eq!(parsed.max_sessions, Some(500));
+        assert_eq!(parsed.log_format, Some(LogFormat::Json));
+        assert_eq!(parsed.drafts.len(), 1);
+        let d = parsed.drafts.remove(0);
+        assert_eq!(d.line, 4);
+        assert_eq!(d.name, "echo");
+        assert_eq!(
+            d.listen,
+            vec![
+                ListenAddr::At("127.0.0.1:7007".parse().expect("an address")),
+                ListenAddr::At("[::1]:7007".parse().expect("an address")),
+            ]
+        );
+        assert_eq!(
+            d.command,
+            CommandLine::Argv(vec!["/bin/cat".into(), "-u".into()])
+        );
+        assert_eq!(d.user.as_deref(), Some("nobody"));
+        assert_eq!(d.group.as_deref(), Some("nogroup"));
+        assert_eq!(d.password.as_ref().map(Secret::expose), Some("pw"));
+        let expected = Options {
+            env: Some(vec![
+                ("A".into(), "1".into()),
+                ("GREETING".into(), "hi".into()),
+            ]),
+            working_dir: Some(PathBuf::from(absolute_dir())),
+            stdio: cfg!(windows).then_some(StdioMode::Pipe),
+            stderr: Some(StderrMode::Log),
+            timeout: Some(30),
+            linger_timeout: Some(60),
+            backlog: Some(128),
+            nodelay: Some(true),
+            keepalive: Some(61),
+            max_sessions: Some(10),
+            max_per_source: Some(2),
+            rate: Some(Rate {
+                per_second: 5.5,
+                burst: 10,
+            }),
+            rate_per_source: Some(Rate {
+                per_second: 1.0,
+                burst: 3,
+            }),
+            allow: Some(vec![net("127.0.0.0/8"), net("::1/128")]),
+            deny: Some(vec![net("127.0.0.3/32")]),
+            source_prefix_v6: Some(48),
+            reject_message: Some("busy\n".into()),
+            max_lifetime: Some(3600),
+        };
+        assert_eq!(d.options, expected);
+    }
+
+    #[test]
+    fn the_smallest_file() {
+        let d = draft(SERVICE);
+        assert_eq!(d.line, 1);
+        assert_eq!(d.name, "s");
+        assert_eq!(d.listen, vec![ListenAddr::Any(7007)]);
+        assert_eq!(d.command, CommandLine::Line("cat".into()));
+        assert_eq!((d.user, d.group, d.password), (None, None, None));
+        assert_eq!(d.options, Options::default());
+        let parsed = parse_str(SERVICE);
+        assert_eq!((parsed.max_sessions, parsed.log_format), (None, None));
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_overridden_key_by_key() {
+        let text = r#"
+[defaults]
+timeout = 30
+nodelay = true
+env = { A = "default", B = "default" }
+rate = { per_second = 2, burst = 4 }
+allow = ["10.0.0.0/8"]
+
+[[service]]
+name = "inherits"
+listen = 1
+command = "cat"
+
+[[service]]
+name = "overrides"
+listen = 2
+command = "cat"
+timeout = 0
+env = { B = "own", C = "own" }
+rate = { per_second = 9, burst = 9 }
+allow = ["192.168.0.0/16"]
+"#;
+        let parsed = parse_str(text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let [inherits, overrides] = &parsed.drafts[..] else {
+            panic!("two drafts: {:?}", parsed.drafts);
+        };
+        let o = &inherits.options;
+        assert_eq!(o.timeout, Some(30));
+        assert_eq!(o.nodelay, Some(true));
+        assert_eq!(
+            o.env,
+            Some(vec![
+                ("A".into(), "default".into()),
+                ("B".into(), "default".into())
+            ])
+        );
+        assert_eq!(
+            o.rate,
+            Some(Rate {
+                per_second: 2.0,
+                burst: 4
+            })
+        );
+        assert_eq!(o.allow, Some(vec![net("10.0.0.0/8")]));
+        assert_eq!(o.backlog, None);
+
+        let o = &overrides.options;
+        assert_eq!(o.timeout, Some(0));
+        assert_eq!(o.nodelay, Some(true));
+        // env is merged by variable; the service's value wins.
+        assert_eq!(
+            o.env,
+            Some(vec![
+                ("A".into(), "default".into()),
+                ("B".into(), "own".into()),
+                ("C".into(), "own".into()),
+            ])
+        );
+        assert_eq!(
+            o.rate,
+            Some(Rate {
+                per_second: 9.0,
+                burst: 9
+            })
+        );
+        assert_eq!(o.allow, Some(vec![net("192.168.0.0/16")]));
+        assert_eq!(overrides.line, 14);
+    }
+
+    #[test]
+    fn service_keys_are_errors_in_defaults() {
+        let text = format!(
+            "[defaults]\nname = \"x\"\nlisten = 1\ncommand = \"x\"\nuser = \"u\"\ngroup = \"g\"\npassword = \"pw-SECRET\"\n{SERVICE}"
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:2:1: error: `name` belongs in each [[service]], not in [defaults]",
+                "t.toml:3:1: error: `listen` belongs in each [[service]], not in [defaults]",
+                "t.toml:4:1: error: `command` belongs in each [[service]], not in [defaults]",
+                "t.toml:5:1: error: `user` belongs in each [[service]], not in [defaults]",
+                "t.toml:6:1: error: `group` belongs in each [[service]], not in [defaults]",
+                "t.toml:7:1: error: `password` belongs in each [[service]], not in [defaults]",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        assert_eq!(
+            message("max_sessions = 1\nlog_format = \n"),
+            "t.toml:2:14: error: invalid TOML: string values must be quoted, expected literal string"
+        );
+        assert_eq!(
+            message(&format!("{SERVICE}name = \"again\"\n")),
+            "t.toml:5:1: error: invalid TOML: duplicate key"
+        );
+        assert_eq!(
+            message("[[service]\n"),
+            "t.toml:1:11: error: invalid TOML: unclosed array table, expected `]`"
+        );
+    }
+
+    #[test]
+    fn only_the_first_syntax_error_is_reported() {
+        // Recovery would report the lines after the bracket as errors too.
+        assert_eq!(
+            messages("c = [1,\nb = 1\na = \"x\n"),
+            ["t.toml:2:3: error: invalid TOML: unexpected `=` in array, expected value, `]`"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_every_table() {
+        let text = r#"max_session = 1
+colour = "red"
+
+[defaults]
+timout = 3
+
+[[service]]
+name = "s"
+listen = 1
+command = "cat"
+lisen = 2
+rate = { per_second = 1, burst = 1, brust = 2 }
+rate_per_source = { per_second = 1, burst = 1, x = 2 }
+"#;
+        assert_eq!(
+            messages(text),
+            [
+                "t.toml:1:1: error: unknown key \"max_session\" in the top level (did you mean `max_sessions`?)",
+                "t.toml:2:1: error: unknown key \"colour\" in the top level",
+                "t.toml:5:1: error: unknown key \"timout\" in [defaults] (did you mean `timeout`?)",
+                "t.toml:11:1: error: unknown key \"lisen\" in [[service]] (did you mean `listen`?)",
+                "t.toml:12:37: error: unknown key \"brust\" in `rate` (did you mean `burst`?)",
+                "t.toml:13:48: error: unknown key \"x\" in `rate_per_source`",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_both_types() {
+        let text = format!(
+            r#"{SERVICE}timeout = "30"
+nodelay = 1
+env = {{ A = 1 }}
+rate = 5
+allow = "10.0.0.0/8"
+deny = [1]
+stderr = true
+reject_message = 1.5
+working_dir = 1970-01-01
+"#
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:5:11: error: `timeout` must be an integer, not a string",
+                "t.toml:6:11: error: `nodelay` must be true or false, not an integer",
+                "t.toml:7:13: error: `env.A` must be a string, not an integer",
+                "t.toml:8:8: error: `rate` must be a table { per_second = NUMBER, burst = INTEGER }, not an integer",
+                "t.toml:9:9: error: `allow` must be an array of addresses or CIDR networks, not a string",
+                "t.toml:10:9: error: `deny` must be a string, not an integer",
+                "t.toml:11:10: error: `stderr` must be a string, not a boolean",
+                "t.toml:12:18: error: `reject_message` must be a string, not a float",
+                "t.toml:13:15: error: `working_dir` must be a string, not a date-time",
+            ]
+        );
+        assert_eq!(
+            messages("[[service]]\nname = 1\nlisten = true\ncommand = {}\n"),
+            [
+                "t.toml:2:8: error: `name` must be a string, not an integer",
+                "t.toml:3:10: error: `listen` must be a port, an address string, or an array of them, not a boolean",
+                "t.toml:4:11: error: `command` must be a string or an array of strings, not a table",
+            ]
+        );
+        assert_eq!(
+            message(
+                "max_sessions = \"1\"\nlog_format = \"text\"\n[[service]]\nname = \"s\"\nlisten = 1\ncommand = \"c\"\n"
+            ),
+            "t.toml:1:16: error: `max_sessions` must be an integer, not a string"
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range() {
+        let text = format!(
+            r#"max_sessions = 0
+{SERVICE}backlog = 0
+source_prefix_v6 = 129
+max_sessions = 0
+max_per_source = -1
+max_lifetime = 0
+timeout = -1
+linger_timeout = 4294967296
+keepalive = 9223372036854775807
+rate = {{ per_second = 0, burst = 0 }}
+rate_per_source = {{ per_second = -1.5, burst = 1 }}
+
+[[service]]
+name = "t"
+listen = 1
+command = "cat"
+backlog = 65536
+rate = {{ per_second = inf, burst = 4294967296 }}
+rate_per_source = {{ per_second = nan, burst = 1 }}
+"#
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:1:16: error: `max_sessions` must be at least 1, not 0",
+                "t.toml:6:11: error: `backlog` must be 1-65535, not 0",
+                "t.toml:7:20: error: `source_prefix_v6` must be 0-128, not 129",
+                "t.toml:8:16: error: `max_sessions` must be at least 1, not 0",
+                "t.toml:9:18: error: `max_per_source` must be at least 1, not -1",
+                "t.toml:10:16: error: `max_lifetime` must be 1-4294967295, not 0",
+                "t.toml:11:11: error: `timeout` must be 0-4294967295, not -1",
+                "t.toml:12:18: error: `linger_timeout` must be 0-65535, not 4294967296",
+                "t.toml:13:13: error: `keepalive` must be 0-4294967295, not 9223372036854775807",
+                "t.toml:14:23: error: `rate.per_second` must be a number of at least 1/86400 (one a day)",
+                "t.toml:14:34: error: `rate.burst` must be 1-4294967295, not 0",
+                "t.toml:15:34: error: `rate_per_source.per_second` must be a number of at least 1/86400 (one a day)",
+                "t.toml:21:11: error: `backlog` must be 1-65535, not 65536",
+                "t.toml:22:23: error: `rate.per_second` must be a number of at least 1/86400 (one a day)",
+                "t.toml:22:36: error: `rate.burst` must be 1-4294967295, not 4294967296",
+                "t.toml:23:34: error: `rate_per_source.per_second` must be a number of at least 1/86400 (one a day)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_slowest_rate_is_one_a_day() {
+        let d = draft(&format!(
+            "{SERVICE}rate = {{ per_second = 1.1574074074074073e-5, burst = 1 }}\n"
+        ));
+        assert_eq!(d.options.rate.map(|r| r.per_second), Some(1.0 / 86_400.0));
+        assert_eq!(
+            message(&format!(
+                "{SERVICE}rate = {{ per_second = 1e-300, burst = 1 }}\n"
+            )),
+            "t.toml:5:23: error: `rate.per_second` must be a number of at least 1/86400 (one a day)"
+        );
+    }
+
+    /// The key lists (for suggestions and [defaults]) match what is parsed.
+    #[test]
+    fn the_key_lists_match_the_parser() {
+        let (document, errors) = DeTable::parse_recoverable("x = 1");
+        assert!(errors.is_empty());
+        let value = document.get_ref().values().next().expect("one value");
+        let mut walker = Walker {
+            file: Path::new("t.toml"),
+            text: "x = 1",
+            diagnostics: Vec::new(),
+        };
+        for key in OPTION_KEYS {
+            assert!(walker.option(&mut Options::default(), key, value), "{key}");
+        }
+        for key in SERVICE_KEYS.iter().chain(TOP_KEYS).chain(RATE_KEYS) {
+            let parsed = walker.option(&mut Options::default(), key, value);
+            assert_eq!(parsed, *key == "max_sessions", "{key}");
+        }
+        let text = format!("{SERVICE}{}", SERVICE_KEYS[3..].join(" = \"x\"\n"));
+        let text = format!("{text} = \"x\"\n");
+        assert!(parse_str(&text).diagnostics.is_empty(), "{text}");
+    }
+
+    #[test]
+    fn integers_in_every_notation() {
+        let d = draft(&format!(
+            "{SERVICE}timeout = 0x1E\nbacklog = 1_024\nkeepalive = 0o17\nmax_sessions = 0b11\n"
+        ));
+        assert_eq!(d.options.timeout, Some(30));
+        assert_eq!(d.options.backlog, Some(1024));
+        assert_eq!(d.options.keepalive, Some(15));
+        assert_eq!(d.options.max_sessions, Some(3));
+    }
+
+    #[test]
+    fn a_rate_needs_both_fields() {
+        let text = format!("{SERVICE}rate = {{ per_second = 1 }}\nrate_per_source = {{}}\n");
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:5:8: error: `rate` has no `burst`",
+                "t.toml:6:19: error: `rate_per_source` has no `per_second`",
+                "t.toml:6:19: error: `rate_per_source` has no `burst`",
+            ]
+        );
+        let d = draft(&format!("{SERVICE}rate.per_second = 0.5\nrate.burst = 1\n"));
+        assert_eq!(
+            d.options.rate,
+            Some(Rate {
+                per_second: 0.5,
+                burst: 1
+            })
+        );
+    }
+
+    #[test]
+    fn listen_forms() {
+        let listen = |value: &str| {
+            let text = format!("[[service]]\nname = \"s\"\ncommand = \"cat\"\nlisten = {value}\n");
+            draft(&text).listen
+        };
+        let at = |text: &str| ListenAddr::At(text.parse().expect("a socket address"));
+        assert_eq!(listen("\"7007\""), [ListenAddr::Any(7007)]);
+        assert_eq!(listen("7007"), [ListenAddr::Any(7007)]);
+        assert_eq!(listen("65535"), [ListenAddr::Any(65535)]);
+        assert_eq!(listen("\"127.0.0.1:7007\""), [at("127.0.0.1:7007")]);
+        assert_eq!(listen("\"[::1]:7007\""), [at("[::1]:7007")]);
+        assert_eq!(listen("\"0.0.0.0:1\""), [at("0.0.0.0:1")]);
+        assert_eq!(
+            listen("[\"10.1.2.3:80\", 81, \"82\", \"[fe80::1]:83\"]"),
+            [
+                at("10.1.2.3:80"),
+                ListenAddr::Any(81),
+                ListenAddr::Any(82),
+                at("[fe80::1]:83")
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_listen_addresses() {
+        let text = r#"[[service]]
+name = "s"
+command = "cat"
+listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.4:x", "[::1]:99999", "1.2.3.4", -1, 1.5]
+"#;
+        assert_eq!(
+            messages(text),
+            [
+                "t.toml:4:11: error: port 0 is out of range (1-65535)",
+                "t.toml:4:16: error: port 0 is out of range (1-65535)",
+                "t.toml:4:19: error: port 70000 is out of range (1-65535)",
+                "t.toml:4:26: error: port 70000 is out of range (1-65535)",
+                "t.toml:4:35: error: \"localhost:80\" is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT",
+                "t.toml:4:51: error: \"::1:80\" is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT",
+                "t.toml:4:61: error: port 0 is out of range (1-65535)",
+                "t.toml:4:74: error: \"1.2.3.4:x\" is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT",
+                "t.toml:4:87: error: port 99999 is out of range (1-65535)",
+                "t.toml:4:102: error: \"1.2.3.4\" is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT",
+                "t.toml:4:113: error: port -1 is out of range (1-65535)",
+                "t.toml:4:117: error: `listen` must be a port, an address string, or an array of them, not a float",
+            ]
+        );
+        assert_eq!(
+            message("[[service]]\nname = \"s\"\ncommand = \"cat\"\nlisten = []\n"),
+            "t.toml:4:10: error: `listen` must not be empty"
+        );
+    }
+
+    #[test]
+    fn command_forms() {
+        let command = |value: &str| {
+            let text = format!("[[service]]\nname = \"s\"\nlisten = 1\ncommand = {value}\n");
+            parse_str(&text)
+        };
+        let only = |value: &str| {
+            let mut parsed = command(value);
+            assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+            parsed.drafts.remove(0).command
+        };
+        assert_eq!(
+            only("\"sh -c 'echo hi'\""),
+            CommandLine::Line("sh -c 'echo hi'".into())
+        );
+        assert_eq!(
+            only("[\"sh\", \"-c\", \"echo hi\"]"),
+            CommandLine::Argv(vec!["sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(only("[\"cat\"]"), CommandLine::Argv(vec!["cat".into()]));
+        let error = |value: &str| {
+            let parsed = command(value);
+            assert!(parsed.drafts.is_empty());
+            let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+            assert_eq!(m.len(), 1, "{m:?}");
+            m[0].clone()
+        };
+        assert_eq!(
+            error("[]"),
+            "t.toml:4:11: error: `command` must not be empty"
+        );
+        assert_eq!(
+            error("\" \""),
+            "t.toml:4:11: error: `command` must not be empty"
+        );
+        assert_eq!(
+            error("[\"\", \"x\"]"),
+            "t.toml:4:12: error: the program (the first element of `command`) must not be empty"
+        );
+        assert_eq!(
+            error("[\"cat\", 1]"),
+            "t.toml:4:19: error: `command` must be a string, not an integer"
+        );
+    }
+
+    #[test]
+    fn required_keys_are_reported_at_the_service_header() {
+        let text = format!("{SERVICE}\n[[service]]\nuser = \"u\"\n");
+        let parsed = parse_str(&text);
+        assert_eq!(parsed.drafts.len(), 1);
+        let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            m,
+            [
+                "t.toml:6:1: error: [[service]] has no `name`",
+                "t.toml:6:1: error: [[service]] has no `listen`",
+                "t.toml:6:1: error: [[service]] has no `command`",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_first() {
+        let text = format!("{SERVICE}\n{SERVICE}\n{SERVICE}");
+        let parsed = parse_str(&text);
+        let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            m,
+            [
+                "t.toml:7:8: error: duplicate service name \"s\" (first on line 1)",
+                "t.toml:12:8: error: duplicate service name \"s\" (first on line 1)",
+            ]
+        );
+        // Still drafts, so that `resolve` reports their other problems too.
+        assert_eq!(parsed.drafts.len(), 3);
+    }
+
+    #[test]
+    fn bad_networks_are_reported_where_they_are() {
+        let text = format!(
+            "{SERVICE}allow = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"example.com\"]\ndeny = [\"::1/129\", \"fe80::/10\"]\n"
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:5:24: error: `allow` entry \"10.0.0.0/33\" is not an IP address or CIDR network",
+                "t.toml:5:39: error: `allow` entry \"example.com\" is not an IP address or CIDR network",
+                "t.toml:6:9: error: `deny` entry \"::1/129\" is not an IP address or CIDR network",
+            ]
+        );
+        let d = draft(&format!(
+            "{SERVICE}allow = []\ndeny = [\"10.0.0.1\", \"::/0\"]\n"
+        ));
+        assert_eq!(d.options.allow, Some(vec![]));
+        assert_eq!(d.options.deny, Some(vec![net("10.0.0.1/32"), net("::/0")]));
+    }
+
+    #[test]
+    fn choices() {
+        let text = format!("log_format = \"xml\"\n{SERVICE}stderr = \"file\"\nstdio = \"tty\"\n");
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:1:14: error: `log_format` must be \"text\" or \"json\", not \"xml\"",
+                "t.toml:6:10: error: `stderr` must be \"socket\" or \"log\", not \"file\"",
+                "t.toml:7:9: error: `stdio` must be \"socket\" or \"pipe\", not \"tty\"",
+            ]
+        );
+        let parsed = parse_str(&format!(
+            "log_format = \"text\"\n{SERVICE}stderr = \"socket\"\n"
+        ));
+        assert_eq!(parsed.log_format, Some(LogFormat::Text));
+        assert_eq!(parsed.drafts[0].options.stderr, Some(StderrMode::Socket));
+    }
+
+    #[test]
+    fn stdio_is_kept_on_windows_and_warned_about_elsewhere() {
+        let text = format!("[defaults]\nstdio = \"pipe\"\n{SERVICE}stdio = \"socket\"\n");
+        let parsed = parse_str(&text);
+        let options = &parsed.drafts[0].options;
+        if cfg!(windows) {
+            assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+            assert_eq!(options.stdio, Some(StdioMode::Socket));
+        } else {
+            let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                m,
+                [
+                    "t.toml:2:9: warning: stdio is for Windows; ignored on this OS",
+                    "t.toml:7:9: warning: stdio is for Windows; ignored on this OS",
+                ]
+            );
+            assert_eq!(options.stdio, None);
+        }
+    }
+
+    #[test]
+    fn user_group_and_password() {
+        let text = format!("{SERVICE}group = \"g\"\npassword = \"pw\"\n");
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:1:1: error: `group` needs `user`",
+                "t.toml:1:1: error: `password` needs `user`",
+            ]
+        );
+        assert_eq!(
+            message(&format!("{SERVICE}user = \"\"\n")),
+            "t.toml:5:8: error: `user` must not be empty"
+        );
+        let d = draft(&format!("{SERVICE}user = \"u\"\npassword = \"\"\n"));
+        assert_eq!(d.password.as_ref().map(Secret::expose), Some(""));
+    }
+
+    /// Whatever goes wrong around a password, no message shows it.
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        let secret = "pw-SECRET";
+        let texts = [
+            format!("{SERVICE}password = \"{secret}\"\n"),
+            format!("{SERVICE}user = \"u\"\npassword = [\"{secret}\"]\n"),
+            format!("{SERVICE}user = \"u\"\npassword = {{ p = \"{secret}\" }}\n"),
+            format!("{SERVICE}user = \"u\"\npassword = \"{secret}\n"),
+            format!("{SERVICE}user = \"u\"\npassword = \"{secret}\" x\n"),
+            format!("{SERVICE}user = \"u\"\npassword = \"{secret}\"\npassword = \"{secret}\"\n"),
+            format!("{SERVICE}user = \"u\"\npasword = \"{secret}\"\n"),
+            format!("[defaults]\npassword = \"{secret}\"\n{SERVICE}"),
+            format!("[[service]]\nuser = \"u\"\npassword = \"{secret}\"\n"),
+        ];
+        for text in &texts {
+            let parsed = parse_str(text);
+            assert!(!parsed.diagnostics.is_empty(), "{text}");
+            for d in &parsed.diagnostics {
+                assert!(!d.to_string().contains(secret), "{d}");
+            }
+            assert!(!format!("{parsed:?}").contains(secret), "{text}");
+        }
+    }
+
+    #[test]
+    fn env_names_and_values() {
+        let text = format!(
+            "{SERVICE}env = {{ \"A=B\" = \"1\", \"\" = \"2\", OK = \"3\", NUL = \"a\\u0000b\" }}\n"
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "t.toml:5:9: error: environment variable name \"A=B\" must not be empty or contain `=` or NUL",
+                "t.toml:5:22: error: environment variable name \"\" must not be empty or contain `=` or NUL",
+                "t.toml:5:48: error: environment variable \"NUL\" must not contain NUL",
+            ]
+        );
+        assert_eq!(
+            message(&format!("{SERVICE}env = [\"A=1\"]\n")),
+            "t.toml:5:7: error: `env` must be a table of strings, not an array"
+        );
+    }
+
+    #[test]
+    fn working_dir_must_be_absolute() {
+        assert_eq!(
+            message(&format!("{SERVICE}working_dir = \"srv\"\n")),
+            "t.toml:5:15: error: `working_dir` must be an absolute path"
+        );
+        assert_eq!(
+            message(&format!("{SERVICE}working_dir = \"\"\n")),
+            "t.toml:5:15: error: `working_dir` must not be empty"
+        );
+    }
+
+    #[test]
+    fn names_must_be_printable() {
+        assert_eq!(
+            message("[[service]]\nname = \"a\\nb\"\nlisten = 1\ncommand = \"c\"\n"),
+            "t.toml:2:8: error: `name` must not contain control characters"
+        );
+        assert_eq!(
+            message("[[service]]\nname = \"\"\nlisten = 1\ncommand = \"c\"\n"),
+            "t.toml:2:8: error: `name` must not be empty"
+        );
+    }
+
+    #[test]
+    fn no_services() {
+        assert_eq!(
+            message("max_sessions = 5\n"),
+            "t.toml: error: no services: add a [[service]] table"
+        );
+        assert_eq!(
+            message("service = []\n"),
+            "t.toml:1:1: error: no services: add a [[service]] table"
+        );
+        assert_eq!(
+            message("[service]\nname = \"s\"\n"),
+            "t.toml:1:1: error: `service` must be an array of tables ([[service]]), not a table"
+        );
+        assert_eq!(
+            message("service = [1]\n"),
+            "t.toml:1:12: error: `service` must be an array of tables ([[service]]), not an integer"
+        );
+        assert_eq!(
+            message(&format!("defaults = 1\n{SERVICE}")),
+            "t.toml:1:12: error: `defaults` must be a table, not an integer"
+        );
+    }
+
+    #[test]
+    fn inline_service_tables() {
+        let d = draft("service = [{ name = \"s\", listen = 1, command = \"c\" }]\n");
+        assert_eq!(d.line, 1);
+        assert_eq!(d.name, "s");
+    }
+
+    #[test]
+    fn not_utf8() {
+        let parsed = parse(Path::new("t.toml"), b"# ok\n# caf\xE9\n");
+        let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(m, ["t.toml:2:6: error: the file is not valid UTF-8"]);
+    }
+
+    #[test]
+    fn columns_count_characters_and_skip_a_byte_order_mark() {
+        assert_eq!(
+            message(
+                "\u{feff}max_sessions = 0\n[[service]]\nname = \"é\"\nlisten = 1\ncommand = \"c\"\n"
+            ),
+            "t.toml:1:16: error: `max_sessions` must be at least 1, not 0"
+        );
+        assert_eq!(
+            message(&format!(
+                "{SERVICE}reject_message = \"é\"; timeout = \"x\"\n"
+            )),
+            "t.toml:5:21: error: invalid TOML: unexpected key or value, expected newline, `#`"
+        );
+        assert_eq!(
+            message(&format!(
+                "{SERVICE}env = {{ \"é\" = \"x\", \"é=\" = \"y\" }}\n"
+            )),
+            "t.toml:5:20: error: environment variable name \"é=\" must not be empty or contain `=` or NUL"
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_short_in_messages() {
+        let long = "x".repeat(10_000);
+        let m = message(&format!(
+            "[[service]]\nname = \"s\"\ncommand = \"c\"\nlisten = \"{long}\"\n"
+        ));
+        assert!(m.len() < 200, "{m}");
+        assert!(m.contains("xxx\"…"), "{m}");
+        let digits = "9".repeat(10_000);
+        let m = message(&format!(
+            "[[service]]\nname = \"s\"\ncommand = \"c\"\nlisten = \"{digits}\"\n"
+        ));
+        assert!(m.len() < 200, "{m}");
+    }
+
+    #[test]
+    fn the_durations_fit_a_duration() {
+        // MAX_SECONDS must be addable to now without overflowing a clock.
+        let max = Duration::from_secs(MAX_SECONDS);
+        assert!(std::time::Instant::now().checked_add(max).is_some());
+    }
+
+    #[test]
+    fn edit_distance_and_suggestions() {
+        assert_eq!(edit_distance("timout", "timeout"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(suggestion("x", OPTION_KEYS), "");
+        assert_eq!(suggestion("deny_", OPTION_KEYS), " (did you mean `deny`?)");
+    }
+
+    /// The annotated example is valid, sets every option, and parses without
+    /// a warning where its `stdio` line is meant for.
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_bytes!("../../examples/wininetd.toml");
+        let parsed = parse(Path::new("wininetd.toml"), text);
+        let errors: Vec<String> = parsed
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(parsed.drafts.len() >= 3, "{:?}", parsed.drafts);
+        // Every option key appears in the example, at least in a comment.
+        let text = std::str::from_utf8(text).expect("UTF-8");
+        for key in TOP_KEYS
+            .iter()
+            .chain(SERVICE_KEYS)
+            .chain(OPTION_KEYS)
+            .chain(RATE_KEYS)
+        {
+            let documented = [format!("{key} ="), format!("[{key}]")];
+            assert!(
+                documented.iter().any(|d| text.contains(d.as_str())),
+                "{key} is not documented"
+            );
+        }
+    }
+}

@@ -62,12 +62,11 @@ fn bind_addr(
 }
 
 /// The options an accepted socket inherits from its listener on Linux:
-/// timeouts and linger.
-fn set_inherited_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
-    if let Some(timeout) = options.timeout {
-        socket.set_read_timeout(Some(timeout))?;
-        socket.set_write_timeout(Some(timeout))?;
-    }
+/// timeouts and linger. Also called again on a kept listener when a reload
+/// changes them.
+pub fn set_inherited_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
+    socket.set_read_timeout(options.timeout)?;
+    socket.set_write_timeout(options.timeout)?;
     socket.set_linger(options.linger)
 }
 

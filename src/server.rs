@@ -271,6 +271,22 @@ impl Server {
 
         let wanted: HashMap<ListenAddr, Arc<Active>> = plan.into_iter().collect();
         let before = self.endpoints.len();
+        // An address whose service changes stdio mode needs another kind of
+        // listening socket (Windows): close it and bind it again.
+        let rebind: Vec<ListenAddr> = self
+            .endpoints
+            .iter()
+            .filter(|(addr, endpoint)| {
+                wanted
+                    .get(*addr)
+                    .is_some_and(|new| new.service.stdio != endpoint.current.borrow().service.stdio)
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in rebind {
+            self.endpoints.remove(&addr);
+            after_close.push((addr, Arc::clone(&wanted[&addr])));
+        }
         self.endpoints.retain(|addr, _| wanted.contains_key(addr));
         let closed = before - self.endpoints.len();
         for (addr, endpoint) in &self.endpoints {
@@ -305,13 +321,17 @@ impl Server {
             names.sort_unstable();
             names.join(",")
         };
-        let added = names(&|n| !self.services.contains_key(n), &actives);
-        let removed = names(&|n| !actives.contains_key(n), &self.services);
-        let kept = names(&|n| self.services.contains_key(n), &actives);
+        let old = &self.services;
+        let added = names(&|n| !old.contains_key(n), &actives);
+        let removed = names(&|n| !actives.contains_key(n), old);
+        let same = |n: &String| old.get(n).is_some_and(|o| o.service == actives[n].service);
+        let changed = names(&|n| old.contains_key(n) && !same(n), &actives);
+        let unchanged = names(&|n| same(n), &actives);
         info!(
             %added,
             %removed,
-            %kept,
+            %changed,
+            %unchanged,
             listeners_closed = closed,
             listeners = self.endpoints.len(),
             "reload done"
@@ -346,6 +366,15 @@ async fn accept_loop(
             error!(error = %e, "cannot wait for connections");
             tokio::time::sleep(BACKOFF_MAX).await;
             continue;
+        }
+        if current.has_changed().unwrap_or(false) {
+            // A reload: the options accepted sockets inherit may have changed.
+            if let Some(socket) = listener.socket() {
+                let options = &current.borrow().service.socket;
+                if let Err(e) = listen::set_inherited_options(socket, options) {
+                    warn!(error = %e, "cannot update the listener's options");
+                }
+            }
         }
         let active = Arc::clone(&current.borrow_and_update());
         let global = shared.admission.acquire().await;

@@ -147,7 +147,7 @@ pub struct Access {
 }
 
 /// One service: where it listens and the program run for each connection.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Service {
     /// Its name in logs: the TOML `name`, or the port for a flat file.
     pub name: String,

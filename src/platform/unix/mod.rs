@@ -45,7 +45,7 @@ pub const LISTENER_OPTIONS_INHERITED: bool = cfg!(any(target_os = "linux", targe
 
 /// An account to run a service's program as, resolved at load so that the
 /// accept path does no lookup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub name: String,
     uid: Uid,
@@ -194,6 +194,12 @@ impl Listener {
             Ok(Err(e)) => Err(e),
             Err(_would_block) => Ok(None),
         }
+    }
+
+    /// The listening socket, to update the options accepted sockets
+    /// inherit from it ([`LISTENER_OPTIONS_INHERITED`]).
+    pub fn socket(&self) -> Option<&Socket> {
+        Some(self.socket.get_ref())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -73,7 +73,7 @@ pub fn default_config_path() -> PathBuf {
 /// An account to run a service's program as. Windows logs it on for each
 /// connection (LogonUserW), as WinInetd did, so a changed password or a
 /// revoked right takes effect without a restart.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// As written in the config (`user`, `DOMAIN\user` or `user@domain`).
     pub name: String,
@@ -378,6 +378,12 @@ impl Listener {
         self.ready().await?;
         let mut incoming = self.incoming.lock().await;
         incoming.pending.take().transpose()
+    }
+
+    /// Accepted sockets inherit nothing here
+    /// ([`LISTENER_OPTIONS_INHERITED`]), so there is nothing to update.
+    pub fn socket(&self) -> Option<&Socket> {
+        None
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -1,6 +1,7 @@
 //! `wininetd-testchild`: the program the integration tests configure as a
-//! service. It only uses std, so it builds wherever the daemon builds, and
-//! each mode prints something the test can check byte for byte.
+//! service. It uses std, and socket2 (a dependency of the daemon) for
+//! `sockopts` on Unix, so it builds wherever the daemon builds; each mode
+//! prints something the test can check byte for byte.
 //!
 //! Usage: `wininetd-testchild MODE [ARGS...]`, see [`usage`].
 
@@ -29,7 +30,11 @@ modes:
   grandchild SECS   start `sleep SECS` as a child, print `parent pid=P grandchild=G`, wait
   pid               print `pid=PID`, then wait for EOF on stdin
   duplex BYTES      write BYTES pattern bytes while reading stdin to EOF, then
-                    print `duplex read=N wrote=M`"
+                    print `duplex read=N wrote=M`
+  cwd               print `cwd=PATH` (the current directory)
+  sockopts          print the options of the socket on fd 0 (Unix):
+                    `nodelay=B keepalive=B keepidle=S linger=S|off
+                    rcvtimeo=MS|none sndtimeo=MS|none`"
     );
     ExitCode::from(64)
 }
@@ -53,6 +58,8 @@ fn main() -> ExitCode {
         ("grandchild", [secs]) => grandchild(secs),
         ("pid", []) => pid(),
         ("duplex", [bytes]) => duplex(bytes),
+        ("cwd", []) => cwd(),
+        ("sockopts", []) => sockopts(),
         _ => return usage(),
     };
     match result {
@@ -270,4 +277,39 @@ fn duplex(bytes: &str) -> io::Result<()> {
     let read = io::copy(&mut io::stdin().lock(), &mut io::sink())?;
     let wrote = writer.join().expect("the writer thread does not panic")?;
     say(&format!("\nduplex read={read} wrote={wrote}"))
+}
+
+fn cwd() -> io::Result<()> {
+    say(&format!("cwd={}", env::current_dir()?.display()))
+}
+
+/// The options the daemon set on the connection, as the child sees them:
+/// fd 0 is the accepted socket itself (the same open socket as the
+/// daemon's), so getsockopt(2) on it reads what the daemon set.
+#[cfg(unix)]
+fn sockopts() -> io::Result<()> {
+    let stdin = io::stdin();
+    let socket = socket2::SockRef::from(&stdin);
+    let millis = |timeout: Option<Duration>| {
+        timeout.map_or_else(|| "none".to_owned(), |t| t.as_millis().to_string())
+    };
+    say(&format!(
+        "nodelay={} keepalive={} keepidle={} linger={} rcvtimeo={} sndtimeo={}",
+        socket.tcp_nodelay()?,
+        socket.keepalive()?,
+        socket.tcp_keepalive_time()?.as_secs(),
+        socket
+            .linger()?
+            .map_or_else(|| "off".to_owned(), |l| l.as_secs().to_string()),
+        millis(socket.read_timeout()?),
+        millis(socket.write_timeout()?),
+    ))
+}
+
+#[cfg(not(unix))]
+fn sockopts() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "sockopts needs Unix",
+    ))
 }

@@ -259,6 +259,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// Uses `text` as the whole config, in a file named `wininetd.toml` (the
+    /// extended format); placeholders allowed.
+    pub fn toml(self, text: &str) -> Self {
+        self.raw_config(text).file_name("wininetd.toml")
+    }
+
     /// Passes `--cfgfile` a path where no file exists.
     pub fn missing_config(mut self) -> Self {
         self.write_config = false;
@@ -542,6 +548,49 @@ impl Daemon {
 
     pub fn send_signal(&self, signal: i32) {
         kill(self.pid as i32, signal).expect("signal the daemon");
+    }
+
+    /// Replaces the config file with `template`: `{portN}` placeholders
+    /// already in use keep their port, new ones get a free port. The file is
+    /// replaced by a rename, so a reload never reads half of it.
+    pub fn rewrite_config(&mut self, template: &str) {
+        let mut index = 0;
+        while template.contains(&format!("{{port{index}}}")) {
+            if index >= self.ports.len() {
+                self.ports.push(free_port());
+            }
+            index += 1;
+        }
+        let mut config = template.to_owned();
+        for (i, port) in self.ports.iter().enumerate() {
+            config = config.replace(&format!("{{port{i}}}"), &port.to_string());
+        }
+        let staging = self.config_path.with_extension("new");
+        fs::write(&staging, &config).expect("write the new config");
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o644))
+            .expect("chmod the new config");
+        fs::rename(&staging, &self.config_path).expect("replace the config");
+        self.config = config;
+    }
+
+    /// Rewrites the config (see [`Daemon::rewrite_config`]), sends SIGHUP,
+    /// and waits for the reload's outcome: the next `reload done` or
+    /// `reload failed` line, which it returns.
+    pub fn reload(&mut self, template: &str) -> String {
+        let outcome = |l: &str| l.contains("reload done") || l.contains("reload failed");
+        let before = self.count(outcome);
+        self.rewrite_config(template);
+        self.send_signal(libc::SIGHUP);
+        self.stderr
+            .wait_until(WAIT, |state| {
+                state
+                    .lines
+                    .iter()
+                    .filter(|l| outcome(l))
+                    .nth(before)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no `reload done` or `reload failed` line within {WAIT:?}"))
     }
 
     /// Waits for the daemon to exit; panics after `timeout`.
@@ -1044,4 +1093,446 @@ fn read_so_far(data: &[u8]) -> String {
         data.len(),
         String::from_utf8_lossy(tail)
     )
+}
+
+// ---------------------------------------------------------------------------
+// The extended (TOML) config format
+// ---------------------------------------------------------------------------
+
+/// `text` as a TOML basic string, quotes included.
+pub fn toml_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML argv array that runs the test child: `["CHILD", "MODE", ARGS...]`.
+pub fn child_argv(args: &[&str]) -> String {
+    let items: Vec<String> = std::iter::once(CHILD)
+        .chain(args.iter().copied())
+        .map(toml_str)
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// One `[[service]]` table: `listen` and `command` are TOML values as
+/// written (e.g. `"{port0}"`, [`child_argv`]), `extra` more `key = value`
+/// lines. Ends with a blank line.
+pub fn toml_service(name: &str, listen: &str, command: &str, extra: &[&str]) -> String {
+    let mut text = format!(
+        "[[service]]\nname = {}\nlisten = {listen}\ncommand = {command}\n",
+        toml_str(name)
+    );
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+// ---------------------------------------------------------------------------
+// Served or refused
+// ---------------------------------------------------------------------------
+
+/// What a client got from a service whose child speaks first (the `pid`
+/// mode: `pid=N`, then it waits for EOF).
+#[derive(Debug)]
+pub enum Attempt {
+    /// The child answered; the session runs until `stream` is closed.
+    Served { stream: TcpStream, pid: u32 },
+    /// The connection was closed (EOF or reset) after `text` (the
+    /// `reject_message`, or nothing).
+    Refused { text: String },
+}
+
+impl Attempt {
+    pub fn is_served(&self) -> bool {
+        matches!(self, Self::Served { .. })
+    }
+
+    /// The stream of a served attempt; panics, saying `who`, if refused.
+    pub fn served(self, who: &str) -> (TcpStream, u32) {
+        match self {
+            Self::Served { stream, pid } => (stream, pid),
+            Self::Refused { text } => panic!("{who} should be served, was refused after {text:?}"),
+        }
+    }
+
+    /// The text a refused attempt got; panics, saying `who`, if served.
+    pub fn refused(self, who: &str) -> String {
+        match self {
+            Self::Refused { text } => text,
+            Self::Served { pid, .. } => panic!("{who} should be refused, was served (pid {pid})"),
+        }
+    }
+}
+
+/// Connects from `source` (the kernel's choice when `None`) to `dest`, and
+/// reads until the first line ending in `\n` or the close.
+pub fn attempt(source: Option<IpAddr>, dest: SocketAddr) -> Attempt {
+    let mut stream = match source {
+        Some(source) => connect_from(source, dest),
+        None => connect_to(dest),
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{dest}: neither a line nor a close within {WAIT:?}; read so far: {}",
+            read_so_far(&data)
+        );
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set_read_timeout");
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {
+                data.push(byte[0]);
+                if byte[0] == b'\n' {
+                    let line = String::from_utf8_lossy(&data);
+                    if let Some(pid) = line.trim_end().strip_prefix("pid=") {
+                        let pid = pid.parse().expect("pid=N");
+                        return Attempt::Served { stream, pid };
+                    }
+                }
+            }
+            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("{dest}: read: {err}"),
+        }
+    }
+    Attempt::Refused {
+        text: String::from_utf8_lossy(&data).into_owned(),
+    }
+}
+
+/// Whether a connection to `addr` is refused (nothing listens there).
+pub fn connection_refused(addr: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&addr, WAIT) {
+        Err(err) => {
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::ConnectionRefused,
+                "connect to {addr}: {err}"
+            );
+            true
+        }
+        Ok(_) => false,
+    }
+}
+
+/// Waits until connections to `addr` are refused; panics after `timeout`.
+pub fn wait_refused(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !connection_refused(addr) {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections after {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `line` holds `key=value` as a whole word (`rule=deny`, not
+/// `rule="deny"` nor `rule=denyx`).
+pub fn has_field(line: &str, key: &str, value: &str) -> bool {
+    has_token(line, &format!("{key}={value}"))
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 addresses on the loopback interface
+// ---------------------------------------------------------------------------
+
+/// Extra IPv6 addresses added to `lo` for one test and removed on drop, so
+/// that clients can connect from several IPv6 sources. Needs root and `ip`.
+#[derive(Debug)]
+pub struct LoopbackV6 {
+    added: Vec<Ipv6Addr>,
+}
+
+impl LoopbackV6 {
+    /// Adds `addrs` (each as a /128, without duplicate address detection,
+    /// so they are usable at once), or returns `None` after saying why not.
+    pub fn add(addrs: &[Ipv6Addr]) -> Option<Self> {
+        if !is_root() {
+            eprintln!("SKIPPED: adding IPv6 addresses to lo needs root");
+            return None;
+        }
+        let mut guard = Self { added: Vec::new() };
+        for addr in addrs {
+            let out = Command::new("ip")
+                .args([
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])
+                .output();
+            match out {
+                Ok(out) if out.status.success() => guard.added.push(*addr),
+                Ok(out) => {
+                    eprintln!(
+                        "SKIPPED: ip -6 addr add {addr} dev lo: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    return None;
+                }
+                Err(err) => {
+                    eprintln!("SKIPPED: cannot run `ip`: {err}");
+                    return None;
+                }
+            }
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for LoopbackV6 {
+    fn drop(&mut self) {
+        for addr in &self.added {
+            let out = Command::new("ip")
+                .args(["-6", "addr", "del", &format!("{addr}/128"), "dev", "lo"])
+                .output();
+            match out {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "ip -6 addr del {addr} dev lo: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(err) => eprintln!("ip -6 addr del {addr} dev lo: {err}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON log lines
+// ---------------------------------------------------------------------------
+
+/// A JSON value, as far as log lines need it: numbers keep their text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(String),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// A member of an object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Self::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A string's value or a number's text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::String(s) | Self::Number(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Parses one whole JSON document (RFC 8259); `Err` says where it failed.
+pub fn parse_json(text: &str) -> Result<Json, String> {
+    let mut parser = JsonParser {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let value = parser.value()?;
+    parser.blank();
+    if parser.at != parser.bytes.len() {
+        return Err(format!("trailing text at byte {}", parser.at));
+    }
+    Ok(value)
+}
+
+struct JsonParser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl JsonParser<'_> {
+    fn blank(&mut self) {
+        while matches!(self.bytes.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn fail<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at byte {}", self.at))
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<(), String> {
+        self.blank();
+        if self.bytes.get(self.at) == Some(&byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            self.fail(&format!("expected {:?}", byte as char))
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Json) -> Result<Json, String> {
+        if self.bytes[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(value)
+        } else {
+            self.fail("bad literal")
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.blank();
+        match self.bytes.get(self.at) {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().map(Json::String),
+            Some(b't') => self.literal("true", Json::Bool(true)),
+            Some(b'f') => self.literal("false", Json::Bool(false)),
+            Some(b'n') => self.literal("null", Json::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => self.fail("expected a value"),
+        }
+    }
+
+    fn object(&mut self) -> Result<Json, String> {
+        self.eat(b'{')?;
+        let mut members = Vec::new();
+        self.blank();
+        if self.bytes.get(self.at) == Some(&b'}') {
+            self.at += 1;
+            return Ok(Json::Object(members));
+        }
+        loop {
+            self.blank();
+            let key = self.string()?;
+            self.eat(b':')?;
+            members.push((key, self.value()?));
+            self.blank();
+            match self.bytes.get(self.at) {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(Json::Object(members));
+                }
+                _ => return self.fail("expected ',' or '}'"),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Json, String> {
+        self.eat(b'[')?;
+        let mut items = Vec::new();
+        self.blank();
+        if self.bytes.get(self.at) == Some(&b']') {
+            self.at += 1;
+            return Ok(Json::Array(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.blank();
+            match self.bytes.get(self.at) {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(Json::Array(items));
+                }
+                _ => return self.fail("expected ',' or ']'"),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.at;
+        while matches!(
+            self.bytes.get(self.at),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.at += 1;
+        }
+        let text = String::from_utf8_lossy(&self.bytes[start..self.at]).into_owned();
+        if text.parse::<f64>().is_err() {
+            return self.fail("bad number");
+        }
+        Ok(Json::Number(text))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if self.bytes.get(self.at) != Some(&b'"') {
+            return self.fail("expected a string");
+        }
+        self.at += 1;
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let Some(&byte) = self.bytes.get(self.at) else {
+                return self.fail("unterminated string");
+            };
+            self.at += 1;
+            match byte {
+                b'"' => return String::from_utf8(out).or_else(|_| self.fail("bad UTF-8")),
+                b'\\' => {
+                    let Some(&escape) = self.bytes.get(self.at) else {
+                        return self.fail("unterminated escape");
+                    };
+                    self.at += 1;
+                    let plain = match escape {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'b' => 8,
+                        b'f' => 12,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            let hex = self
+                                .bytes
+                                .get(self.at..self.at + 4)
+                                .and_then(|h| std::str::from_utf8(h).ok())
+                                .and_then(|h| u32::from_str_radix(h, 16).ok());
+                            let Some(code) = hex else {
+                                return self.fail("bad \\u escape");
+                            };
+                            self.at += 4;
+                            // Surrogate halves are kept as U+FFFD: log lines
+                            // only need to parse, not to round-trip.
+                            let c = char::from_u32(code).unwrap_or('\u{fffd}');
+                            out.extend_from_slice(c.to_string().as_bytes());
+                            continue;
+                        }
+                        _ => return self.fail("bad escape"),
+                    };
+                    out.push(plain);
+                }
+                0..=0x1f => return self.fail("control character in a string"),
+                _ => out.push(byte),
+            }
+        }
+    }
 }

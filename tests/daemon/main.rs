@@ -13,6 +13,8 @@
 mod common;
 
 #[cfg(target_os = "linux")]
+mod admission;
+#[cfg(target_os = "linux")]
 mod config;
 #[cfg(target_os = "linux")]
 mod data;
@@ -30,8 +32,12 @@ mod limits;
 #[cfg(target_os = "linux")]
 mod logging;
 #[cfg(target_os = "linux")]
+mod reload;
+#[cfg(target_os = "linux")]
 mod run_as;
 #[cfg(target_os = "linux")]
 mod sessions;
+#[cfg(target_os = "linux")]
+mod toml_config;
 #[cfg(windows)]
 mod windows;

@@ -1,0 +1,263 @@
+//! Reload on SIGHUP (issue 4): new settings for new connections while
+//! running sessions go on, a broken config that changes nothing, removed
+//! services that close their port but finish their sessions, added services
+//! that bind, and listeners that stay open through many reloads under load.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    Daemon, WAIT, attempt, child_argv, connect, connection_refused, is_alive, read_line,
+    read_to_eof, request, toml_service, v4, wait_refused,
+};
+
+fn echo_service(name: &str, port: &str, extra: &[&str]) -> String {
+    toml_service(name, port, &child_argv(&["echo"]), extra)
+}
+
+/// Sends a line on an echo session and expects it back.
+fn echo_line(stream: &mut TcpStream, line: &str) {
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .expect("send on the running session");
+    assert_eq!(read_line(stream, WAIT), line, "the running session echoes");
+}
+
+/// A changed command: new connections run the new program; the session that
+/// was running keeps its program and ends normally.
+#[test]
+fn changed_command_applies_to_new_connections_only() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    let mut running = connect(port);
+    let client = running.local_addr().expect("local_addr");
+    echo_line(&mut running, "before the reload");
+    let (_, pid) = daemon.session_start(client);
+
+    let outcome = daemon.reload(&toml_service(
+        "svc",
+        "{port0}",
+        &child_argv(&["args", "new"]),
+        &[],
+    ));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert!(
+        outcome.contains("svc"),
+        "the reload line names the service: {outcome}"
+    );
+    assert_eq!(request(port, b""), "arg[0]=new\nargc=1\n");
+
+    echo_line(&mut running, "after the reload");
+    assert!(is_alive(pid), "the running session's child");
+    running.shutdown(Shutdown::Write).expect("half-close");
+    read_to_eof(&mut running, WAIT).expect("EOF");
+    let end = daemon.session_end(pid);
+    assert!(end.contains("status=exit 0"), "ended normally: {end}");
+}
+
+/// A config with errors: `reload failed`, the errors logged, and the old
+/// config keeps serving; a good config afterwards is taken.
+#[test]
+fn broken_config_keeps_the_old_one() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    let outcome = daemon.reload("[[service]]\nname = \"svc\"\nlisten = {port0}\ncommand = [\n");
+    assert!(outcome.contains("reload failed"), "{outcome}");
+    let file = daemon.config_name();
+    daemon.wait_for("naming the config file's error", WAIT, |l| {
+        l.contains(&file) && l.contains("error")
+    });
+    assert_eq!(request(port, b"still the old one\n"), "still the old one\n");
+
+    // Valid TOML, but a program that does not exist: an error too.
+    let outcome = daemon.reload(&toml_service(
+        "svc",
+        "{port0}",
+        "[\"no-such-program-wininetd\"]",
+        &[],
+    ));
+    assert!(outcome.contains("reload failed"), "{outcome}");
+    assert_eq!(request(port, b"and again\n"), "and again\n");
+
+    let outcome = daemon.reload(&toml_service(
+        "svc",
+        "{port0}",
+        &child_argv(&["args", "fixed"]),
+        &[],
+    ));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert_eq!(request(port, b""), "arg[0]=fixed\nargc=1\n");
+}
+
+/// A removed service: its port closes (connections refused), its running
+/// session goes on and ends normally; the service that stays serves.
+#[test]
+fn removed_service_closes_its_port_and_lets_sessions_finish() {
+    let both = [
+        echo_service("keep", "{port0}", &[]),
+        toml_service("gone-svc", "{port1}", &child_argv(&["pid"]), &[]),
+    ]
+    .concat();
+    let mut daemon = Daemon::builder().toml(&both).start();
+    let (keep, gone) = (daemon.port(0), daemon.port(1));
+    let (mut running, pid) = attempt(None, v4(gone)).served("a session of `gone-svc`");
+
+    let outcome = daemon.reload(&echo_service("keep", "{port0}", &[]));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert!(
+        outcome.contains("gone-svc"),
+        "the reload line names it: {outcome}"
+    );
+    wait_refused(v4(gone), Duration::from_secs(5));
+    assert!(is_alive(pid), "the removed service's session runs on");
+    assert_eq!(request(keep, b"kept\n"), "kept\n");
+
+    running.shutdown(Shutdown::Write).expect("half-close");
+    read_to_eof(&mut running, WAIT).expect("EOF");
+    let end = daemon.session_end(pid);
+    assert!(end.contains("status=exit 0"), "ended normally: {end}");
+}
+
+/// An added service binds its port (with a `listening on` line) and serves.
+#[test]
+fn added_service_binds() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("first", "{port0}", &[]))
+        .start();
+    let outcome = daemon.reload(
+        &[
+            echo_service("first", "{port0}", &[]),
+            toml_service("fresh-svc", "{port1}", &child_argv(&["args", "added"]), &[]),
+        ]
+        .concat(),
+    );
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert!(
+        outcome.contains("fresh-svc"),
+        "the reload line names it: {outcome}"
+    );
+    let added = daemon.port(1);
+    daemon.wait_for_line(&format!("listening on [::]:{added} "), WAIT);
+    assert_eq!(request(added, b""), "arg[0]=added\nargc=1\n");
+    assert_eq!(request(daemon.port(0), b"first\n"), "first\n");
+}
+
+/// What the load thread saw.
+#[derive(Debug, Default)]
+struct Load {
+    done: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+/// One full request on the echo service: connect, send, half-close, read
+/// to EOF, compare.
+fn one_request(port: u16, n: usize) -> Result<(), String> {
+    let line = format!("request {n}\n");
+    let mut stream = TcpStream::connect_timeout(&v4(port), WAIT)
+        .map_err(|e| format!("request {n}: connect: {e} ({:?})", e.kind()))?;
+    let io = |e: io::Error| format!("request {n}: {e} ({:?})", e.kind());
+    stream.set_read_timeout(Some(WAIT)).map_err(io)?;
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    stream.shutdown(Shutdown::Write).map_err(io)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(io)?;
+    if answer == line.as_bytes() {
+        Ok(())
+    } else {
+        Err(format!(
+            "request {n}: answer {:?}",
+            String::from_utf8_lossy(&answer)
+        ))
+    }
+}
+
+/// 20 reloads, alternating between two valid configs that both keep the
+/// `steady` service (its env and another service change), while a client
+/// makes full requests to `steady` one after another: none is refused,
+/// reset or answered wrong, and requests run between every two reloads.
+#[test]
+fn reloads_under_load_lose_no_connection() {
+    const RELOADS: usize = 20;
+    let config = |generation: &str| {
+        [
+            echo_service(
+                "steady",
+                "{port0}",
+                &[&format!("env = {{ GENERATION = \"{generation}\" }}")],
+            ),
+            toml_service("other", "{port1}", &child_argv(&["args", generation]), &[]),
+        ]
+        .concat()
+    };
+    let mut daemon = Daemon::builder().toml(&config("a")).start();
+    let port = daemon.port(0);
+
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (load, stop) = (Arc::clone(&load), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(failure) = one_request(port, n) {
+                    load.failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(failure);
+                }
+                load.done.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        })
+    };
+
+    let wait_requests = |at_least: usize| {
+        let deadline = Instant::now() + WAIT;
+        while load.done.load(Ordering::Relaxed) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "the load thread is stuck at {} requests",
+                load.done.load(Ordering::Relaxed)
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_requests(3);
+    for i in 1..=RELOADS {
+        let generation = if i % 2 == 1 { "b" } else { "a" };
+        let outcome = daemon.reload(&config(generation));
+        assert!(outcome.contains("reload done"), "reload {i}: {outcome}");
+        // Requests between every two reloads, not all before or after.
+        wait_requests(load.done.load(Ordering::Relaxed) + 2);
+    }
+    stop.store(true, Ordering::Relaxed);
+    client.join().expect("the load thread does not panic");
+
+    let failures = load.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let done = load.done.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {done} requests failed during reloads, first ones: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert_eq!(
+        daemon.count(|l| l.contains("reload done")),
+        RELOADS,
+        "every SIGHUP reloaded once"
+    );
+    assert_eq!(daemon.count(|l| l.contains("reload failed")), 0);
+    // The last config (generation a) is the one in force.
+    assert_eq!(request(daemon.port(1), b""), "arg[0]=a\nargc=1\n");
+    assert!(!connection_refused(v4(port)), "`steady` still listens");
+    eprintln!("{done} requests across {RELOADS} reloads, none failed");
+}

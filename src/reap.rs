@@ -25,6 +25,8 @@ pub struct SessionInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub pid: u32,
+    /// The run-as user, if any.
+    pub user: Option<Arc<str>>,
 }
 
 /// The slots a session holds; dropping them gives them back.
@@ -97,8 +99,8 @@ pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, gr
         }
     };
     let duration = session.started.elapsed();
-    match status {
-        Ok(status) => info!(
+    match (status, &info.user) {
+        (Ok(status), None) => info!(
             service = %info.service,
             port = info.port,
             peer = %info.peer,
@@ -108,7 +110,18 @@ pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, gr
             duration = ?duration,
             "session end"
         ),
-        Err(e) => error!(
+        (Ok(status), Some(user)) => info!(
+            service = %info.service,
+            port = info.port,
+            peer = %info.peer,
+            local = %info.local,
+            pid = info.pid,
+            user = %user,
+            status = %platform::describe_exit(&status),
+            duration = ?duration,
+            "session end"
+        ),
+        (Err(e), _) => error!(
             service = %info.service,
             pid = info.pid,
             error = %e,

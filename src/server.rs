@@ -53,6 +53,8 @@ struct Shared {
 struct Active {
     service: Arc<Service>,
     name: Arc<str>,
+    /// The run-as user's name, for session logs.
+    user: Option<Arc<str>>,
     spec: ChildSpec,
     gate: Arc<Gate>,
 }
@@ -205,6 +207,7 @@ impl Server {
                 };
                 let active = Active {
                     name: service.name.as_str().into(),
+                    user: service.user.as_ref().map(|u| u.name.as_str().into()),
                     spec: spawn::prepare(service, &self.daemon_env),
                     service: Arc::clone(service),
                     gate,
@@ -437,9 +440,15 @@ async fn accept_loop(
 /// Closes a refused connection, after the service's `reject_message`.
 fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
     if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(listen::canonical);
         warn!(
             service = %active.name,
             %peer,
+            local = %local.map_or_else(|| "-".to_owned(), |a| a.to_string()),
             rule = %refusal.rule(),
             reason = %refusal,
             suppressed,
@@ -509,10 +518,11 @@ fn start_session(
         peer,
         local,
         pid: child.id(),
+        user: active.user.clone(),
     };
-    match &service.user {
+    match &info.user {
         Some(user) => {
-            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user.name, "session start")
+            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user, "session start")
         }
         None => {
             info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")

@@ -139,7 +139,10 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Logs each line the child writes to its stderr (`stderr = "log"`).
-async fn log_stderr(stderr: platform::StderrPipe, info: SessionInfo) {
+async fn log_stderr(mut stderr: platform::StderrPipe, info: SessionInfo) {
+    if platform::stderr_ready(&mut stderr).await.is_err() {
+        return;
+    }
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
@@ -153,7 +156,7 @@ async fn log_stderr(stderr: platform::StderrPipe, info: SessionInfo) {
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
-                info!(service = %info.service, pid = info.pid, "stderr: {text}");
+                info!(service = %info.service, pid = info.pid, stream = "stderr", "{text}");
             }
         }
     }

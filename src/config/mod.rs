@@ -527,7 +527,7 @@ fn build(
     };
     let cmdline = match draft.command {
         CommandLine::Line(line) => line,
-        CommandLine::Argv(argv) => argv.join(" "),
+        CommandLine::Argv(argv) => platform::join_command_line(&argv),
     };
     Service {
         name: draft.name,

@@ -32,6 +32,8 @@ mod limits;
 #[cfg(target_os = "linux")]
 mod logging;
 #[cfg(target_os = "linux")]
+mod portable;
+#[cfg(target_os = "linux")]
 mod reload;
 #[cfg(target_os = "linux")]
 mod run_as;
@@ -41,3 +43,5 @@ mod sessions;
 mod toml_config;
 #[cfg(windows)]
 mod windows;
+#[cfg(windows)]
+mod windows_toml;

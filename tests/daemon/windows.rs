@@ -36,13 +36,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The daemon under test.
-const DAEMON: &str = env!("CARGO_BIN_EXE_wininetd");
+pub(crate) const DAEMON: &str = env!("CARGO_BIN_EXE_wininetd");
 /// The helper child (tests/child/main.rs).
-const CHILD: &str = env!("CARGO_BIN_EXE_wininetd-testchild");
+pub(crate) const CHILD: &str = env!("CARGO_BIN_EXE_wininetd-testchild");
 
 /// Deadline for anything the daemon should do "soon". Generous: the tests
 /// run in parallel, under Wine, on a small CI box.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// Deadline for "promptly": a connection whose child has exited must end
 /// well before an unrelated `sleep` child (which sleeps [`LONG_SLEEP`])
@@ -54,7 +54,7 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 const LONG_SLEEP: &str = "30";
 
 /// The service the daemon installs as (`--install`).
-const SERVICE: &str = "wininetd";
+pub(crate) const SERVICE: &str = "wininetd";
 
 // ===========================================================================
 // Harness
@@ -64,7 +64,7 @@ const SERVICE: &str = "wininetd";
 /// as the host sees them (`/tmp/target/...` when cross-compiling on Linux);
 /// `std::path::absolute` (GetFullPathNameW) makes them `Z:\tmp\target\...`
 /// under Wine and leaves a Windows path as it is.
-fn windows_path(path: &str) -> String {
+pub(crate) fn windows_path(path: &str) -> String {
     std::path::absolute(path)
         .unwrap_or_else(|e| panic!("cannot make {path} absolute: {e}"))
         .display()
@@ -182,7 +182,7 @@ fn strip_ansi(line: &str) -> String {
 
 /// Whether `line` holds `token` (e.g. `pid=123`) as a whole word: `pid=12`
 /// does not match `pid=123`.
-fn has_token(line: &str, token: &str) -> bool {
+pub(crate) fn has_token(line: &str, token: &str) -> bool {
     line.match_indices(token).any(|(at, _)| {
         let before = line[..at].chars().next_back();
         let after = line[at + token.len()..].chars().next();
@@ -203,7 +203,7 @@ fn number_after(line: &str, key: &str) -> Option<u32> {
 
 /// A client's address the way the daemon logs a peer: plain IPv4 (never
 /// `::ffff:`), IPv6 in brackets.
-fn peer_text(addr: SocketAddr) -> String {
+pub(crate) fn peer_text(addr: SocketAddr) -> String {
     match addr.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => format!("{v4}:{}", addr.port()),
@@ -224,12 +224,14 @@ fn peer_text(addr: SocketAddr) -> String {
 /// meanwhile; see [`DaemonBuilder::start`]), and `{dir}`, the daemon's temp
 /// dir.
 #[derive(Debug, Clone, Default)]
-struct DaemonBuilder {
+pub(crate) struct DaemonBuilder {
     lines: Vec<String>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     services: usize,
     debug: bool,
+    /// The config file's name in the temp dir; `None` is `wininetd.conf`.
+    file_name: Option<String>,
 }
 
 impl DaemonBuilder {
@@ -247,24 +249,34 @@ impl DaemonBuilder {
         self
     }
 
-    fn arg(mut self, arg: &str) -> Self {
+    pub(crate) fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_owned());
         self
     }
 
-    fn env(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
         self.envs.push((name.to_owned(), value.to_owned()));
         self
     }
 
+    /// Uses `text` as the whole config, in a file named `wininetd.toml`
+    /// (the extended format); placeholders allowed. A Windows path (`{dir}`)
+    /// belongs in a TOML literal string, `'{dir}'`: backslashes are escapes
+    /// in a basic one.
+    pub(crate) fn toml(mut self, text: &str) -> Self {
+        self.lines = vec![text.trim_end_matches('\n').to_owned()];
+        self.file_name = Some("wininetd.toml".to_owned());
+        self
+    }
+
     /// Without `--debug` (for `--check`: the daemon then only checks).
-    fn no_debug(mut self) -> Self {
+    pub(crate) fn no_debug(mut self) -> Self {
         self.debug = false;
         self
     }
 
     /// Starts the daemon and returns at once.
-    fn spawn(&self) -> Daemon {
+    pub(crate) fn spawn(&self) -> Daemon {
         let template: String = self.lines.iter().map(|l| format!("{l}\n")).collect();
         let ports: Vec<u16> = (0..)
             .take_while(|i| template.contains(&format!("{{port{i}}}")))
@@ -279,7 +291,9 @@ impl DaemonBuilder {
         for (i, port) in ports.iter().enumerate() {
             config = config.replace(&format!("{{port{i}}}"), &port.to_string());
         }
-        let config_path = dir.path().join("wininetd.conf");
+        let config_path = dir
+            .path()
+            .join(self.file_name.as_deref().unwrap_or("wininetd.conf"));
         fs::write(&config_path, &config).expect("write the config");
         let config_path = PathBuf::from(windows_path(&config_path.display().to_string()));
 
@@ -327,7 +341,7 @@ impl DaemonBuilder {
     /// Starts the daemon and waits until it prints one `listening on` line
     /// per port placeholder. If it failed because another process took one
     /// of the free ports in between, tries again with new ports.
-    fn start(&self) -> Daemon {
+    pub(crate) fn start(&self) -> Daemon {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let mut daemon = self.spawn();
@@ -366,7 +380,7 @@ impl DaemonBuilder {
 /// A running (or finished) daemon. Killed on drop (TerminateProcess; its
 /// job objects then end its sessions), with every session it logged.
 #[derive(Debug)]
-struct Daemon {
+pub(crate) struct Daemon {
     pid: u32,
     process: Child,
     exit: Option<ExitStatus>,
@@ -380,7 +394,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn builder() -> DaemonBuilder {
+    pub(crate) fn builder() -> DaemonBuilder {
         DaemonBuilder {
             debug: true,
             ..DaemonBuilder::default()
@@ -388,21 +402,21 @@ impl Daemon {
     }
 
     /// The port that replaced `{portN}`.
-    fn port(&self, index: usize) -> u16 {
+    pub(crate) fn port(&self, index: usize) -> u16 {
         self.ports[index]
     }
 
     /// The temp dir (`{dir}` in the config), as Windows writes it.
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         PathBuf::from(windows_path(&self.dir.path().display().to_string()))
     }
 
     /// The config path as given to `--cfgfile` and written in diagnostics.
-    fn config_name(&self) -> String {
+    pub(crate) fn config_name(&self) -> String {
         self.config_path.display().to_string()
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.stderr.snapshot()
     }
 
@@ -410,13 +424,18 @@ impl Daemon {
         self.lines().join("\n")
     }
 
-    fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         self.stdout.snapshot().join("\n")
     }
 
     /// Waits for a stderr line for which `matches` holds; panics after
     /// `timeout`, saying it was waiting for `what`.
-    fn wait_for(&self, what: &str, timeout: Duration, matches: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         self.stderr
             .wait_until(timeout, |state| {
                 state.lines.iter().find(|l| matches(l)).cloned()
@@ -426,7 +445,7 @@ impl Daemon {
 
     /// The `session start` line for the client whose local address is
     /// `client`, and the pid it names.
-    fn session_start(&self, client: SocketAddr) -> (String, u32) {
+    pub(crate) fn session_start(&self, client: SocketAddr) -> (String, u32) {
         let peer = format!("peer={}", peer_text(client));
         let line = self.wait_for(&format!("`session start` with {peer}"), WAIT, |l| {
             l.contains("session start") && has_token(l, &peer)
@@ -437,7 +456,7 @@ impl Daemon {
     }
 
     /// The `session end` line of the session whose child is `pid`.
-    fn session_end(&self, pid: u32) -> String {
+    pub(crate) fn session_end(&self, pid: u32) -> String {
         let token = format!("pid={pid}");
         self.wait_for(&format!("`session end` with {token}"), WAIT, |l| {
             l.contains("session end") && has_token(l, &token)
@@ -453,7 +472,7 @@ impl Daemon {
     }
 
     /// Waits for the daemon to exit; panics after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         self.wait_exit_quiet(timeout)
             .unwrap_or_else(|| panic!("the daemon did not exit within {timeout:?}"))
     }
@@ -531,7 +550,7 @@ impl Drop for Daemon {
 
 /// A port free on 127.0.0.1 right now, never handed out twice by this
 /// process.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0");
@@ -542,16 +561,16 @@ fn free_port() -> u16 {
     }
 }
 
-fn v4(port: u16) -> SocketAddr {
+pub(crate) fn v4(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-fn v6(port: u16) -> SocketAddr {
+pub(crate) fn v6(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv6Addr::LOCALHOST, port))
 }
 
 /// Connects to `addr`, with read and write timeouts of [`WAIT`].
-fn connect_to(addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect_to(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, WAIT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream
@@ -564,12 +583,12 @@ fn connect_to(addr: SocketAddr) -> TcpStream {
 }
 
 /// Connects to 127.0.0.1:`port`.
-fn connect(port: u16) -> TcpStream {
+pub(crate) fn connect(port: u16) -> TcpStream {
     connect_to(v4(port))
 }
 
 /// Connects from `source` (port chosen by the system) to `dest`.
-fn connect_from(source: IpAddr, dest: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(source: IpAddr, dest: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(dest), Type::STREAM, None).expect("socket");
     socket
@@ -588,7 +607,7 @@ fn connect_from(source: IpAddr, dest: SocketAddr) -> TcpStream {
     stream
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -598,7 +617,7 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Reads until EOF or `timeout`; a timeout is an error that carries what was
 /// read so far. A reset counts as the end too (Windows resets a connection
 /// closed with unread data; what matters here is that it ended).
-fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<u8>> {
+pub(crate) fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<u8>> {
     let deadline = Instant::now() + timeout;
     let mut data = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -633,7 +652,7 @@ fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<u8>>
 
 /// Reads up to and without the next `\n` (one byte at a time, so nothing
 /// after it is consumed); panics at EOF or after `timeout`.
-fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
+pub(crate) fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -665,7 +684,7 @@ fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
 }
 
 /// Asserts that nothing arrives (neither data nor EOF) for `period`.
-fn assert_silent(stream: &mut TcpStream, period: Duration) {
+pub(crate) fn assert_silent(stream: &mut TcpStream, period: Duration) {
     stream
         .set_read_timeout(Some(period))
         .expect("set_read_timeout");
@@ -683,7 +702,7 @@ fn assert_silent(stream: &mut TcpStream, period: Duration) {
 
 /// Connects to 127.0.0.1:`port`, sends `input`, half-closes, and returns
 /// everything the service sent until EOF.
-fn request(port: u16, input: &[u8]) -> String {
+pub(crate) fn request(port: u16, input: &[u8]) -> String {
     let mut stream = connect(port);
     stream.write_all(input).expect("send the request");
     stream
@@ -695,7 +714,7 @@ fn request(port: u16, input: &[u8]) -> String {
 
 /// The value of `NAME` in the test child's `env` output (`NAME=value`
 /// lines; `NAME unset` gives `None`).
-fn env_value<'a>(output: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn env_value<'a>(output: &'a str, name: &str) -> Option<&'a str> {
     output.lines().find_map(|l| {
         l.trim_end_matches('\r')
             .strip_prefix(name)?
@@ -708,7 +727,7 @@ fn env_value<'a>(output: &'a str, name: &str) -> Option<&'a str> {
 // ---------------------------------------------------------------------------
 
 /// Whether process `pid` is still running.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
     use windows_sys::Win32::System::Threading::{
         OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject,
@@ -748,7 +767,7 @@ fn terminate(pid: u32) {
 }
 
 /// Waits until process `pid` has ended; panics after `timeout`.
-fn wait_gone(pid: u32, timeout: Duration) {
+pub(crate) fn wait_gone(pid: u32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while process_alive(pid) {
         assert!(
@@ -761,7 +780,7 @@ fn wait_gone(pid: u32, timeout: Duration) {
 
 /// Runs a tool to completion with a deadline (killed and a panic after
 /// it); returns its status and output.
-fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Output {
+pub(crate) fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -798,7 +817,7 @@ fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Output {
 }
 
 /// `program args`, its status and its output, for assertion messages.
-fn describe_run(program: &str, args: &[&str], out: &Output) -> String {
+pub(crate) fn describe_run(program: &str, args: &[&str], out: &Output) -> String {
     format!(
         "{program} {args:?}: {}\n---- stdout ----\n{}\n---- stderr ----\n{}",
         out.status,
@@ -808,7 +827,7 @@ fn describe_run(program: &str, args: &[&str], out: &Output) -> String {
 }
 
 /// Runs the daemon with `args` (no config written for it) to completion.
-fn run_daemon(args: &[&str]) -> Output {
+pub(crate) fn run_daemon(args: &[&str]) -> Output {
     run_tool(DAEMON, args, WAIT)
 }
 
@@ -825,13 +844,13 @@ static SCM: Mutex<()> = Mutex::new(());
 
 /// The service `wininetd` installed by a test: held with the [`SCM`] lock,
 /// stopped and removed on drop whatever happened.
-struct InstalledService {
+pub(crate) struct InstalledService {
     _scm: MutexGuard<'static, ()>,
 }
 
 impl InstalledService {
     /// Takes the lock and removes a service left by an earlier, killed run.
-    fn prepare() -> Self {
+    pub(crate) fn prepare() -> Self {
         let scm = lock(&SCM);
         if service_status().is_some() {
             let out = run_daemon(&["--remove"]);
@@ -860,7 +879,7 @@ impl Drop for InstalledService {
 }
 
 /// The status of the service `wininetd`, or `None` if it is not installed.
-fn service_status() -> Option<windows_service::service::ServiceStatus> {
+pub(crate) fn service_status() -> Option<windows_service::service::ServiceStatus> {
     use windows_service::service::ServiceAccess;
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
     // ERROR_SERVICE_DOES_NOT_EXIST
@@ -888,7 +907,7 @@ fn service_config() -> windows_service::service::ServiceConfig {
 
 /// Waits until the service reaches `state`; panics after `timeout` with
 /// the last status seen.
-fn wait_service_state(state: windows_service::service::ServiceState, timeout: Duration) {
+pub(crate) fn wait_service_state(state: windows_service::service::ServiceState, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let status = service_status();
@@ -919,7 +938,7 @@ const WINE_SERVICES_LOG: &str = r"C:\wininetd-tests\services.log";
 /// are the `ReportEventW` trace lines in [`WINE_SERVICES_LOG`] (Wine stores
 /// no events); on Windows, the Application log's events of the source
 /// `wininetd`, through `wevtutil` (not exercised here).
-struct EventLog {
+pub(crate) struct EventLog {
     under_wine: bool,
     /// Under Wine: the log's length when the test began.
     start: u64,
@@ -928,7 +947,7 @@ struct EventLog {
 }
 
 impl EventLog {
-    fn begin() -> Self {
+    pub(crate) fn begin() -> Self {
         let under_wine = run_tool("reg", &["query", r"HKLM\Software\Wine"], WAIT)
             .status
             .success();
@@ -966,7 +985,7 @@ impl EventLog {
     }
 
     /// The events since [`EventLog::begin`], one line each.
-    fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         if self.under_wine {
             let mut file = fs::File::open(WINE_SERVICES_LOG).expect("open the services log");
             let mut text = Vec::new();
@@ -996,7 +1015,12 @@ impl EventLog {
 
     /// Waits for an event for which `matches` holds; panics after `timeout`
     /// with every event seen.
-    fn wait_for(&self, what: &str, timeout: Duration, matches: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.events();

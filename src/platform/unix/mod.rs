@@ -258,6 +258,17 @@ impl ChildSpec {
 /// A child's stderr when it goes to the daemon's log.
 pub type StderrPipe = tokio::process::ChildStderr;
 
+/// Readies a stderr pipe for reading: nothing to do on Unix.
+pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {
+    Ok(())
+}
+
+/// Joins argv into one command line for display, quoted so that splitting
+/// it again gives the same words.
+pub fn join_command_line(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
 /// Variables that must not reach a child: they describe the daemon's own
 /// relation to its service manager and would let a child speak for it.
 pub const PRIVATE_VARIABLES: &[&str] = &[

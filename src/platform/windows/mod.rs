@@ -35,7 +35,7 @@ use crate::config::Secret;
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal};
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
-pub use spawn::{Child, ChildSpec, ExitStatus, StderrPipe, describe_exit, spawn};
+pub use spawn::{Child, ChildSpec, ExitStatus, StderrPipe, describe_exit, spawn, stderr_ready};
 
 /// The config file's name in the Windows directory, where WinInetd kept it.
 pub const DEFAULT_CONFIG: &str = "wininetd.conf";
@@ -154,6 +154,43 @@ pub fn split_command_line(cmdline: &str) -> Result<Vec<String>, String> {
     let mut argv = vec![program];
     argv.extend(split_arguments(rest));
     Ok(argv)
+}
+
+/// Joins argv into one command line that the C runtime's rules (and
+/// [`split_arguments`]) split back into the same arguments: an argument
+/// with blanks or quotes, or an empty one, is quoted; backslashes are
+/// doubled only before a quote.
+pub fn join_command_line(argv: &[String]) -> String {
+    let mut line = String::new();
+    for (i, arg) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        if !arg.is_empty() && !arg.contains([' ', '\t', '\n', '\x0b', '"']) {
+            line.push_str(arg);
+            continue;
+        }
+        line.push('"');
+        let mut backslashes = 0usize;
+        for c in arg.chars() {
+            match c {
+                '\\' => backslashes += 1,
+                '"' => {
+                    line.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
+                    line.push('"');
+                    backslashes = 0;
+                }
+                c => {
+                    line.extend(std::iter::repeat_n('\\', backslashes));
+                    line.push(c);
+                    backslashes = 0;
+                }
+            }
+        }
+        line.extend(std::iter::repeat_n('\\', backslashes * 2));
+        line.push('"');
+    }
+    line
 }
 
 /// The C runtime's argument rules: 2n backslashes before a quote are n
@@ -505,6 +542,21 @@ mod tests {
             ["x", r#"a\"b"#, r"c\", r"d\e"]
         );
         assert!(split_command_line(r#""C:\x.exe a"#).is_err());
+    }
+
+    #[test]
+    fn joined_arguments_split_back_unchanged() {
+        let cases: [&[&str]; 4] = [
+            &[r"C:\bin\x.exe", "a", "b c"],
+            &["x", r#"say "hi""#, r"C:\my dir\", ""],
+            &["x", r"a\\b", r#"\""#, "tab\there"],
+            &["x", "plain"],
+        ];
+        for argv in cases {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            let line = join_command_line(&argv);
+            assert_eq!(split_command_line(&line).expect("valid"), argv, "{line}");
+        }
     }
 
     #[test]

@@ -141,6 +141,13 @@ const KILLED_EXIT_CODE: u32 = 0xC000_013A;
 /// A child's stderr when it goes to the daemon's log.
 pub type StderrPipe = NamedPipeServer;
 
+/// Readies a stderr pipe for reading: the runtime starts reading a pipe
+/// server only after `connect` (the child's end is open, so it returns at
+/// once).
+pub async fn stderr_ready(pipe: &mut StderrPipe) -> io::Result<()> {
+    pipe.connect().await
+}
+
 /// A running child and its job.
 #[derive(Debug)]
 pub struct Child {

@@ -1,0 +1,251 @@
+//! One config for both systems, on Linux: tests/data/portable.toml, with
+//! free ports and the test child's directory on `PATH`, passes `--check`
+//! without a warning and serves each of its services.
+//!
+//! tests/daemon/windows_toml.rs runs the same file under Wine with the same
+//! assertions, in the same order: a change here belongs there too, and a
+//! change to the file in both.
+#![cfg(target_os = "linux")]
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    CHILD, Daemon, DaemonBuilder, Json, WAIT, attempt, connect, connect_to, field, parse_json,
+    peer_text, read_line, read_to_eof, v4, v6, wait_gone,
+};
+
+/// The config both OSes accept (see the file's header).
+const PORTABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/portable.toml");
+
+/// 127.0.0.`n`: every 127/8 address is on `lo`.
+fn lo(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// Sends `input` to `addr`, half-closes, and returns the whole answer.
+fn request_to(addr: SocketAddr, input: &[u8]) -> String {
+    let mut stream = connect_to(addr);
+    stream.write_all(input).expect("send the request");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let data = read_to_eof(&mut stream, WAIT).expect("read the answer");
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// The number after `key=` in a child's line such as `sleeping pid=P`.
+fn pid_in(line: &str, key: &str) -> u32 {
+    field(line, key)
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
+}
+
+/// The `PATH` under which the daemon finds the test child by its bare name:
+/// the child's directory first, then the test's own `PATH`.
+fn path_with_the_child() -> String {
+    let dir = Path::new(CHILD)
+        .parent()
+        .expect("the child is in a directory");
+    match std::env::var("PATH") {
+        Ok(path) => format!("{}:{path}", dir.display()),
+        Err(_) => dir.display().to_string(),
+    }
+}
+
+/// A daemon of tests/data/portable.toml, with the test child on its `PATH`.
+fn portable_builder() -> DaemonBuilder {
+    let fixture = fs::read_to_string(PORTABLE).unwrap_or_else(|e| panic!("read {PORTABLE}: {e}"));
+    Daemon::builder()
+        .toml(&fixture)
+        .env("PATH", &path_with_the_child())
+}
+
+// ---------------------------------------------------------------------------
+// JSON log lines, as windows_toml.rs reads them
+// ---------------------------------------------------------------------------
+
+/// One JSON log event: its members, each value as text (a string's value,
+/// a number as written).
+type Event = Vec<(String, String)>;
+
+/// A member of `event`.
+fn get<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    event
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A member of `event` that must be there.
+fn must<'a>(event: &'a Event, key: &str) -> &'a str {
+    get(event, key).unwrap_or_else(|| panic!("no {key:?} in {event:?}"))
+}
+
+/// Parses `line` as exactly one JSON object.
+fn json_object(line: &str) -> Result<Event, String> {
+    match parse_json(line)? {
+        Json::Object(members) => Ok(members
+            .into_iter()
+            .map(|(key, value)| {
+                let text = value
+                    .text()
+                    .map_or_else(|| format!("{value:?}"), str::to_owned);
+                (key, text)
+            })
+            .collect()),
+        other => Err(format!("not an object: {other:?}")),
+    }
+}
+
+/// Every log event the daemon wrote so far: each stderr line but the
+/// `listening on` announcements (plain text by design), which must each be
+/// one JSON object.
+fn json_events(daemon: &Daemon) -> Vec<Event> {
+    daemon
+        .lines()
+        .iter()
+        .filter(|l| !l.starts_with("listening on "))
+        .map(|l| json_object(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
+        .collect()
+}
+
+/// Waits for a JSON event for which `matches` holds.
+fn wait_event(daemon: &Daemon, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+    let line = daemon.wait_for(what, WAIT, |l| json_object(l).is_ok_and(|e| matches(&e)));
+    json_object(&line).expect("parsed once already")
+}
+
+/// Whether `event`'s message holds `message` and its `service` is `service`.
+fn is(event: &Event, message: &str, service: &str) -> bool {
+    get(event, "message").is_some_and(|m| m.contains(message))
+        && get(event, "service") == Some(service)
+}
+
+// ---------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_portable_config_is_checked_and_served() {
+    let builder = portable_builder();
+
+    let mut check = builder.clone().arg("--check").spawn();
+    assert_eq!(check.wait_exit(WAIT).code(), Some(0), "--check exit code");
+    let ok = format!("{}: ok, 6 service(s), 0 warning(s)", check.config_name());
+    assert!(check.stdout_text().contains(&ok), "no {ok:?} on stdout");
+    drop(check);
+
+    let daemon = builder.start();
+    let port = |i| daemon.port(i);
+
+    // echo: on 127.0.0.1 and [::1] of one port.
+    for addr in [v4(port(0)), v6(port(0))] {
+        assert_eq!(request_to(addr, b"portable\r\n"), "portable\r\n", "{addr}");
+    }
+
+    // env: a bare port serves both families; [defaults]' env merged.
+    for addr in [v4(port(1)), v6(port(1))] {
+        assert_eq!(
+            request_to(addr, b""),
+            "PORTABLE_GREETING=hello from toml\nPORTABLE_FROM=defaults\n",
+            "{addr}"
+        );
+    }
+
+    // guarded: deny, allow, max_per_source, its own reject_message.
+    let guarded = |source, dest| attempt(Some(source), dest);
+    let (held, held_pid) = guarded(lo(1), v4(port(2))).served("the first client of 127.0.0.1");
+    let text = guarded(lo(1), v4(port(2))).refused("a second client of 127.0.0.1");
+    assert_eq!(text, "guarded: go away\n");
+    let (_v6_held, _) = guarded(IpAddr::V6(Ipv6Addr::LOCALHOST), v6(port(2))).served("::1");
+    let text = guarded(lo(2), v4(port(2))).refused("127.0.0.2 (denied)");
+    assert_eq!(text, "guarded: go away\n");
+    drop(held);
+
+    // rated: the second session within 100 s is refused, with the
+    // reject_message of [defaults].
+    let (_rated, _) = attempt(None, v4(port(3))).served("the first client of `rated`");
+    let text = attempt(None, v4(port(3))).refused("the second client of `rated`");
+    assert_eq!(text, "refused by default\n");
+
+    // logged: the child's stderr goes to the log, not to the client.
+    let mut stream = connect(port(4));
+    let client = stream.local_addr().expect("local_addr");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let data = read_to_eof(&mut stream, WAIT).expect("EOF");
+    assert!(data.is_empty(), "the client got {data:?}");
+
+    // lifetime: ended after max_lifetime.
+    let connected = Instant::now();
+    let mut stream = connect(port(5));
+    let line = read_line(&mut stream, WAIT);
+    let sleeper = pid_in(&line, "pid");
+    read_to_eof(&mut stream, WAIT).expect("EOF once max_lifetime passed");
+    let lived = connected.elapsed();
+    assert!(
+        lived >= Duration::from_millis(900),
+        "ended after {lived:?}, before max_lifetime"
+    );
+    wait_gone(sleeper, WAIT);
+
+    // The log: one JSON object per event, with the session's fields.
+    for (rule, source) in [("max_per_source", "127.0.0.1:"), ("deny", "127.0.0.2:")] {
+        let refusal = wait_event(&daemon, &format!("refusal by {rule}"), |e| {
+            is(e, "refused", "guarded") && get(e, "rule") == Some(rule)
+        });
+        assert!(must(&refusal, "peer").starts_with(source), "{refusal:?}");
+    }
+    wait_event(&daemon, "refusal by rate", |e| {
+        is(e, "refused", "rated") && get(e, "rule") == Some("rate")
+    });
+    let held_pid = held_pid.to_string();
+    wait_event(
+        &daemon,
+        "`session end` of the first `guarded` session",
+        |e| is(e, "session end", "guarded") && get(e, "pid") == Some(&held_pid),
+    );
+    let sleeper = sleeper.to_string();
+    wait_event(&daemon, "max_lifetime reached", |e| {
+        is(e, "max_lifetime", "lifetime") && get(e, "pid") == Some(&sleeper)
+    });
+    wait_event(&daemon, "`session end` of `lifetime`", |e| {
+        is(e, "session end", "lifetime") && get(e, "pid") == Some(&sleeper)
+    });
+    let start = wait_event(&daemon, "`session start` of `logged`", |e| {
+        is(e, "session start", "logged") && get(e, "peer") == Some(&peer_text(client))
+    });
+    let logged_pid = must(&start, "pid").to_owned();
+    assert_eq!(must(&start, "local"), format!("127.0.0.1:{}", port(4)));
+    let end = wait_event(&daemon, "`session end` of `logged`", |e| {
+        is(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
+    });
+    assert_eq!(must(&end, "status"), "exit 0");
+    assert!(!must(&end, "duration").is_empty());
+    let events = json_events(&daemon);
+    assert!(events.len() >= 10, "{} events", events.len());
+
+    // The child's stderr line: an INFO event with the service and the pid
+    // (that its message is exactly the line is the next test's).
+    let stderr = wait_event(&daemon, "the child's stderr line", |e| {
+        is(e, "portable-stderr-line", "logged")
+    });
+    assert_eq!(must(&stderr, "pid"), logged_pid);
+    assert_eq!(must(&stderr, "level"), "INFO");
+}
+
+/// The contract: with `stderr = "log"`, "each line the child writes to
+/// stderr is logged (INFO) with service and pid, message is the line". In
+/// JSON the `message` member is the line, with nothing added.
+#[test]
+fn the_portable_stderr_events_message_is_the_line() {
+    let daemon = portable_builder().start();
+    let mut stream = connect(daemon.port(4));
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    read_to_eof(&mut stream, WAIT).expect("EOF");
+    let stderr = wait_event(&daemon, "the child's stderr line", |e| {
+        is(e, "portable-stderr-line", "logged")
+    });
+    assert_eq!(must(&stderr, "message"), "portable-stderr-line");
+}

@@ -29,11 +29,13 @@ pub enum Target {
 static SYSTEM_LOG: OnceLock<SystemLog> = OnceLock::new();
 
 /// Picks the target: the console for `--debug` (and `--check`), otherwise
-/// the journal if stderr is connected to it, else the system log.
+/// the journal if stderr is connected to it, else the system log, if there
+/// is one (a container often has none: then stderr, with priorities, rather
+/// than lines that go nowhere).
 pub fn target(debug: bool) -> Target {
     if debug {
         Target::Console
-    } else if platform::stderr_is_journal() {
+    } else if platform::stderr_is_journal() || !platform::system_log_available() {
         Target::Journal
     } else {
         Target::System

@@ -103,3 +103,48 @@ fn journal_lines_carry_priority_prefixes() {
             .any(|l| l.starts_with("<6>") && l.contains("shutting down"))
     );
 }
+
+/// With neither the journal nor a syslog socket (a container), log lines go
+/// to stderr with their priority prefixes rather than nowhere.
+#[test]
+fn without_syslog_lines_go_to_stderr() {
+    if std::path::Path::new("/dev/log").exists() {
+        eprintln!("SKIPPED: this machine has /dev/log, so wininetd logs to syslog");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("wininetd.conf");
+    fs::write(&config, format!("{port} none {}\n", child("echo"))).expect("write the config");
+    let stderr_path = dir.path().join("stderr");
+    let stderr = File::create(&stderr_path).expect("create the stderr file");
+    let mut daemon = Command::new(DAEMON)
+        .arg("--cfgfile")
+        .arg(&config)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start wininetd");
+    wait_for_line(&stderr_path, "listening line", |l| {
+        l.starts_with("listening on")
+    });
+    assert_eq!(request(port, b"ping\n"), "ping\n");
+    let lines = wait_for_line(&stderr_path, "session end", |l| l.contains("session end"));
+    let end = lines
+        .iter()
+        .find(|l| l.contains("session end"))
+        .expect("found above");
+    assert!(end.starts_with("<6>"), "{end:?}");
+    let pid = i32::try_from(daemon.id()).expect("pid fits");
+    kill(pid, libc::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + WAIT;
+    while daemon.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "wininetd did not exit on SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}

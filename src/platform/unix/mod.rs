@@ -553,6 +553,11 @@ pub fn stderr_is_journal() -> bool {
         .is_ok_and(|st| dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino))
 }
 
+/// Whether syslog(3) has somewhere to send lines (`/dev/log`).
+pub fn system_log_available() -> bool {
+    Path::new("/dev/log").exists()
+}
+
 /// The system log: syslog(3), facility daemon.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemLog;

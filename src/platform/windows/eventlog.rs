@@ -147,6 +147,11 @@ pub fn journal_prefix(_priority: Priority) -> &'static str {
 }
 
 /// There is no journal on Windows.
+/// The Event Log is always there.
+pub fn system_log_available() -> bool {
+    true
+}
+
 pub fn stderr_is_journal() -> bool {
     false
 }

@@ -32,7 +32,7 @@ use windows_sys::Win32::Networking::WinSock;
 use crate::cli::{Settings, StdioMode};
 use crate::config::Secret;
 
-pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal};
+pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, system_log_available};
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
 pub use spawn::{Child, ChildSpec, ExitStatus, StderrPipe, describe_exit, spawn, stderr_ready};

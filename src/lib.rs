@@ -48,8 +48,12 @@ pub fn run<F>(
 where
     F: Future<Output = &'static str>,
 {
+    // Programs are started on the blocking pool (see `server`): two threads
+    // per core keep every core busy with execs; more would only queue.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(2 * cores)
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async {

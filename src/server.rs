@@ -45,6 +45,9 @@ struct Shared {
     admission: Admission,
     stop: watch::Receiver<bool>,
     shutdown_grace: Duration,
+    /// Set when starting a program failed for lack of a resource: accepting
+    /// pauses until then (the next start would fail the same way).
+    spawn_backoff: std::sync::Mutex<Option<(Instant, Duration)>>,
 }
 
 /// A service as it runs: its config, its children's template and its gate.
@@ -103,6 +106,7 @@ pub async fn serve(
             admission: Admission::new(max_sessions),
             stop: stop_rx,
             shutdown_grace: settings.shutdown_grace,
+            spawn_backoff: std::sync::Mutex::new(None),
         }),
         daemon_env: std::env::vars_os().collect(),
         services: HashMap::new(),
@@ -427,12 +431,53 @@ async fn accept_loop(
             service: slot,
             source,
         };
-        if let Err(e) = start_session(&active, &shared, socket, peer, slots) {
-            if platform::is_resource_exhaustion(&e) {
-                // The connection is closed; the next would fail the same way.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+        // Starting a program blocks the calling thread until the child has
+        // called exec (posix_spawn is a vfork): on a thread of the blocking
+        // pool, the next connection is accepted meanwhile and children exec
+        // in parallel, on every core.
+        let shared_for_spawn = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, slots) {
+                if platform::is_resource_exhaustion(&e) {
+                    shared_for_spawn.note_spawn_exhaustion();
+                }
             }
+        });
+        if let Some(pause) = shared.spawn_pause() {
+            // The connection that failed is closed; the next would fail the
+            // same way, so do not accept it yet.
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Records that a program could not start for lack of a resource: the
+    /// pause before the next accept doubles, up to [`BACKOFF_MAX`].
+    fn note_spawn_exhaustion(&self) {
+        let mut backoff = self.spawn_backoff.lock().expect("never poisoned");
+        let pause = match *backoff {
+            Some((_, pause)) => (pause * 2).min(BACKOFF_MAX),
+            None => BACKOFF_MIN,
+        };
+        *backoff = Some((Instant::now() + pause, pause));
+    }
+
+    /// How long to pause before accepting, after a start failed for lack of
+    /// a resource; clears the record once the pause has passed.
+    fn spawn_pause(&self) -> Option<Duration> {
+        let mut backoff = self.spawn_backoff.lock().expect("never poisoned");
+        let (until, _) = (*backoff)?;
+        let now = Instant::now();
+        if now < until {
+            Some(until - now)
+        } else {
+            // Keep the last pause length for a while, so a failure that
+            // persists keeps doubling it; forget it once starts succeed.
+            if now > until + BACKOFF_MAX {
+                *backoff = None;
+            }
+            None
         }
     }
 }

@@ -35,13 +35,57 @@ use tracing::{info, warn};
 
 use crate::config::{Access, IpNet, Limits, Rate};
 
+/// The shortest time between two "limit reached" warnings of one cap.
+const CAP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs the episodes of a cap being reached: the first, then at most one
+/// every [`CAP_LOG_INTERVAL`] with the number not logged in between. In a
+/// sustained overload an episode ends and starts again with every session,
+/// which must not flood the log.
+#[derive(Debug, Default)]
+struct CapLog {
+    state: Mutex<CapLogState>,
+}
+
+#[derive(Debug, Default)]
+struct CapLogState {
+    last: Option<Instant>,
+    skipped: u64,
+    /// Whether the current episode's start was logged (so its end is too).
+    logged: bool,
+}
+
+impl CapLog {
+    /// An episode starts: `Some(episodes not logged since the last one)` if
+    /// this one is to be logged.
+    fn starts(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().expect("never poisoned");
+        let due = state
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= CAP_LOG_INTERVAL);
+        state.logged = due;
+        if !due {
+            state.skipped += 1;
+            return None;
+        }
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.skipped))
+    }
+
+    /// The episode ends: whether its start was logged.
+    fn ends(&self) -> bool {
+        std::mem::take(&mut self.state.lock().expect("never poisoned").logged)
+    }
+}
+
 /// The session slots.
 #[derive(Debug)]
 pub struct Admission {
     slots: Arc<Semaphore>,
     max: usize,
-    /// Set while at the cap, so one warning is logged per episode.
+    /// Set while at the cap: one episode.
     paused: AtomicBool,
+    episodes: CapLog,
 }
 
 /// One session's slot; dropping it gives the slot back.
@@ -56,6 +100,7 @@ impl Admission {
             slots: Arc::new(Semaphore::new(max)),
             max,
             paused: AtomicBool::new(false),
+            episodes: CapLog::default(),
         }
     }
 
@@ -65,16 +110,19 @@ impl Admission {
             Ok(slot) => slot,
             Err(_) => {
                 if !self.paused.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        max_sessions = self.max,
-                        "session limit reached: accepting paused until a session ends"
-                    );
+                    if let Some(not_logged) = self.episodes.starts(Instant::now()) {
+                        warn!(
+                            max_sessions = self.max,
+                            episodes_not_logged = not_logged,
+                            "session limit reached: accepting paused until a session ends"
+                        );
+                    }
                 }
                 let slot = Arc::clone(&self.slots)
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                if self.paused.swap(false, Ordering::Relaxed) {
+                if self.paused.swap(false, Ordering::Relaxed) && self.episodes.ends() {
                     info!("accepting resumed");
                 }
                 slot
@@ -142,6 +190,7 @@ pub struct Gate {
     cap: Option<Cap>,
     /// Set while at the cap, so that one warning is logged per episode.
     paused: AtomicBool,
+    episodes: CapLog,
     /// Whether any rate or per-source limit is set: without, admission
     /// never takes the lock.
     limited: bool,
@@ -406,6 +455,7 @@ impl Gate {
                 max,
             }),
             paused: AtomicBool::new(false),
+            episodes: CapLog::default(),
             limited: service_rate.is_some() || per_source,
             per_source,
             source_rate,
@@ -440,11 +490,14 @@ impl Gate {
             Ok(permit) => permit,
             Err(_) => {
                 if !self.paused.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        service = %self.name,
-                        max_sessions = cap.max,
-                        "service session limit reached: accepting paused until one of its sessions ends"
-                    );
+                    if let Some(not_logged) = self.episodes.starts(Instant::now()) {
+                        warn!(
+                            service = %self.name,
+                            max_sessions = cap.max,
+                            episodes_not_logged = not_logged,
+                            "service session limit reached: accepting paused until one of its sessions ends"
+                        );
+                    }
                 }
                 Arc::clone(&cap.slots)
                     .acquire_owned()
@@ -454,7 +507,10 @@ impl Gate {
         };
         // Also on the fast path: a waiter cancelled (by a reload) may have
         // left the flag set.
-        if self.paused.load(Ordering::Relaxed) && self.paused.swap(false, Ordering::Relaxed) {
+        if self.paused.load(Ordering::Relaxed)
+            && self.paused.swap(false, Ordering::Relaxed)
+            && self.episodes.ends()
+        {
             info!(service = %self.name, "service accepting resumed");
         }
         ServiceSlot {
@@ -1288,5 +1344,26 @@ mod tests {
         );
         assert_eq!(refused(&gate, "192.0.2.1", t0), None);
         assert_eq!(refused(&gate, "192.0.2.1", t0), Some(Refusal::Rate));
+    }
+
+    /// Found by the reliability suite: in a sustained overload the cap is
+    /// reached again with every session that ends, and each episode logged
+    /// a warning (about 150 in 2 s).
+    #[test]
+    fn cap_episodes_are_logged_at_most_every_interval_with_a_count() {
+        let log = CapLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.starts(t0), Some(0));
+        assert!(log.ends());
+        for i in 1..=3 {
+            assert_eq!(log.starts(t0 + Duration::from_secs(i)), None);
+            assert!(!log.ends(), "an episode not logged must not log its end");
+        }
+        assert_eq!(log.starts(t0 + CAP_LOG_INTERVAL), Some(3));
+        assert!(log.ends());
+        assert_eq!(
+            log.starts(t0 + CAP_LOG_INTERVAL + Duration::from_secs(1)),
+            None
+        );
     }
 }

@@ -34,6 +34,8 @@ mod logging;
 #[cfg(target_os = "linux")]
 mod portable;
 #[cfg(target_os = "linux")]
+mod reliability;
+#[cfg(target_os = "linux")]
 mod reload;
 #[cfg(target_os = "linux")]
 mod run_as;

@@ -1,0 +1,258 @@
+//! Short sessions at a fixed concurrency: `concurrency` tasks on one thread,
+//! each looping connect → read the reply → see EOF → close.
+//!
+//! After a warm-up, a window of `duration` is measured: the sessions that
+//! complete inside it give the rate, their connect-to-first-byte times the
+//! latency percentiles, and the daemon's CPU time over the window (read from
+//! `/proc`) divided by them the CPU per session. Every session has a timeout;
+//! the run stops at the end of the window or after `max_sessions` sessions,
+//! whichever comes first.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpSocket;
+use tokio::task::LocalSet;
+
+use crate::line::{Line, Tags};
+use crate::procfs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service's address (a literal address: nothing is resolved).
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Sessions in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// The measured window.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "2s")]
+    duration: Duration,
+    /// Sessions before the window, not counted.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "300ms")]
+    warmup: Duration,
+    /// Stop after this many sessions in all (warm-up included).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_sessions: u64,
+    /// The reply every session must receive, exactly.
+    #[arg(long, default_value = "hello\n")]
+    expect: String,
+    /// A session that takes longer fails.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "5s")]
+    timeout: Duration,
+    #[command(flatten)]
+    cpu: procfs::CpuSource,
+    #[command(flatten)]
+    tags: Tags,
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Warmup,
+    Measuring,
+    Done,
+}
+
+/// What the tasks share (one thread: `Cell`s, no locks).
+#[derive(Debug)]
+struct State {
+    phase: Cell<Phase>,
+    started: Cell<u64>,
+    /// Sessions completed inside the window, and their latencies (ns).
+    completed: Cell<u64>,
+    latencies: RefCell<Vec<u64>>,
+    /// Failures inside the window, and the first failure of the whole run.
+    errors: Cell<u64>,
+    first_error: RefCell<Option<String>>,
+}
+
+pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let state = Rc::new(State {
+        phase: Cell::new(Phase::Warmup),
+        started: Cell::new(0),
+        completed: Cell::new(0),
+        latencies: RefCell::new(Vec::with_capacity(1 << 16)),
+        errors: Cell::new(0),
+        first_error: RefCell::new(None),
+    });
+    let local = LocalSet::new();
+    let (window, daemon, client_ns) = local.block_on(&crate::runtime()?, async {
+        let workers: Vec<_> = (0..args.concurrency)
+            .map(|_| tokio::task::spawn_local(worker(Rc::clone(&state), config(args))))
+            .collect();
+        tokio::time::sleep(args.warmup).await;
+        let daemon0 = args.cpu.sample()?;
+        let client0 = procfs::self_thread_ns();
+        let start = Instant::now();
+        state.phase.set(Phase::Measuring);
+        tokio::time::sleep(args.duration).await;
+        state.phase.set(Phase::Done);
+        let window = start.elapsed();
+        let client_ns = procfs::self_thread_ns().saturating_sub(client0);
+        let daemon = match daemon0 {
+            Some(before) => args.cpu.sample()?.map(|now| now.since(before)),
+            None => None,
+        };
+        // Sessions still in flight end within their timeout.
+        for worker in workers {
+            let _ = tokio::time::timeout(args.timeout + Duration::from_secs(1), worker).await;
+        }
+        Ok::<_, io::Error>((window, daemon, client_ns))
+    })?;
+
+    let completed = state.completed.get();
+    let mut latencies = state.latencies.take();
+    latencies.sort_unstable();
+    let secs = window.as_secs_f64();
+    let per_session_us = |ns: u64| match completed {
+        0 => "nan".to_owned(),
+        n => format!("{:.2}", ns as f64 / n as f64 / 1e3),
+    };
+    let mut line = Line::new(&args.tags);
+    line.field("concurrency", args.concurrency)
+        .field("sessions", completed)
+        .field("secs", format!("{secs:.3}"))
+        .field("rate", format!("{:.1}", completed as f64 / secs))
+        .field("p50_us", micros(percentile(&latencies, 50.0)))
+        .field("p99_us", micros(percentile(&latencies, 99.0)))
+        .field("max_us", micros(latencies.last().copied()))
+        .field("errors", state.errors.get())
+        .field("client_cpu_us", per_session_us(client_ns));
+    if let Some(cpu) = daemon {
+        line.field("own_cpu_us", per_session_us(cpu.own_ns))
+            .field("tree_cpu_us", per_session_us(cpu.tree_ns));
+    }
+    if let Some(error) = state.first_error.take() {
+        line.field("first_error", error.replace(char::is_whitespace, "_"));
+    }
+    line.print();
+    if completed == 0 {
+        return Err("no session completed in the window".into());
+    }
+    Ok(())
+}
+
+/// What each task needs from the arguments, owned.
+#[derive(Debug, Clone)]
+struct Config {
+    addr: SocketAddr,
+    expect: Rc<[u8]>,
+    timeout: Duration,
+    max_sessions: u64,
+}
+
+fn config(args: &Args) -> Config {
+    Config {
+        addr: args.addr,
+        expect: args.expect.as_bytes().into(),
+        timeout: args.timeout,
+        max_sessions: args.max_sessions,
+    }
+}
+
+async fn worker(state: Rc<State>, config: Config) {
+    let mut buf = vec![0; config.expect.len() + 1024];
+    while state.phase.get() != Phase::Done && state.started.get() < config.max_sessions {
+        state.started.set(state.started.get() + 1);
+        let t0 = Instant::now();
+        let result = tokio::time::timeout(config.timeout, session(&config, &mut buf))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "session timed out")));
+        let measuring = state.phase.get() == Phase::Measuring;
+        match result {
+            Ok(first_byte) => {
+                if measuring {
+                    state.completed.set(state.completed.get() + 1);
+                    let ns = first_byte.duration_since(t0).as_nanos();
+                    state
+                        .latencies
+                        .borrow_mut()
+                        .push(u64::try_from(ns).unwrap_or(u64::MAX));
+                }
+            }
+            Err(e) => {
+                if measuring {
+                    state.errors.set(state.errors.get() + 1);
+                }
+                state
+                    .first_error
+                    .borrow_mut()
+                    .get_or_insert_with(|| e.to_string());
+                // A refusing server must not turn the loop into a spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// One session; returns when the first byte arrived.
+async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
+    let socket = match config.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    let mut stream = socket.connect(config.addr).await?;
+    let mut got = 0;
+    let mut first_byte = None;
+    loop {
+        if got == buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "reply too long"));
+        }
+        let n = stream.read(&mut buf[got..]).await?;
+        if n == 0 {
+            break;
+        }
+        first_byte.get_or_insert_with(Instant::now);
+        got += n;
+    }
+    if buf[..got] != *config.expect {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&buf[..got])
+            ),
+        ));
+    }
+    first_byte.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
+}
+
+/// The nearest-rank percentile `p` of sorted `values`.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn micros(ns: Option<u64>) -> String {
+    match ns {
+        Some(ns) => format!("{:.1}", ns as f64 / 1e3),
+        None => "nan".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&v, 100.0), Some(100));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

@@ -143,9 +143,21 @@ fn parse_line(line: &str) -> Result<(u16, Option<UserField>, &str), LineError> {
 
 fn parse_port(text: &str) -> Result<u16, LineError> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
-        // The field starts with a digit (or this is not a service line), so
-        // this is something like `80x`; show only the port field.
-        return Err(LineError::PortNotNumber(text.to_owned()));
+        // Something like `80x`. Show only the field's leading run of
+        // name-like characters: a blank other than space or tab (form
+        // feed, a mid-line CR) glues the user field to the port, and its
+        // password must not be quoted.
+        let shown: String = text
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(40)
+            .collect();
+        let cut = shown.len() < text.len();
+        return Err(LineError::PortNotNumber(if cut {
+            format!("{shown}…")
+        } else {
+            shown
+        }));
     }
     match text.parse::<u64>() {
         Ok(port @ 1..=65535) => Ok(u16::try_from(port).expect("range checked above")),
@@ -271,5 +283,23 @@ mod tests {
         let lines: Vec<usize> = p.errors.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![1, 2, 3, 5]);
         assert_eq!(p.entries.len(), 1);
+    }
+
+    /// Found by fuzzing: a port followed by a blank other than space or tab
+    /// made the whole `PORT<blank>USER:PASS` the port field, and its error
+    /// showed the password.
+    #[test]
+    fn a_port_glued_to_the_user_field_does_not_show_the_password() {
+        for line in [
+            "7\x0c:pw-XYZ /bin/cat",
+            "7\u{a0}u:pw-XYZ /bin/cat",
+            "7\ru:pw-XYZ /bin/cat",
+            "7:pw-XYZ /bin/cat",
+        ] {
+            let p = parse(line.as_bytes());
+            let message = p.errors[0].1.to_string();
+            assert!(!message.contains("pw-XYZ"), "{line:?}: {message}");
+            assert!(message.contains("port \"7"), "{message}");
+        }
     }
 }

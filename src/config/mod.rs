@@ -461,6 +461,14 @@ pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceD
         let command = resolve_command(&draft.command, system)
             .map_err(|message| errors.push(message))
             .ok();
+        if draft
+            .options
+            .working_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().as_encoded_bytes().contains(&0))
+        {
+            errors.push("`working_dir` contains a NUL character".to_owned());
+        }
         if let Some((_, _, Some(warning))) = &command {
             diagnostics.push(Diagnostic::warning(file, Some(draft.line), warning.clone()));
         }
@@ -589,19 +597,22 @@ fn resolve_command(
     command: &CommandLine,
     system: &System,
 ) -> Result<(PathBuf, Vec<OsString>, Option<String>), String> {
-    let mut argv = match command {
+    let argv = match command {
         CommandLine::Line(line) => platform::split_command_line(line)?,
         CommandLine::Argv(argv) => argv.clone(),
+    };
+    if argv.iter().any(|arg| arg.contains('\0')) {
+        return Err("the command contains a NUL character".to_owned());
     }
-    .into_iter();
+    let mut argv = argv.into_iter();
     let program = argv.next().ok_or_else(|| "missing command".to_owned())?;
     let args = argv.map(OsString::from).collect();
     let path = Path::new(&program);
     if path.is_absolute() {
         let warning = (!platform::is_executable(path)).then(|| {
             format!(
-                "{} is not an executable file now; its connections will fail until it is",
-                path.display()
+                "{:?} is not an executable file now; its connections will fail until it is",
+                path
             )
         });
         return Ok((path.to_owned(), args, warning));

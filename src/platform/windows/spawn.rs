@@ -634,20 +634,21 @@ async fn relay(
     from_child: NamedPipeServer,
     timeout: Option<Duration>,
 ) {
-    // The child ends were opened before the child started, so these return
-    // at once.
-    if to_child.connect().await.is_err() || from_child.connect().await.is_err() {
-        return;
-    }
+    // The child ends were opened before the child started, so each connect
+    // returns at once; each direction waits only for its own pipe.
     let (mut socket_in, mut socket_out) = stream.into_split();
     let mut to_child = to_child;
     let mut from_child = from_child;
     let input = async move {
-        let _ = copy(&mut socket_in, &mut to_child, timeout, None).await;
+        if to_child.connect().await.is_ok() {
+            let _ = copy(&mut socket_in, &mut to_child, timeout, None).await;
+        }
         // Dropping the pipe gives the child EOF.
     };
     let output = async move {
-        let _ = copy(&mut from_child, &mut socket_out, None, timeout).await;
+        if from_child.connect().await.is_ok() {
+            let _ = copy(&mut from_child, &mut socket_out, None, timeout).await;
+        }
         let _ = socket_out.shutdown().await;
     };
     tokio::pin!(input, output);

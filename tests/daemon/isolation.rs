@@ -96,3 +96,71 @@ fn timeout_flag_bounds_a_blocking_read() {
         "the read waits for data: {result}"
     );
 }
+
+/// A child starts as inetd's children do: every signal at its default and
+/// none blocked, whatever the daemon ignores (here SIGUSR1, SIGUSR2 and
+/// SIGQUIT, inherited from its parent; SIGPIPE, which it ignores itself),
+/// handles (SIGHUP, SIGTERM, SIGINT) or blocks while it starts the child.
+#[test]
+fn child_starts_with_default_signals_and_none_blocked() {
+    // grep, not the test child: a Rust program ignores SIGPIPE itself.
+    let daemon = Daemon::builder()
+        .prefix(&["sh", "-c", "trap '' USR1 USR2 QUIT; exec \"$@\"", "sh"])
+        .service("none", "/bin/grep -E ^Sig(Ign|Blk): /proc/self/status")
+        .start();
+    let ignored = signal_mask(daemon.pid(), "SigIgn:");
+    for signal in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGQUIT, libc::SIGPIPE] {
+        assert_ne!(
+            ignored & (1 << (signal - 1)),
+            0,
+            "the daemon ignores signal {signal} (SigIgn {ignored:x})"
+        );
+    }
+    for _ in 0..3 {
+        let output = request(daemon.port(0), b"");
+        let masks: Vec<&str> = output.lines().collect();
+        assert_eq!(
+            masks,
+            ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"],
+            "the child's blocked and ignored signals"
+        );
+    }
+}
+
+/// A mask of `/proc/PID/status` (`SigIgn:`, `SigBlk:`...).
+fn signal_mask(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} in {status}"));
+    u64::from_str_radix(hex.trim(), 16).expect("a hex mask")
+}
+
+/// A daemon started with its stdin, stdout and stderr closed opens them on
+/// /dev/null, so no connection can take fd 0, 1 or 2 and be lost when the
+/// child's stdio is set up; the child still gets exactly its socket.
+#[test]
+fn daemon_started_without_stdio_still_hands_over_the_socket() {
+    let daemon = Daemon::builder()
+        .prefix(&["sh", "-c", "exec \"$@\" <&-", "sh"])
+        .service("none", &child("fds"))
+        .service("none", &child("echo"))
+        .start();
+    let stdin = std::fs::read_link(format!("/proc/{}/fd/0", daemon.pid())).expect("fd 0");
+    assert_eq!(
+        stdin,
+        std::path::Path::new("/dev/null"),
+        "the daemon's fd 0"
+    );
+    for _ in 0..3 {
+        let output = request(daemon.port(0), b"");
+        let mut lines = output.lines();
+        assert_eq!(lines.next(), Some("fds 0 1 2"), "open fds: {output:?}");
+        assert!(
+            lines.all(|l| l.contains("socket:[")),
+            "fds 0, 1, 2 are the socket: {output:?}"
+        );
+        assert_eq!(request(daemon.port(1), b"hello\n"), "hello\n");
+    }
+}

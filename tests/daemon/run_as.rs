@@ -104,3 +104,55 @@ fn child_gets_the_users_environment_and_never_the_password() {
         );
     }
 }
+
+/// No session forks (copies) the multi-threaded daemon, run-as sessions
+/// included: strace sees every process the daemon starts made with
+/// `CLONE_VM | CLONE_VFORK`, and nothing made by fork.
+#[test]
+fn sessions_start_without_forking_the_daemon() {
+    let Some(user) = TestUser::create("clone") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("trace");
+    let trace_arg = trace.display().to_string();
+    let daemon = Daemon::builder()
+        .prefix(&[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone,clone3,fork,vfork",
+            "-o",
+            &trace_arg,
+        ])
+        .service(&user.name, &child("ids"))
+        .service("none", &child("ids"))
+        .start();
+    for port in [daemon.port(0), daemon.port(1)] {
+        let mut stream = connect(port);
+        let ids = read_line(&mut stream, WAIT);
+        assert!(ids.starts_with("uid="), "served on {port}: {ids}");
+    }
+    drop(daemon);
+    let trace = std::fs::read_to_string(&trace).expect("strace's output");
+    let calls: Vec<&str> = trace
+        .lines()
+        // A call strace splits shows its flags on the `unfinished` half.
+        .filter(|l| ["clone(", "clone3(", "fork("].iter().any(|c| l.contains(c)))
+        .collect();
+    let spawns = calls
+        .iter()
+        .filter(|l| l.contains("CLONE_VM") && l.contains("CLONE_VFORK"))
+        .count();
+    assert!(
+        spawns >= 2,
+        "both sessions started with CLONE_VM|CLONE_VFORK:\n{trace}"
+    );
+    for call in &calls {
+        assert!(
+            call.contains("CLONE_VM"),
+            "a process made without CLONE_VM (a fork):\n{call}\n\n{trace}"
+        );
+    }
+}

@@ -3,15 +3,15 @@
 #![allow(unsafe_code)]
 
 mod install;
+mod process;
 
 use std::ffi::{CString, OsString};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid, User};
@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::cli::{Settings, StdioMode};
-use crate::config::{Secret, Service, StderrMode};
+use crate::config::Secret;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 
@@ -223,40 +223,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 // ------------------------------------------------------------- children --
 
-/// What to run for a connection: fixed per service, built at load.
-#[derive(Debug)]
-pub struct ChildSpec {
-    program: PathBuf,
-    args: Vec<OsString>,
-    /// The complete environment apart from the per-connection variables.
-    env: Vec<(OsString, OsString)>,
-    user: Option<Identity>,
-    working_dir: Option<PathBuf>,
-    /// Send stderr to a pipe the daemon logs, instead of the socket.
-    stderr_to_log: bool,
-}
-
-impl ChildSpec {
-    /// `env` is the complete environment apart from the per-connection
-    /// variables. On Unix the socket is always the child's stdio.
-    pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
-        Self {
-            program: service.program.clone(),
-            args: service.args.clone(),
-            env,
-            user: service.user.clone(),
-            working_dir: service.working_dir.clone(),
-            stderr_to_log: service.stderr == StderrMode::Log,
-        }
-    }
-
-    pub fn env(&self) -> &[(OsString, OsString)] {
-        &self.env
-    }
-}
-
-/// A child's stderr when it goes to the daemon's log.
-pub type StderrPipe = tokio::process::ChildStderr;
+pub use process::{Child, ChildSpec, ExitStatus, StderrPipe, spawn};
 
 /// Readies a stderr pipe for reading: nothing to do on Unix.
 pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {
@@ -291,97 +258,7 @@ pub fn user_environment(user: &Identity) -> Vec<(OsString, OsString)> {
     ]
 }
 
-/// A running child: one session's program, leader of its own process group.
-#[derive(Debug)]
-pub struct Child {
-    inner: tokio::process::Child,
-    pid: u32,
-}
-
-pub type ExitStatus = std::process::ExitStatus;
-
-/// Starts `spec` with `socket` as its stdin, stdout and stderr, in a new
-/// process group, with `spec.env` plus `client_env`. The caller's copy of the
-/// socket is closed when this returns.
-///
-/// Without a user, the standard library spawns with `posix_spawn` (a vfork
-/// on Linux, so the daemon is not copied). With a user it must fork, because
-/// `posix_spawn` cannot change identity.
-pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
-    let socket = OwnedFd::from(socket);
-    let stdout = socket.try_clone()?;
-    let stderr = if spec.stderr_to_log {
-        Stdio::piped()
-    } else {
-        Stdio::from(socket.try_clone()?)
-    };
-    let mut command = tokio::process::Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .envs(client_env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::from(socket))
-        .stdout(Stdio::from(stdout))
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(dir) = &spec.working_dir {
-        command.current_dir(dir);
-    }
-    if let Some(user) = &spec.user {
-        let uid = user.uid;
-        let gid = user.gid;
-        let groups = user.groups.clone();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (setgroups, setgid, setuid,
-        // getuid/getgid); it allocates nothing (`groups` was copied before
-        // the fork).
-        unsafe {
-            command.pre_exec(move || switch_user(uid, gid, &groups));
-        }
-    }
-    let inner = command.spawn()?;
-    let pid = inner
-        .id()
-        .expect("a child just spawned has not been reaped");
-    Ok(Child { inner, pid })
-}
-
-/// Drops root for good: supplementary groups, then the primary group, then
-/// the user, each checked. Runs in the child between fork and exec.
-fn switch_user(uid: Uid, gid: Gid, groups: &[Gid]) -> io::Result<()> {
-    nix::unistd::setgroups(groups)?;
-    nix::unistd::setgid(gid)?;
-    nix::unistd::setuid(uid)?;
-    if Uid::current() != uid
-        || Uid::effective() != uid
-        || Gid::current() != gid
-        || Gid::effective() != gid
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "identity did not change",
-        ));
-    }
-    Ok(())
-}
-
 impl Child {
-    pub fn id(&self) -> u32 {
-        self.pid
-    }
-
-    /// The child's stderr, when it goes to the daemon's log (once).
-    pub fn take_stderr(&mut self) -> Option<StderrPipe> {
-        self.inner.stderr.take()
-    }
-
-    /// Waits for the child to exit and reaps it.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.inner.wait().await
-    }
-
     /// Asks the child's whole process group to stop (SIGTERM).
     pub fn terminate_tree(&self) {
         self.signal_tree(Signal::SIGTERM);
@@ -393,7 +270,7 @@ impl Child {
     }
 
     fn signal_tree(&self, signal: Signal) {
-        let pgid = Pid::from_raw(i32::try_from(self.pid).expect("pids fit in pid_t"));
+        let pgid = Pid::from_raw(i32::try_from(self.id()).expect("pids fit in pid_t"));
         // ESRCH: the group is already gone; nothing else can fail here.
         let _ = killpg(pgid, signal);
     }
@@ -419,6 +296,19 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 /// close-on-exec, so that no child ever receives one (the original leaked
 /// every inheritable handle into every child).
 pub fn init_process() {
+    // Descriptors 0, 1 and 2 are always open (on /dev/null if the daemon
+    // was started without them), so an accepted socket is never one of them
+    // and cannot be lost when it is moved onto a child's stdio.
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD on a descriptor number only reads its flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: a constant path; the lowest free descriptor, `fd`
+            // itself, is the one open returns, and it stays open for good.
+            unsafe {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: close_range only changes descriptor flags; the arguments

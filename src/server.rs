@@ -368,6 +368,13 @@ async fn accept_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
+    // A listener bound to one address gives every connection that local
+    // address: no getsockname per connection then.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified())
+        .map(listen::canonical);
     loop {
         if let Err(e) = listener.ready().await {
             error!(error = %e, "cannot wait for connections");
@@ -437,7 +444,7 @@ async fn accept_loop(
         // in parallel, on every core.
         let shared_for_spawn = Arc::clone(&shared);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, slots) {
+            if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, bound, slots) {
                 if platform::is_resource_exhaustion(&e) {
                     shared_for_spawn.note_spawn_exhaustion();
                 }
@@ -521,17 +528,23 @@ fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) 
 }
 
 /// Starts one session. A failure is logged here and closes the connection;
-/// it is returned only so that the caller can back off.
+/// it is returned only so that the caller can back off. `bound` is the
+/// listener's address when it is not a wildcard: the connection's local
+/// address.
 fn start_session(
     active: &Arc<Active>,
     shared: &Shared,
     socket: Socket,
     peer: SocketAddr,
+    bound: Option<SocketAddr>,
     slots: Slots,
 ) -> std::io::Result<()> {
     let started = Instant::now();
     let service = &active.service;
-    let local = match socket.local_addr().map(|a| a.as_socket()) {
+    let local = match bound.map_or_else(
+        || socket.local_addr().map(|a| a.as_socket()),
+        |a| Ok(Some(a)),
+    ) {
         Ok(Some(local)) => listen::canonical(local),
         Ok(None) => return Ok(()),
         Err(e) => {

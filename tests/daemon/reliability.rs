@@ -886,7 +886,7 @@ fn resetting_and_silent_clients_are_logged_and_isolated() {
 // ---------------------------------------------------------------------------
 
 /// The soak's length in the normal suite; `WININETD_SOAK_SECS` overrides it.
-const SOAK_DEFAULT: Duration = Duration::from_secs(20);
+const SOAK_DEFAULT: Duration = Duration::from_secs(30);
 /// Up to this long, the daemon logs every session and the test checks the
 /// counts; a longer soak logs warnings only.
 const SOAK_FULL_LOG_MAX: Duration = Duration::from_secs(120);

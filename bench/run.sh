@@ -558,6 +558,10 @@ header=$tmp/header.md
 mkdir -p "$(dirname "$out")"
 "$gen" report --results "$results" --header "$header" --out "$out"
 {
+    # Where wininetd's time goes: a profile read by hand (bench/PROFILE.md).
+    echo
+    cat "$root/bench/PROFILE.md"
+    echo
     echo "<details><summary>Raw measurements (one line per run)</summary>"
     echo
     echo '```'

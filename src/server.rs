@@ -439,7 +439,7 @@ async fn accept_loop(
             source,
         };
         // Starting a program blocks the calling thread until the child has
-        // called exec (posix_spawn is a vfork): on a thread of the blocking
+        // called exec (a vfork-style clone on Linux): on a thread of the blocking
         // pool, the next connection is accepted meanwhile and children exec
         // in parallel, on every core.
         let shared_for_spawn = Arc::clone(&shared);

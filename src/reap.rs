@@ -59,8 +59,14 @@ enum Ending {
 
 /// Waits for the session's child and logs its end. When `stop` turns true,
 /// or `max_lifetime` passes, ends the child's whole process tree: SIGTERM,
-/// then SIGKILL after `grace`.
-pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, grace: Duration) {
+/// then SIGKILL after `grace`. If the program never ran (its exec failed,
+/// found only now where starting does not wait for the exec), logs nothing
+/// and returns why, for the caller to report.
+pub async fn supervise(
+    mut session: Session,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Option<std::io::Error> {
     if let Some(stderr) = session.child.take_stderr() {
         tokio::spawn(log_stderr(stderr, session.info.clone()));
     }
@@ -98,6 +104,9 @@ pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, gr
             }
         }
     };
+    if let Some(error) = session.child.start_error() {
+        return Some(error);
+    }
     let duration = session.started.elapsed();
     match (status, &info.user) {
         (Ok(status), None) => info!(
@@ -130,6 +139,7 @@ pub async fn supervise(mut session: Session, mut stop: watch::Receiver<bool>, gr
         ),
     }
     drop(session.slots);
+    None
 }
 
 /// Resolves once the server is stopping.

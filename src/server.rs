@@ -438,18 +438,28 @@ async fn accept_loop(
             service: slot,
             source,
         };
-        // Starting a program blocks the calling thread until the child has
-        // called exec (a vfork-style clone on Linux): on a thread of the blocking
-        // pool, the next connection is accepted meanwhile and children exec
-        // in parallel, on every core.
         let shared_for_spawn = Arc::clone(&shared);
-        tokio::task::spawn_blocking(move || {
+        let start = move || {
             if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, bound, slots) {
                 if platform::is_resource_exhaustion(&e) {
                     shared_for_spawn.note_spawn_exhaustion();
                 }
             }
-        });
+        };
+        if platform::SPAWN_BLOCKS {
+            // Starting blocks the calling thread until the child exists (or
+            // has exec'd): on a thread of the blocking pool, the next
+            // connection is accepted meanwhile and children start in
+            // parallel, on every core.
+            tokio::task::spawn_blocking(start);
+        } else {
+            // Linux: `clone` returns at once and the child execs on another
+            // core; no hand-off to another thread. Then let the other tasks
+            // run (session ends, other ports): with connections always
+            // pending, this loop would otherwise keep the thread.
+            start();
+            tokio::task::yield_now().await;
+        }
         if let Some(pause) = shared.spawn_pause() {
             // The connection that failed is closed; the next would fail the
             // same way, so do not accept it yet.
@@ -533,7 +543,7 @@ fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) 
 /// address.
 fn start_session(
     active: &Arc<Active>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     socket: Socket,
     peer: SocketAddr,
     bound: Option<SocketAddr>,
@@ -559,14 +569,7 @@ fn start_session(
     let child = match platform::spawn(&active.spec, socket, &env) {
         Ok(child) => child,
         Err(e) => {
-            error!(
-                service = %active.name,
-                port = local.port(),
-                %peer,
-                program = %service.program.display(),
-                error = %e,
-                "cannot start the program; closing the connection"
-            );
+            log_start_failure(active, local.port(), peer, None, &e);
             return Err(e);
         }
     };
@@ -593,10 +596,41 @@ fn start_session(
         info,
         max_lifetime: service.max_lifetime,
     };
-    tokio::spawn(reap::supervise(
-        session,
-        shared.stop.clone(),
-        shared.shutdown_grace,
-    ));
+    let stop = shared.stop.clone();
+    let grace = shared.shutdown_grace;
+    let active = Arc::clone(active);
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let (port, pid) = (session.info.port, session.info.pid);
+        if let Some(e) = reap::supervise(session, stop, grace).await {
+            log_start_failure(&active, port, peer, Some(pid), &e);
+            if platform::is_resource_exhaustion(&e) {
+                shared.note_spawn_exhaustion();
+            }
+        }
+    });
     Ok(())
+}
+
+/// Logs that a connection's program could not start (the connection is
+/// closed: its last copy went with the child). `pid` is the process that
+/// was made for it, when its exec is what failed.
+fn log_start_failure(
+    active: &Active,
+    port: u16,
+    peer: SocketAddr,
+    pid: Option<u32>,
+    e: &std::io::Error,
+) {
+    let program = active.service.program.display();
+    match pid {
+        Some(pid) => error!(
+            service = %active.name, port, %peer, pid, program = %program, error = %e,
+            "cannot start the program; closing the connection"
+        ),
+        None => error!(
+            service = %active.name, port, %peer, program = %program, error = %e,
+            "cannot start the program; closing the connection"
+        ),
+    }
 }

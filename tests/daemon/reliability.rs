@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     CHILD, Daemon, DaemonBuilder, TestUser, WAIT, child, child_argv, children_of, connect,
-    cpu_time, has_token, is_alive, kill, number_after, open_fds, read_line, read_to_eof, toml_str,
-    v4,
+    cpu_time, field, has_token, is_alive, kill, number_after, open_fds, read_line, read_to_eof,
+    toml_str, v4,
 };
 
 // ---------------------------------------------------------------------------
@@ -649,11 +649,32 @@ fn process_limit_of_the_run_as_user_fails_cleanly_and_recovers() {
     daemon.wait_for_count("containing `cannot start`", 1 + MORE, WAIT, |l| {
         l.contains("cannot start")
     });
+    // A process was made for each failed connection (its exec failed), so
+    // each has a start line; its `cannot start` line names the same pid,
+    // and no session of them ends as if it had run.
+    let failed_pids: Vec<String> = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("cannot start"))
+        .filter_map(|l| field(l, "pid").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        failed_pids.len(),
+        1 + MORE,
+        "each `cannot start` names its pid"
+    );
     assert_eq!(
         daemon.count(|l| l.contains("session start")),
-        held.len(),
-        "no session start for a connection that could not be served"
+        held.len() + failed_pids.len(),
+        "a start line for each process made"
     );
+    for pid in &failed_pids {
+        assert_eq!(
+            daemon.count(|l| l.contains("session end") && field(l, "pid") == Some(pid.as_str())),
+            0,
+            "no session end for pid {pid}, which never ran the program"
+        );
+    }
     let mut expected: Vec<u32> = held.iter().map(|(_, pid)| *pid).collect();
     expected.sort_unstable();
     let mut children: Vec<u32> = Vec::new();

@@ -107,7 +107,8 @@ fn child_gets_the_users_environment_and_never_the_password() {
 
 /// No session forks (copies) the multi-threaded daemon, run-as sessions
 /// included: strace sees every process the daemon starts made with
-/// `CLONE_VM | CLONE_VFORK`, and nothing made by fork.
+/// `CLONE_VM` (the child shares the daemon's memory until its exec), and
+/// nothing made by fork.
 #[test]
 fn sessions_start_without_forking_the_daemon() {
     let Some(user) = TestUser::create("clone") else {
@@ -143,11 +144,11 @@ fn sessions_start_without_forking_the_daemon() {
         .collect();
     let spawns = calls
         .iter()
-        .filter(|l| l.contains("CLONE_VM") && l.contains("CLONE_VFORK"))
+        .filter(|l| l.contains("CLONE_VM") && l.contains("CLONE_PIDFD"))
         .count();
     assert!(
         spawns >= 2,
-        "both sessions started with CLONE_VM|CLONE_VFORK:\n{trace}"
+        "both sessions started with CLONE_VM|CLONE_PIDFD:\n{trace}"
     );
     for call in &calls {
         assert!(

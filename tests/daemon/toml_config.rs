@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Attempt, DAEMON, Daemon, LoopbackV6, TestUser, WAIT, assert_silent, attempt, child_argv,
+    Attempt, CHILD, DAEMON, Daemon, LoopbackV6, TestUser, WAIT, assert_silent, attempt, child_argv,
     connect, connect_to, connection_refused, describe, field, has_field, has_token, is_alive,
     is_root, number_after, parse_json, peer_text, read_line, read_to_eof, request, toml_service,
     toml_str, v4, v6, wait_gone,
@@ -245,21 +245,69 @@ fn env_adds_variables_and_overrides_the_daemons() {
 fn working_dir_is_the_childs_current_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().canonicalize().expect("canonical temp dir");
-    let daemon = Daemon::builder()
+    let daemon = cwd_service(&path);
+    assert_eq!(
+        first_line(daemon.port(0)),
+        format!("cwd={}", path.display())
+    );
+}
+
+/// A daemon serving the `cwd` child in `dir`.
+fn cwd_service(dir: &Path) -> Daemon {
+    Daemon::builder()
         .toml(&toml_service(
             "cwd",
             "{port0}",
             &child_argv(&["cwd"]),
             &[&format!(
                 "working_dir = {}",
-                toml_str(&path.display().to_string())
+                toml_str(&dir.display().to_string())
             )],
         ))
-        .start();
-    assert_eq!(
-        first_line(daemon.port(0)),
-        format!("cwd={}", path.display())
-    );
+        .start()
+}
+
+/// A `working_dir` removed after the config was loaded: the child cannot
+/// change to it, so the program never runs. The connection is closed with
+/// nothing sent, `cannot start` names the program, the directory, the
+/// reason and the pid of the process made for it, no session of it ends as
+/// if it had run, and the next connection is handled the same way.
+#[test]
+fn working_dir_gone_fails_the_session_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gone = dir.path().join("gone");
+    fs::create_dir(&gone).expect("mkdir");
+    let daemon = cwd_service(&gone);
+    fs::remove_dir(&gone).expect("rmdir");
+    for attempt in 1..=2 {
+        let mut stream = connect(daemon.port(0));
+        assert_eq!(
+            read_to_eof(&mut stream, WAIT).expect("a clean close"),
+            b"",
+            "nothing reaches the client"
+        );
+        daemon.wait_for_count("`cannot start`", attempt, WAIT, |l| {
+            l.contains("cannot start")
+        });
+        let line = daemon
+            .lines()
+            .into_iter()
+            .rfind(|l| l.contains("cannot start"))
+            .expect("a line");
+        assert!(
+            line.contains("cannot change to working directory")
+                && line.contains(&gone.display().to_string())
+                && line.contains("No such file or directory")
+                && line.contains(CHILD),
+            "{line}"
+        );
+        let pid = field(&line, "pid").expect("pid= on the line").to_owned();
+        assert_eq!(
+            daemon.count(|l| l.contains("session end") && field(l, "pid") == Some(pid.as_str())),
+            0,
+            "no session end for pid {pid}"
+        );
+    }
 }
 
 /// `stderr = "log"`: what the child writes to stderr is a log line with

@@ -2,6 +2,8 @@
 
 #![allow(unsafe_code)]
 
+#[cfg(target_os = "linux")]
+mod clone;
 mod install;
 mod process;
 
@@ -223,7 +225,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 // ------------------------------------------------------------- children --
 
-pub use process::{Child, ChildSpec, ExitStatus, StderrPipe, spawn};
+pub use process::{Child, ChildSpec, ExitStatus, SPAWN_BLOCKS, StderrPipe, spawn};
 
 /// Readies a stderr pipe for reading: nothing to do on Unix.
 pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {

@@ -182,6 +182,11 @@ impl Child {
         Ok(ExitStatus(code))
     }
 
+    /// A failed start is reported by [`spawn`] itself on Windows.
+    pub fn start_error(&self) -> Option<io::Error> {
+        None
+    }
+
     /// Windows has no polite stop for a program without a console of its
     /// own to signal, so this ends the tree at once, like [`Child::kill_tree`].
     pub fn terminate_tree(&self) {
@@ -194,6 +199,10 @@ impl Child {
         unsafe { TerminateJobObject(self.job.as_raw_handle(), KILLED_EXIT_CODE) };
     }
 }
+
+/// [`spawn`] blocks (logon, CreateProcess, the job), so the server calls it
+/// on the blocking pool.
+pub const SPAWN_BLOCKS: bool = true;
 
 /// Starts `spec` for a connection on `socket`.
 pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {

@@ -1,0 +1,816 @@
+//! Linux: starting a session's program with `clone(CLONE_VM | CLONE_PIDFD)`
+//! and an exec, without waiting for the exec.
+//!
+//! The child shares the daemon's memory from `clone` to `exec`, like a
+//! vfork child. On x86-64 and aarch64 the daemon does not wait for it
+//! (no `CLONE_VFORK`), so the runtime thread starts children itself, with
+//! no hand-off to another thread and no sleep per spawn, and closes its copy
+//! of the socket before the child can have exited, so that close never
+//! lingers. What makes that safe:
+//!
+//! - the child runs on a stack of its own from a pool ([`Slot`]), and reads
+//!   only bytes the slot owns (program, argv, environment, groups, copied
+//!   there per spawn). A slot is reused only once the kernel has zeroed its
+//!   `CLONE_CHILD_CLEARTID` word, which it does when the child execs or
+//!   exits: after that the child no longer touches the daemon's memory;
+//! - the child makes raw system calls that never write `errno` (it shares
+//!   the calling thread's TLS while that thread runs on) and calls no libc
+//!   function;
+//! - every signal is blocked in the calling thread around `clone`, so no
+//!   handler of the daemon's runs in the child before the child has reset
+//!   them all to their defaults;
+//! - a failure before or at exec is written to a [`Failure`] record that
+//!   the session's [`Child`] owns, and read once the child has been reaped.
+//!
+//! On other architectures `CLONE_VFORK` is added: the caller then waits for
+//! the exec, and `libc::syscall` (which may set errno) is safe to use.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_long, c_void};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, Ordering};
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::process::{ChildSpec, ExitStatus};
+
+/// Whether [`spawn`] blocks until the child has exec'd: only where raw
+/// system calls are not written here for the architecture.
+pub const SPAWN_BLOCKS: bool = !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// A child's stderr when it goes to the daemon's log.
+pub type StderrPipe = tokio::net::unix::pipe::Receiver;
+
+/// The child's stack size; what runs on it is a few system calls.
+const STACK_SIZE: usize = 64 * 1024;
+const PAGE: usize = 4096;
+/// Children between `clone` and exec at once, at most. More than a few is
+/// rare (an exec takes well under a millisecond); past this the spawn fails
+/// with EAGAIN and the accept loop backs off.
+const MAX_SLOTS: usize = 256;
+
+/// Size of the kernel's signal set, for raw `rt_sigprocmask` and
+/// `rt_sigaction`.
+const KERNEL_SIGSET: usize = 8;
+/// The highest signal number (`_NSIG - 1`).
+const SIGNAL_MAX: c_int = 64;
+
+/// Raw system calls that return `-errno` and never touch `errno`.
+mod sys {
+    use std::ffi::c_long;
+
+    /// A system call with up to four arguments.
+    ///
+    /// # Safety
+    /// The arguments must be what system call `nr` expects.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn call(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let ret: isize;
+        // SAFETY: the x86-64 system call convention; the kernel clobbers
+        // rcx and r11 only. The caller vouches for the arguments.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => ret,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                in("r10") d,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// A system call with up to four arguments.
+    ///
+    /// # Safety
+    /// The arguments must be what system call `nr` expects.
+    #[cfg(target_arch = "aarch64")]
+    #[inline(always)]
+    pub unsafe fn call(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let ret: isize;
+        // SAFETY: the aarch64 system call convention (number in x8, result
+        // in x0). The caller vouches for the arguments.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") a as isize => ret,
+                in("x1") b,
+                in("x2") c,
+                in("x3") d,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// A system call with up to four arguments, through libc (which sets
+    /// errno on failure: only used where the caller waits for the child).
+    ///
+    /// # Safety
+    /// The arguments must be what system call `nr` expects.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[inline(always)]
+    pub unsafe fn call(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        // SAFETY: as the caller vouches.
+        let ret = unsafe { libc::syscall(nr, a, b, c, d) };
+        if ret < 0 {
+            -(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO) as isize)
+        } else {
+            ret as isize
+        }
+    }
+}
+
+/// A service's program as the kernel wants it, built at load: NUL-ended
+/// strings, and the run-as credentials.
+#[derive(Debug)]
+pub(super) struct Image {
+    /// The program's path, then argv (from argv\[0\]), each NUL-ended.
+    argv: Vec<u8>,
+    argc: usize,
+    /// `NAME=value\0` for every fixed variable.
+    env: Vec<u8>,
+    envc: usize,
+    working_dir: Option<Vec<u8>>,
+    user: Option<Credentials>,
+}
+
+#[derive(Debug)]
+struct Credentials {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl Image {
+    /// Fails only on a NUL byte, which the config already rejects.
+    pub(super) fn new(spec: &ChildSpec) -> Result<Self, String> {
+        fn push(buffer: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), String> {
+            for part in parts {
+                if part.contains(&0) {
+                    return Err(
+                        "a NUL byte in the command, environment or working directory".to_owned(),
+                    );
+                }
+                buffer.extend_from_slice(part);
+            }
+            buffer.push(0);
+            Ok(())
+        }
+        let program = spec.program.as_os_str().as_bytes();
+        let mut argv = Vec::new();
+        push(&mut argv, &[program])?;
+        push(&mut argv, &[program])?;
+        for arg in &spec.args {
+            push(&mut argv, &[arg.as_bytes()])?;
+        }
+        let mut env = Vec::new();
+        for (key, value) in &spec.env {
+            push(&mut env, &[key.as_bytes(), b"=", value.as_bytes()])?;
+        }
+        let working_dir = match &spec.working_dir {
+            Some(dir) => {
+                let mut bytes = Vec::new();
+                push(&mut bytes, &[dir.as_os_str().as_bytes()])?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        let user = spec.user.as_ref().map(|user| Credentials {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: user.groups.iter().map(|g| g.as_raw()).collect(),
+        });
+        Ok(Self {
+            argv,
+            argc: spec.args.len() + 1,
+            env,
+            envc: spec.env.len(),
+            working_dir,
+            user,
+        })
+    }
+}
+
+/// The child's steps before exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Step {
+    None,
+    ProcessGroup,
+    Stdio,
+    Groups,
+    Gid,
+    Uid,
+    IdentityCheck,
+    WorkingDir,
+    Exec,
+}
+
+impl Step {
+    fn from_u8(value: u8) -> Self {
+        [
+            Self::None,
+            Self::ProcessGroup,
+            Self::Stdio,
+            Self::Groups,
+            Self::Gid,
+            Self::Uid,
+            Self::IdentityCheck,
+            Self::WorkingDir,
+            Self::Exec,
+        ]
+        .get(usize::from(value))
+        .copied()
+        .unwrap_or(Self::Exec)
+    }
+}
+
+/// Where a child reports the step that failed and its errno; owned by the
+/// session's [`Child`], so it outlives the child's use of it.
+#[derive(Debug, Default)]
+struct Failure {
+    step: AtomicU8,
+    errno: AtomicI32,
+}
+
+/// What the child runs with; inside its [`Slot`], so it stays put.
+#[repr(C)]
+struct Launch {
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    socket: RawFd,
+    stderr: RawFd,
+    working_dir: *const c_char,
+    switch_user: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: *const libc::gid_t,
+    group_count: usize,
+    failure: *const Failure,
+}
+
+/// A stack mapping with a guard page below it.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    fn new() -> io::Result<Self> {
+        let len = STACK_SIZE + PAGE;
+        // SAFETY: an anonymous private mapping at an address of the
+        // kernel's choice; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base, len };
+        // SAFETY: the lowest page of the mapping just made, ours alone.
+        if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), page-aligned.
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of the mapping.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; slots are dropped only with
+        // their thread, and a busy slot is leaked instead (see `Pool`).
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
+/// One child's room between `clone` and exec: its stack, its `Launch`,
+/// and every byte it reads.
+struct Slot {
+    stack: Stack,
+    /// Nonzero while a child may use this slot; the kernel zeroes it when
+    /// the child execs or exits (`CLONE_CHILD_CLEARTID`).
+    busy: AtomicU32,
+    launch: Launch,
+    /// Program, argv, the environment, the working directory, each
+    /// NUL-ended.
+    strings: Vec<u8>,
+    /// argv pointers and a null, then envp pointers and a null.
+    pointers: Vec<*const c_char>,
+    groups: Vec<libc::gid_t>,
+}
+
+/// A thread's slots. A busy slot is never freed: at thread exit it is
+/// leaked rather than unmapped under a child that may still run on it.
+/// Boxed, because a slot must not move while a child uses it.
+#[allow(clippy::vec_box)]
+struct Pool(Vec<Box<Slot>>);
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for slot in self.0.drain(..) {
+            if slot.busy.load(Ordering::Acquire) != 0 {
+                Box::leak(slot);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = const { RefCell::new(Pool(Vec::new())) };
+}
+
+/// A running child: one session's program, leader of its own process
+/// group.
+#[derive(Debug)]
+pub struct Child {
+    pidfd: AsyncFd<OwnedFd>,
+    pid: u32,
+    stderr: Option<StderrPipe>,
+    status: Option<ExitStatus>,
+    /// `None` once given up (leaked) because the child might still write it.
+    failure: Option<Box<Failure>>,
+    /// For the error of a failed start.
+    user: Option<String>,
+    working_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            // Not reaped: the child may still be before its exec and write
+            // its failure record, so the record must outlive this.
+            if let Some(failure) = self.failure.take() {
+                Box::leak(failure);
+            }
+        }
+    }
+}
+
+/// Starts `spec` with `socket` as its stdin, stdout and stderr, in a new
+/// process group, with `spec.env` plus `client_env`. The caller's copy of
+/// the socket is closed when this returns. A failure at exec (or at a step
+/// before it) is found when the child is reaped: [`Child::start_error`].
+pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
+    let image = spec
+        .image
+        .as_ref()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.clone()))?;
+    let socket = OwnedFd::from(socket);
+    let stderr_pipe = if spec.stderr_to_log {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    let stderr_fd = stderr_pipe
+        .as_ref()
+        .map_or(socket.as_raw_fd(), |(_, write)| write.as_raw_fd());
+    let failure = Box::<Failure>::default();
+
+    let (pid, pidfd) = POOL.with(|pool| -> io::Result<(libc::pid_t, RawFd)> {
+        let mut pool = pool.borrow_mut();
+        let slot = free_slot(&mut pool.0)?;
+        fill(
+            slot,
+            image,
+            client_env,
+            socket.as_raw_fd(),
+            stderr_fd,
+            &failure,
+        );
+        start(slot)
+    })?;
+    // The child has its own copies (clone copied the descriptor table):
+    // the daemon's go now, before the child can have exited, so this
+    // close is never the last one and never lingers.
+    drop(socket);
+    let stderr = match stderr_pipe {
+        Some((read, write)) => {
+            drop(write);
+            Some(StderrPipe::from_owned_fd(read)?)
+        }
+        None => None,
+    };
+    // SAFETY: `clone` stored a new pidfd there, which nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: an `OwnedFd` returns the same descriptor from `as_raw_fd`
+    // until it is dropped, which only happens with the `AsyncFd`.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    Ok(Child {
+        pidfd,
+        pid: u32::try_from(pid).expect("pids are positive"),
+        stderr,
+        status: None,
+        failure: Some(failure),
+        user: spec.user.as_ref().map(|u| u.name.clone()),
+        working_dir: spec.working_dir.clone(),
+    })
+}
+
+/// A slot no child uses, made if needed.
+#[allow(clippy::vec_box)]
+fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
+    let free = slots
+        .iter()
+        .position(|s| s.busy.load(Ordering::Acquire) == 0);
+    let index = match free {
+        Some(index) => index,
+        None if slots.len() < MAX_SLOTS => {
+            slots.push(Box::new(Slot {
+                stack: Stack::new()?,
+                busy: AtomicU32::new(0),
+                launch: Launch {
+                    program: ptr::null(),
+                    argv: ptr::null(),
+                    envp: ptr::null(),
+                    socket: -1,
+                    stderr: -1,
+                    working_dir: ptr::null(),
+                    switch_user: false,
+                    uid: 0,
+                    gid: 0,
+                    groups: ptr::null(),
+                    group_count: 0,
+                    failure: ptr::null(),
+                },
+                strings: Vec::new(),
+                pointers: Vec::new(),
+                groups: Vec::new(),
+            }));
+            slots.len() - 1
+        }
+        None => return Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+    };
+    Ok(&mut slots[index])
+}
+
+/// Copies what the child reads into `slot` and points its `Launch` at it.
+fn fill(
+    slot: &mut Slot,
+    image: &Image,
+    client_env: &[(&str, String)],
+    socket: RawFd,
+    stderr: RawFd,
+    failure: &Failure,
+) {
+    let strings = &mut slot.strings;
+    strings.clear();
+    strings.extend_from_slice(&image.argv);
+    strings.extend_from_slice(&image.env);
+    for (key, value) in client_env {
+        strings.extend_from_slice(key.as_bytes());
+        strings.push(b'=');
+        strings.extend_from_slice(value.as_bytes());
+        strings.push(0);
+    }
+    let dir_at = strings.len();
+    if let Some(dir) = &image.working_dir {
+        strings.extend_from_slice(dir);
+    }
+    // Pointers only once the buffer no longer grows.
+    let base = strings.as_ptr();
+    let mut nul_ended = strings[..dir_at]
+        .split_inclusive(|&b| b == 0)
+        .map(|s| s.as_ptr().cast::<c_char>());
+    let pointers = &mut slot.pointers;
+    pointers.clear();
+    pointers.reserve(image.argc + image.envc + client_env.len() + 2);
+    let program = nul_ended.next().unwrap_or(ptr::null());
+    pointers.extend(nul_ended.by_ref().take(image.argc));
+    pointers.push(ptr::null());
+    let envp_at = pointers.len();
+    pointers.extend(nul_ended);
+    pointers.push(ptr::null());
+    slot.groups.clear();
+    let credentials = image.user.as_ref();
+    if let Some(c) = credentials {
+        slot.groups.extend_from_slice(&c.groups);
+    }
+    slot.launch = Launch {
+        program,
+        argv: pointers.as_ptr(),
+        // SAFETY: `envp_at` is within `pointers`.
+        envp: unsafe { pointers.as_ptr().add(envp_at) },
+        socket,
+        stderr,
+        working_dir: if image.working_dir.is_some() {
+            // SAFETY: `dir_at` is within `strings`.
+            unsafe { base.add(dir_at).cast() }
+        } else {
+            ptr::null()
+        },
+        switch_user: credentials.is_some(),
+        uid: credentials.map_or(0, |c| c.uid),
+        gid: credentials.map_or(0, |c| c.gid),
+        groups: slot.groups.as_ptr(),
+        group_count: slot.groups.len(),
+        failure,
+    };
+}
+
+/// Starts the child on `slot` with every signal blocked in this thread, and
+/// returns its pid and pidfd.
+fn start(slot: &mut Slot) -> io::Result<(libc::pid_t, RawFd)> {
+    let mut flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    if SPAWN_BLOCKS {
+        flags |= libc::CLONE_VFORK;
+    }
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: raw rt_sigprocmask on this thread with valid sets, so that
+    // glibc's internal signals are blocked too, as posix_spawn does.
+    unsafe {
+        sys::call(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            (&raw const all) as usize,
+            (&raw mut old) as usize,
+            KERNEL_SIGSET,
+        );
+    }
+    slot.busy.store(1, Ordering::Release);
+    let mut pidfd: c_int = -1;
+    // SAFETY: the child runs `child_main` on the slot's stack and reads
+    // only the slot's `Launch` and the bytes it points to, which stay
+    // unchanged until the kernel zeroes `busy` at the child's exec or exit
+    // (the slot is not reused before). CLONE_PIDFD stores a close-on-exec
+    // pidfd in `pidfd`; CLONE_CHILD_CLEARTID zeroes `busy`.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            slot.stack.top(),
+            flags,
+            (&raw mut slot.launch).cast::<c_void>(),
+            &raw mut pidfd,
+            ptr::null_mut::<c_void>(),
+            slot.busy.as_ptr(),
+        )
+    };
+    let error = io::Error::last_os_error();
+    // SAFETY: restores this thread's mask saved above.
+    unsafe {
+        sys::call(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            (&raw const old) as usize,
+            0,
+            KERNEL_SIGSET,
+        );
+    }
+    if pid < 0 {
+        slot.busy.store(0, Ordering::Release);
+        return Err(error);
+    }
+    Ok((pid, pidfd))
+}
+
+/// The kernel's `struct sigaction`, as on x86-64. Only its all-zero value
+/// is used (SIG_DFL, no flags, an empty mask), which means the same
+/// whatever the architecture's order of the fields.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: std::ffi::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The child, between clone and exec, on the daemon's memory: raw system
+/// calls only (see the module's notes), no allocation, no locks.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the slot's `Launch`; every pointer in it is valid
+    // until this child execs or exits. Each call is a system call on
+    // integers or those pointers.
+    unsafe {
+        let l = &*arg.cast::<Launch>();
+        let fail = |step: Step, result: isize| -> ! {
+            let failure = &*l.failure;
+            failure.errno.store(-result as i32, Ordering::Relaxed);
+            failure.step.store(step as u8, Ordering::Release);
+            sys::call(libc::SYS_exit_group, 127, 0, 0, 0);
+            loop {
+                std::hint::spin_loop();
+            }
+        };
+        let call = |nr: c_long, a: usize, b: usize, c: usize, d: usize| sys::call(nr, a, b, c, d);
+        let r = call(libc::SYS_setpgid, 0, 0, 0, 0);
+        if r < 0 {
+            fail(Step::ProcessGroup, r);
+        }
+        for (from, to) in [(l.socket, 0), (l.socket, 1), (l.stderr, 2)] {
+            let r = if from == to {
+                call(libc::SYS_fcntl, to as usize, libc::F_SETFD as usize, 0, 0)
+            } else {
+                call(libc::SYS_dup3, from as usize, to as usize, 0, 0)
+            };
+            if r < 0 {
+                fail(Step::Stdio, r);
+            }
+        }
+        // A fresh start, as inetd gives: every signal to its default
+        // (handlers would run the daemon's code here; SIGPIPE and whatever
+        // the daemon's parent ignored would stay ignored).
+        let default = KernelSigaction::default();
+        for signal in 1..=SIGNAL_MAX {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                call(
+                    libc::SYS_rt_sigaction,
+                    signal as usize,
+                    (&raw const default) as usize,
+                    0,
+                    KERNEL_SIGSET,
+                );
+            }
+        }
+        if l.switch_user {
+            let r = call(libc::SYS_setgroups, l.group_count, l.groups as usize, 0, 0);
+            if r < 0 {
+                fail(Step::Groups, r);
+            }
+            let r = call(libc::SYS_setgid, l.gid as usize, 0, 0, 0);
+            if r < 0 {
+                fail(Step::Gid, r);
+            }
+            let r = call(libc::SYS_setuid, l.uid as usize, 0, 0, 0);
+            if r < 0 {
+                fail(Step::Uid, r);
+            }
+            let ids = [
+                call(libc::SYS_getuid, 0, 0, 0, 0),
+                call(libc::SYS_geteuid, 0, 0, 0, 0),
+                call(libc::SYS_getgid, 0, 0, 0, 0),
+                call(libc::SYS_getegid, 0, 0, 0, 0),
+            ];
+            let expected = [l.uid, l.uid, l.gid, l.gid].map(|id| id as isize);
+            if ids != expected {
+                fail(Step::IdentityCheck, -(libc::EPERM as isize));
+            }
+        }
+        if !l.working_dir.is_null() {
+            let r = call(libc::SYS_chdir, l.working_dir as usize, 0, 0, 0);
+            if r < 0 {
+                fail(Step::WorkingDir, r);
+            }
+        }
+        let none = 0u64;
+        call(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            (&raw const none) as usize,
+            0,
+            KERNEL_SIGSET,
+        );
+        let r = call(
+            libc::SYS_execve,
+            l.program as usize,
+            l.argv as usize,
+            l.envp as usize,
+            0,
+        );
+        fail(Step::Exec, r)
+    }
+}
+
+/// A pipe, both ends close-on-exec.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just made these two descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reaps the child behind `pidfd` if it has exited.
+fn reap(pidfd: RawFd) -> io::Result<Option<ExitStatus>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a pidfd we own and a valid siginfo_t to fill.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if rc != 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        // SAFETY: waitid filled `info` for a child (SIGCHLD layout).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        // The wait(2) status word: exit code in the second byte, or the
+        // signal in the low bits (with 0x80 for a core dump).
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_DUMPED => status | 0x80,
+            _ => status,
+        };
+        return Ok(Some(ExitStatus::from_raw(raw)));
+    }
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's stderr, when it goes to the daemon's log (once).
+    pub fn take_stderr(&mut self) -> Option<StderrPipe> {
+        self.stderr.take()
+    }
+
+    /// Waits for the child to exit and reaps it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            match reap(self.pidfd.get_ref().as_raw_fd())? {
+                Some(status) => {
+                    self.status = Some(status);
+                    return Ok(status);
+                }
+                None => ready.clear_ready(),
+            }
+        }
+    }
+
+    /// After [`Child::wait`]: why the program never ran, if it did not
+    /// (exec failed, or a step before it). Exec's errno is returned as it
+    /// is, so ENOENT, EACCES and EAGAIN read as themselves.
+    pub fn start_error(&self) -> Option<io::Error> {
+        self.status?;
+        let failure = self.failure.as_ref()?;
+        let step = Step::from_u8(failure.step.load(Ordering::Acquire));
+        let errno = failure.errno.load(Ordering::Relaxed);
+        let os = io::Error::from_raw_os_error(errno);
+        let what = match step {
+            Step::None => return None,
+            Step::Exec => return Some(os),
+            Step::ProcessGroup => "cannot start a process group".to_owned(),
+            Step::Stdio => "cannot give the connection to the program".to_owned(),
+            Step::Groups | Step::Gid | Step::Uid => {
+                // EAGAIN here is the user's RLIMIT_NPROC: keep it readable as
+                // resource exhaustion.
+                if errno == libc::EAGAIN {
+                    return Some(os);
+                }
+                let user = self.user.as_deref().unwrap_or("?");
+                format!("cannot switch to user {user:?}")
+            }
+            Step::IdentityCheck => "the identity did not change".to_owned(),
+            Step::WorkingDir => match &self.working_dir {
+                Some(dir) => format!("cannot change to working directory {}", dir.display()),
+                None => "cannot change directory".to_owned(),
+            },
+        };
+        Some(io::Error::new(os.kind(), format!("{what}: {os}")))
+    }
+}

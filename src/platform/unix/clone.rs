@@ -414,19 +414,27 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
     // the daemon's go now, before the child can have exited, so this
     // close is never the last one and never lingers.
     drop(socket);
+    // SAFETY: `clone` stored a new pidfd there, which nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let stderr = match stderr_pipe {
         Some((read, write)) => {
             drop(write);
-            Some(StderrPipe::from_owned_fd(read)?)
+            match StderrPipe::from_owned_fd(read) {
+                Ok(read) => Some(read),
+                Err(e) => return Err(abandon(&pidfd, failure, e)),
+            }
         }
         None => None,
     };
-    // SAFETY: `clone` stored a new pidfd there, which nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // SAFETY: an `OwnedFd` returns the same descriptor from `as_raw_fd`
     // until it is dropped, which only happens with the `AsyncFd`.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let pidfd = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            let (pidfd, e) = e.into_parts();
+            return Err(abandon(&pidfd, failure, e));
+        }
+    };
     Ok(Child {
         pidfd,
         pid: u32::try_from(pid).expect("pids are positive"),
@@ -436,6 +444,24 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
         user: spec.user.as_ref().map(|u| u.name.clone()),
         working_dir: spec.working_dir.clone(),
     })
+}
+
+/// A child that cannot be watched: ends and reaps it, and keeps its failure
+/// record alive, since it may have been running on it. Returns `error`.
+fn abandon(pidfd: &OwnedFd, failure: Box<Failure>, error: io::Error) -> io::Error {
+    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+    let _ = reap(pidfd.as_raw_fd(), true);
+    Box::leak(failure);
+    error
 }
 
 /// A slot no child uses, made if needed.
@@ -718,20 +744,15 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Reaps the child behind `pidfd` if it has exited.
-fn reap(pidfd: RawFd) -> io::Result<Option<ExitStatus>> {
+/// Reaps the child behind `pidfd` if it has exited (or, with `block`, once
+/// it has).
+fn reap(pidfd: RawFd, block: bool) -> io::Result<Option<ExitStatus>> {
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: a pidfd we own and a valid siginfo_t to fill.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG,
-            )
-        };
+        let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
         if rc != 0 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {
@@ -772,7 +793,7 @@ impl Child {
         }
         loop {
             let mut ready = self.pidfd.readable().await?;
-            match reap(self.pidfd.get_ref().as_raw_fd())? {
+            match reap(self.pidfd.get_ref().as_raw_fd(), false)? {
                 Some(status) => {
                     self.status = Some(status);
                     return Ok(status);
@@ -812,5 +833,100 @@ impl Child {
             },
         };
         Some(io::Error::new(os.kind(), format!("{what}: {os}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    /// The NUL-ended strings a null-ended pointer array points to.
+    fn strings(mut at: *const *const c_char) -> Vec<String> {
+        let mut out = Vec::new();
+        // SAFETY: `at` is a null-ended array of C strings built by `fill`.
+        unsafe {
+            while !(*at).is_null() {
+                out.push(CStr::from_ptr(*at).to_string_lossy().into_owned());
+                at = at.add(1);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fill_lays_out_program_argv_envp_and_directory() {
+        let image = Image {
+            argv: b"/bin/prog\0/bin/prog\0a\0\0b c\0".to_vec(),
+            argc: 4,
+            env: b"PATH=/bin\0EMPTY=\0".to_vec(),
+            envc: 2,
+            working_dir: Some(b"/srv/dir\0".to_vec()),
+            user: Some(Credentials {
+                uid: 7,
+                gid: 8,
+                groups: vec![8, 9],
+            }),
+        };
+        let failure = Failure::default();
+        let mut slots = Vec::new();
+        let slot = free_slot(&mut slots).expect("a slot");
+        let client = [
+            ("CLIENT_IP", "127.0.0.1".to_owned()),
+            ("CLIENT_PORT", "4000".to_owned()),
+        ];
+        fill(slot, &image, &client, 5, 6, &failure);
+        let l = &slot.launch;
+        // SAFETY: pointers into the slot, which `fill` just wrote.
+        let (program, dir, groups) = unsafe {
+            (
+                CStr::from_ptr(l.program).to_str().expect("utf-8"),
+                CStr::from_ptr(l.working_dir).to_str().expect("utf-8"),
+                std::slice::from_raw_parts(l.groups, l.group_count),
+            )
+        };
+        assert_eq!(program, "/bin/prog");
+        assert_eq!(strings(l.argv), ["/bin/prog", "a", "", "b c"]);
+        assert_eq!(
+            strings(l.envp),
+            [
+                "PATH=/bin",
+                "EMPTY=",
+                "CLIENT_IP=127.0.0.1",
+                "CLIENT_PORT=4000"
+            ]
+        );
+        assert_eq!(dir, "/srv/dir");
+        assert_eq!((l.socket, l.stderr), (5, 6));
+        assert!(l.switch_user);
+        assert_eq!((l.uid, l.gid, groups), (7, 8, &[8, 9][..]));
+
+        // The slot is free (no child ran), so it is the one reused, and a
+        // service without a directory or a user leaves them unset.
+        let plain = Image {
+            working_dir: None,
+            user: None,
+            ..image
+        };
+        let again = free_slot(&mut slots).expect("a slot");
+        fill(again, &plain, &client[..1], 3, 3, &failure);
+        assert!(again.launch.working_dir.is_null());
+        assert!(!again.launch.switch_user);
+        assert_eq!(strings(again.launch.envp).len(), 3);
+        assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn a_busy_slot_is_not_reused() {
+        let mut slots = Vec::new();
+        free_slot(&mut slots)
+            .expect("a slot")
+            .busy
+            .store(1, Ordering::Release);
+        free_slot(&mut slots).expect("a second slot");
+        assert_eq!(slots.len(), 2);
+        slots[0].busy.store(0, Ordering::Release);
+        free_slot(&mut slots).expect("the first again");
+        assert_eq!(slots.len(), 2);
     }
 }

@@ -9,8 +9,10 @@
 //! - programs: [`split_command_line`], [`executable_candidates`],
 //!   [`is_executable`], [`DEFAULT_CONFIG`];
 //! - sockets: [`Listener`] (an accept loop's socket), [`LISTENER_OPTIONS_INHERITED`];
-//! - children: [`spawn`] a program on an accepted socket, [`Child`] (wait,
-//!   signal its whole tree), [`ExitStatus`] formatting;
+//! - children: [`spawn`] a program on an accepted socket ([`SPAWN_BLOCKS`]:
+//!   whether it blocks, so the server runs it on the blocking pool),
+//!   [`Child`] (wait, signal its whole tree, and `start_error`: a start
+//!   that failed after `spawn` returned), [`ExitStatus`] formatting;
 //! - the process: [`init_process`], [`shutdown_signal`], [`notify_ready`],
 //!   the system log ([`SystemLog`]) and service installation.
 

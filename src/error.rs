@@ -20,6 +20,8 @@ pub enum Error {
     },
     #[error("cannot start the event loop")]
     Runtime(#[source] io::Error),
+    #[error("cannot watch for the programs' exits")]
+    Reaper(#[source] io::Error),
     #[error("cannot connect to the service manager")]
     ServiceManager(#[source] io::Error),
     #[error("cannot find this program's own path")]

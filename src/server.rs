@@ -48,6 +48,7 @@ struct Shared {
     /// Set when starting a program failed for lack of a resource: accepting
     /// pauses until then (the next start would fail the same way).
     spawn_backoff: std::sync::Mutex<Option<(Instant, Duration)>>,
+    reaper: platform::Reaper,
 }
 
 /// A service as it runs: its config, its children's template and its gate.
@@ -107,6 +108,9 @@ pub async fn serve(
             stop: stop_rx,
             shutdown_grace: settings.shutdown_grace,
             spawn_backoff: std::sync::Mutex::new(None),
+            // After the signal handlers (`stop`, `reload`): the reaper notes
+            // which signals children must reset.
+            reaper: platform::Reaper::start().map_err(Error::Reaper)?,
         }),
         daemon_env: std::env::vars_os().collect(),
         services: HashMap::new(),
@@ -566,7 +570,7 @@ fn start_session(
         warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
     }
     let env = spawn::client_env(peer, local);
-    let child = match platform::spawn(&active.spec, socket, &env) {
+    let child = match platform::spawn(&active.spec, socket, &env, &shared.reaper) {
         Ok(child) => child,
         Err(e) => {
             log_start_failure(active, local.port(), peer, None, &e);

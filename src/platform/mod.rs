@@ -12,7 +12,8 @@
 //! - children: [`spawn`] a program on an accepted socket ([`SPAWN_BLOCKS`]:
 //!   whether it blocks, so the server runs it on the blocking pool),
 //!   [`Child`] (wait, signal its whole tree, and `start_error`: a start
-//!   that failed after `spawn` returned), [`ExitStatus`] formatting;
+//!   that failed after `spawn` returned), the [`Reaper`] that sees every
+//!   child's exit, [`ExitStatus`] formatting;
 //! - the process: [`init_process`], [`shutdown_signal`], [`notify_ready`],
 //!   the system log ([`SystemLog`]) and service installation.
 

@@ -1165,9 +1165,9 @@ fn soak_at_full_rate_leaves_no_leak() {
 const REAP_CAP: usize = 8 * SOAK_CLIENTS;
 
 /// Under a steady stream of short sessions, a child that has exited is
-/// reaped at once, so it neither stays a zombie (with its pidfd) nor keeps
-/// its session slot. With `SOAK_CLIENTS` clients doing one session at a time
-/// and `--max-sessions` eight times that, the cap is never reached.
+/// reaped at once, so it neither stays a zombie nor keeps its session slot.
+/// With `SOAK_CLIENTS` clients doing one session at a time and
+/// `--max-sessions` eight times that, the cap is never reached.
 ///
 /// Pins a defect the soak found up to 90754af: programs were started on the
 /// accept task, which kept the single-threaded runtime busy, and the reapers

@@ -1,5 +1,5 @@
-//! Linux: starting a session's program with `clone(CLONE_VM | CLONE_PIDFD)`
-//! and an exec, without waiting for the exec.
+//! Linux: starting a session's program with `clone(CLONE_VM)` and an exec,
+//! without waiting for the exec; and one [`Reaper`] for every child.
 //!
 //! The child shares the daemon's memory from `clone` to `exec`, like a
 //! vfork child. On x86-64 and aarch64 the daemon does not wait for it
@@ -18,14 +18,21 @@
 //!   function;
 //! - every signal is blocked in the calling thread around `clone`, so no
 //!   handler of the daemon's runs in the child before the child has reset
-//!   them all to their defaults;
-//! - a failure before or at exec is written to a [`Failure`] record that
-//!   the session's [`Child`] owns, and read once the child has been reaped.
+//!   to their defaults every signal the daemon handles or ignores;
+//! - a failure before or at exec is written to the child's [`Record`],
+//!   which the reaper keeps until the child has been reaped, and read only
+//!   after that.
+//!
+//! Exits are seen the classic way, without a descriptor per child: SIGCHLD
+//! stays blocked in every thread (`init_process`) and is read from one
+//! signalfd; each time it is raised, `waitid` reaps every child that has
+//! exited. Under load one wake-up reaps many children.
 //!
 //! On other architectures `CLONE_VFORK` is added: the caller then waits for
 //! the exec, and `libc::syscall` (which may set errno) is safe to use.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -33,7 +40,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -240,12 +251,43 @@ impl Step {
     }
 }
 
-/// Where a child reports the step that failed and its errno; owned by the
-/// session's [`Child`], so it outlives the child's use of it.
+/// Where a child reports the step that failed and its errno.
 #[derive(Debug, Default)]
 struct Failure {
     step: AtomicU8,
     errno: AtomicI32,
+}
+
+/// One child's shared record. The reaper holds it from `clone` until the
+/// child is reaped, so it outlives the child's writes to `failure`; the
+/// session's [`Child`] holds it to learn the exit.
+#[derive(Debug, Default)]
+struct Record {
+    failure: Failure,
+    exit: Mutex<Exit>,
+}
+
+#[derive(Debug, Default)]
+struct Exit {
+    status: Option<ExitStatus>,
+    waiter: Option<Waker>,
+}
+
+/// The daemon's children: every one started by [`spawn`] is reaped here,
+/// by one task. Make it with [`Reaper::start`] inside the runtime, once the
+/// daemon's signal handlers are installed.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    shared: Arc<Reapers>,
+}
+
+#[derive(Debug)]
+struct Reapers {
+    /// Children not reaped yet, by pid.
+    running: Mutex<HashMap<libc::pid_t, Arc<Record>>>,
+    /// The signals a child sets back to their default before its exec:
+    /// those the daemon handles or ignores (bit `n - 1` for signal `n`).
+    reset: u64,
 }
 
 /// What the child runs with; inside its [`Slot`], so it stays put.
@@ -262,6 +304,8 @@ struct Launch {
     gid: libc::gid_t,
     groups: *const libc::gid_t,
     group_count: usize,
+    /// The signals to set back to their default, as in [`Reapers::reset`].
+    reset: u64,
     failure: *const Failure,
 }
 
@@ -354,50 +398,168 @@ thread_local! {
 /// group.
 #[derive(Debug)]
 pub struct Child {
-    pidfd: AsyncFd<OwnedFd>,
+    record: Arc<Record>,
     pid: u32,
     stderr: Option<StderrPipe>,
-    status: Option<ExitStatus>,
-    /// `None` once given up (leaked) because the child might still write it.
-    failure: Option<Box<Failure>>,
     /// For the error of a failed start.
     user: Option<String>,
     working_dir: Option<std::path::PathBuf>,
 }
 
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            // Not reaped: the child may still be before its exec and write
-            // its failure record, so the record must outlive this.
-            if let Some(failure) = self.failure.take() {
-                Box::leak(failure);
+impl Reaper {
+    /// Notes which signals children must set back to their default (the
+    /// daemon's handlers must be installed by now), opens the signalfd and
+    /// starts the reaping task. SIGCHLD must be blocked in every thread
+    /// (`init_process` does it before any thread exists); it is blocked in
+    /// this one here too, in case.
+    pub fn start() -> io::Result<Self> {
+        let mut chld = SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&chld), None)?;
+        let signals = SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        // SAFETY: a `SignalFd` owns its descriptor and returns the same one
+        // from `as_raw_fd` until it is dropped, which only happens with the
+        // `AsyncFd`.
+        let signals = unsafe { AsyncFd::register_with_interest(signals, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        let shared = Arc::new(Reapers {
+            running: Mutex::new(HashMap::new()),
+            reset: signals_to_reset(),
+        });
+        tokio::spawn(reap_on_sigchld(signals, Arc::clone(&shared)));
+        Ok(Self { shared })
+    }
+}
+
+/// The signals whose disposition is not the default now: bit `n - 1` for
+/// signal `n`.
+fn signals_to_reset() -> u64 {
+    let mut mask = 0;
+    for signal in 1..=SIGNAL_MAX {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KernelSigaction::default();
+        // SAFETY: reads the disposition of `signal` into `old`, a buffer of
+        // the kernel's layout; changes nothing.
+        let rc = unsafe {
+            sys::call(
+                libc::SYS_rt_sigaction,
+                signal as usize,
+                0,
+                (&raw mut old) as usize,
+                KERNEL_SIGSET,
+            )
+        };
+        // A signal number the kernel rejects is reset anyway (it fails the
+        // same way in the child, harmlessly).
+        if rc != 0 || old.handler != libc::SIG_DFL {
+            mask |= 1 << (signal - 1);
+        }
+    }
+    mask
+}
+
+/// The reaping task: on each SIGCHLD, reaps every child that has exited.
+async fn reap_on_sigchld(signals: AsyncFd<SignalFd>, shared: Arc<Reapers>) {
+    loop {
+        let mut ready = match signals.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for exited programs");
+                return;
+            }
+        };
+        // Read the signal before reaping: a child that exits after this
+        // read raises it again, so none is missed.
+        while let Ok(Some(_)) = signals.get_ref().read_signal() {}
+        ready.clear_ready();
+        shared.reap_all();
+    }
+}
+
+impl Reapers {
+    /// Reaps every child that has exited and hands each status to its
+    /// record.
+    fn reap_all(&self) {
+        loop {
+            // SAFETY: siginfo_t is plain data; waitid fills it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid siginfo_t to fill; P_ALL ignores the id.
+            let rc =
+                unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
+            if rc != 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // ECHILD: no child left.
+                return;
+            }
+            // SAFETY: waitid filled `info` for a child (SIGCHLD layout).
+            let pid = unsafe { info.si_pid() };
+            if pid == 0 {
+                return;
+            }
+            let record = self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&pid);
+            // A child not started by `spawn` has nobody waiting for it.
+            if let Some(record) = record {
+                let mut exit = record.exit.lock().unwrap_or_else(PoisonError::into_inner);
+                exit.status = Some(status_of(&info));
+                if let Some(waiter) = exit.waiter.take() {
+                    waiter.wake();
+                }
             }
         }
     }
+}
+
+/// The wait(2) status word of what `waitid` reported: exit code in the
+/// second byte, or the signal in the low bits (with 0x80 for a core dump).
+fn status_of(info: &libc::siginfo_t) -> ExitStatus {
+    // SAFETY: `info` was filled by waitid for a child (SIGCHLD layout).
+    let status = unsafe { info.si_status() };
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | 0x80,
+        _ => status,
+    };
+    ExitStatus::from_raw(raw)
 }
 
 /// Starts `spec` with `socket` as its stdin, stdout and stderr, in a new
 /// process group, with `spec.env` plus `client_env`. The caller's copy of
 /// the socket is closed when this returns. A failure at exec (or at a step
 /// before it) is found when the child is reaped: [`Child::start_error`].
-pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
+pub fn spawn(
+    spec: &ChildSpec,
+    socket: Socket,
+    client_env: &[(&str, String)],
+    reaper: &Reaper,
+) -> io::Result<Child> {
     let image = spec
         .image
         .as_ref()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.clone()))?;
     let socket = OwnedFd::from(socket);
-    let stderr_pipe = if spec.stderr_to_log {
-        Some(pipe()?)
+    // The read end is registered before the child exists, so that nothing
+    // can fail once it runs.
+    let (stderr, stderr_write) = if spec.stderr_to_log {
+        let (read, write) = pipe()?;
+        (Some(StderrPipe::from_owned_fd(read)?), Some(write))
     } else {
-        None
+        (None, None)
     };
-    let stderr_fd = stderr_pipe
+    let stderr_fd = stderr_write
         .as_ref()
-        .map_or(socket.as_raw_fd(), |(_, write)| write.as_raw_fd());
-    let failure = Box::<Failure>::default();
+        .map_or(socket.as_raw_fd(), AsRawFd::as_raw_fd);
+    let record = Arc::new(Record::default());
+    let shared = &reaper.shared;
 
-    let (pid, pidfd) = POOL.with(|pool| -> io::Result<(libc::pid_t, RawFd)> {
+    let pid = POOL.with(|pool| -> io::Result<libc::pid_t> {
         let mut pool = pool.borrow_mut();
         let slot = free_slot(&mut pool.0)?;
         fill(
@@ -406,62 +568,29 @@ pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) ->
             client_env,
             socket.as_raw_fd(),
             stderr_fd,
-            &failure,
+            shared.reset,
+            &record.failure,
         );
-        start(slot)
+        // Registered under the lock, before the reaper can see the exit.
+        let mut running = shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pid = start(slot)?;
+        running.insert(pid, Arc::clone(&record));
+        Ok(pid)
     })?;
     // The child has its own copies (clone copied the descriptor table):
     // the daemon's go now, before the child can have exited, so this
     // close is never the last one and never lingers.
-    drop(socket);
-    // SAFETY: `clone` stored a new pidfd there, which nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let stderr = match stderr_pipe {
-        Some((read, write)) => {
-            drop(write);
-            match StderrPipe::from_owned_fd(read) {
-                Ok(read) => Some(read),
-                Err(e) => return Err(abandon(&pidfd, failure, e)),
-            }
-        }
-        None => None,
-    };
-    // SAFETY: an `OwnedFd` returns the same descriptor from `as_raw_fd`
-    // until it is dropped, which only happens with the `AsyncFd`.
-    let pidfd = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
-        Ok(pidfd) => pidfd,
-        Err(e) => {
-            let (pidfd, e) = e.into_parts();
-            return Err(abandon(&pidfd, failure, e));
-        }
-    };
+    drop((socket, stderr_write));
     Ok(Child {
-        pidfd,
+        record,
         pid: u32::try_from(pid).expect("pids are positive"),
         stderr,
-        status: None,
-        failure: Some(failure),
         user: spec.user.as_ref().map(|u| u.name.clone()),
         working_dir: spec.working_dir.clone(),
     })
-}
-
-/// A child that cannot be watched: ends and reaps it, and keeps its failure
-/// record alive, since it may have been running on it. Returns `error`.
-fn abandon(pidfd: &OwnedFd, failure: Box<Failure>, error: io::Error) -> io::Error {
-    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
-    let _ = reap(pidfd.as_raw_fd(), true);
-    Box::leak(failure);
-    error
 }
 
 /// A slot no child uses, made if needed.
@@ -488,6 +617,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                     gid: 0,
                     groups: ptr::null(),
                     group_count: 0,
+                    reset: 0,
                     failure: ptr::null(),
                 },
                 strings: Vec::new(),
@@ -508,6 +638,7 @@ fn fill(
     client_env: &[(&str, String)],
     socket: RawFd,
     stderr: RawFd,
+    reset: u64,
     failure: &Failure,
 ) {
     let strings = &mut slot.strings;
@@ -561,14 +692,15 @@ fn fill(
         gid: credentials.map_or(0, |c| c.gid),
         groups: slot.groups.as_ptr(),
         group_count: slot.groups.len(),
+        reset,
         failure,
     };
 }
 
 /// Starts the child on `slot` with every signal blocked in this thread, and
-/// returns its pid and pidfd.
-fn start(slot: &mut Slot) -> io::Result<(libc::pid_t, RawFd)> {
-    let mut flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+/// returns its pid.
+fn start(slot: &mut Slot) -> io::Result<libc::pid_t> {
+    let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
     if SPAWN_BLOCKS {
         flags |= libc::CLONE_VFORK;
     }
@@ -590,19 +722,17 @@ fn start(slot: &mut Slot) -> io::Result<(libc::pid_t, RawFd)> {
         );
     }
     slot.busy.store(1, Ordering::Release);
-    let mut pidfd: c_int = -1;
     // SAFETY: the child runs `child_main` on the slot's stack and reads
     // only the slot's `Launch` and the bytes it points to, which stay
     // unchanged until the kernel zeroes `busy` at the child's exec or exit
-    // (the slot is not reused before). CLONE_PIDFD stores a close-on-exec
-    // pidfd in `pidfd`; CLONE_CHILD_CLEARTID zeroes `busy`.
+    // (the slot is not reused before); CLONE_CHILD_CLEARTID zeroes `busy`.
     let pid = unsafe {
         libc::clone(
             child_main,
             slot.stack.top(),
             flags,
             (&raw mut slot.launch).cast::<c_void>(),
-            &raw mut pidfd,
+            ptr::null_mut::<c_int>(),
             ptr::null_mut::<c_void>(),
             slot.busy.as_ptr(),
         )
@@ -622,12 +752,13 @@ fn start(slot: &mut Slot) -> io::Result<(libc::pid_t, RawFd)> {
         slot.busy.store(0, Ordering::Release);
         return Err(error);
     }
-    Ok((pid, pidfd))
+    Ok(pid)
 }
 
 /// The kernel's `struct sigaction`, as on x86-64. Only its all-zero value
-/// is used (SIG_DFL, no flags, an empty mask), which means the same
-/// whatever the architecture's order of the fields.
+/// is set (SIG_DFL, no flags, an empty mask), which means the same whatever
+/// the architecture's order of the fields, and only the handler is read,
+/// which comes first everywhere.
 #[repr(C)]
 #[derive(Default)]
 struct KernelSigaction {
@@ -669,12 +800,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 fail(Step::Stdio, r);
             }
         }
-        // A fresh start, as inetd gives: every signal to its default
-        // (handlers would run the daemon's code here; SIGPIPE and whatever
-        // the daemon's parent ignored would stay ignored).
+        // A fresh start, as inetd gives: every signal to its default.
+        // Handlers would run the daemon's code here; SIGPIPE and whatever
+        // the daemon's parent ignored would stay ignored. The others are at
+        // their default already.
         let default = KernelSigaction::default();
         for signal in 1..=SIGNAL_MAX {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            if l.reset & (1 << (signal - 1)) != 0 {
                 call(
                     libc::SYS_rt_sigaction,
                     signal as usize,
@@ -744,38 +876,6 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Reaps the child behind `pidfd` if it has exited (or, with `block`, once
-/// it has).
-fn reap(pidfd: RawFd, block: bool) -> io::Result<Option<ExitStatus>> {
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a pidfd we own and a valid siginfo_t to fill.
-        let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
-        if rc != 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        // SAFETY: waitid filled `info` for a child (SIGCHLD layout).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        // The wait(2) status word: exit code in the second byte, or the
-        // signal in the low bits (with 0x80 for a core dump).
-        let raw = match info.si_code {
-            libc::CLD_EXITED => (status & 0xff) << 8,
-            libc::CLD_DUMPED => status | 0x80,
-            _ => status,
-        };
-        return Ok(Some(ExitStatus::from_raw(raw)));
-    }
-}
-
 impl Child {
     pub fn id(&self) -> u32 {
         self.pid
@@ -786,29 +886,46 @@ impl Child {
         self.stderr.take()
     }
 
-    /// Waits for the child to exit and reaps it.
+    /// Waits until the reaper has reaped the child.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        loop {
-            let mut ready = self.pidfd.readable().await?;
-            match reap(self.pidfd.get_ref().as_raw_fd(), false)? {
-                Some(status) => {
-                    self.status = Some(status);
-                    return Ok(status);
+        Ok(std::future::poll_fn(|cx| self.poll_exit(cx)).await)
+    }
+
+    fn poll_exit(&self, cx: &mut Context<'_>) -> Poll<ExitStatus> {
+        let mut exit = self
+            .record
+            .exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match exit.status {
+            Some(status) => Poll::Ready(status),
+            None => {
+                if !exit
+                    .waiter
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    exit.waiter = Some(cx.waker().clone());
                 }
-                None => ready.clear_ready(),
+                Poll::Pending
             }
         }
+    }
+
+    fn status(&self) -> Option<ExitStatus> {
+        self.record
+            .exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .status
     }
 
     /// After [`Child::wait`]: why the program never ran, if it did not
     /// (exec failed, or a step before it). Exec's errno is returned as it
     /// is, so ENOENT, EACCES and EAGAIN read as themselves.
     pub fn start_error(&self) -> Option<io::Error> {
-        self.status?;
-        let failure = self.failure.as_ref()?;
+        self.status()?;
+        let failure = &self.record.failure;
         let step = Step::from_u8(failure.step.load(Ordering::Acquire));
         let errno = failure.errno.load(Ordering::Relaxed);
         let os = io::Error::from_raw_os_error(errno);
@@ -875,7 +992,7 @@ mod tests {
             ("CLIENT_IP", "127.0.0.1".to_owned()),
             ("CLIENT_PORT", "4000".to_owned()),
         ];
-        fill(slot, &image, &client, 5, 6, &failure);
+        fill(slot, &image, &client, 5, 6, 1 << 12, &failure);
         let l = &slot.launch;
         // SAFETY: pointers into the slot, which `fill` just wrote.
         let (program, dir, groups) = unsafe {
@@ -897,7 +1014,7 @@ mod tests {
             ]
         );
         assert_eq!(dir, "/srv/dir");
-        assert_eq!((l.socket, l.stderr), (5, 6));
+        assert_eq!((l.socket, l.stderr, l.reset), (5, 6, 1 << 12));
         assert!(l.switch_user);
         assert_eq!((l.uid, l.gid, groups), (7, 8, &[8, 9][..]));
 
@@ -909,7 +1026,7 @@ mod tests {
             ..image
         };
         let again = free_slot(&mut slots).expect("a slot");
-        fill(again, &plain, &client[..1], 3, 3, &failure);
+        fill(again, &plain, &client[..1], 3, 3, 0, &failure);
         assert!(again.launch.working_dir.is_null());
         assert!(!again.launch.switch_user);
         assert_eq!(strings(again.launch.envp).len(), 3);

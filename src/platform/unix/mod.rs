@@ -225,7 +225,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 // ------------------------------------------------------------- children --
 
-pub use process::{Child, ChildSpec, ExitStatus, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use process::{Child, ChildSpec, ExitStatus, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
 
 /// Readies a stderr pipe for reading: nothing to do on Unix.
 pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {
@@ -296,8 +296,21 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 
 /// Makes every descriptor the daemon inherited, apart from 0, 1 and 2,
 /// close-on-exec, so that no child ever receives one (the original leaked
-/// every inheritable handle into every child).
+/// every inheritable handle into every child). On Linux, also blocks
+/// SIGCHLD before any thread exists, so that every thread inherits the
+/// block and the reaper's signalfd sees every exit.
 pub fn init_process() {
+    #[cfg(target_os = "linux")]
+    {
+        let mut chld = nix::sys::signal::SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        // Cannot fail with a valid `how`; the reaper checks again.
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&chld),
+            None,
+        );
+    }
     // Descriptors 0, 1 and 2 are always open (on /dev/null if the daemon
     // was started without them), so an accepted socket is never one of them
     // and cannot be lost when it is moved onto a child's stdio.

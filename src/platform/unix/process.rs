@@ -5,7 +5,7 @@
 //! Linux starts programs with `clone` directly (`clone.rs`): run-as
 //! sessions included, the daemon is never copied; the program, argv and
 //! the fixed part of the environment are built once per service; no thread
-//! waits for an exec; the pidfd comes from `clone` itself.
+//! waits for an exec; one reaper reaps every child on SIGCHLD.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -57,9 +57,9 @@ impl ChildSpec {
 }
 
 #[cfg(target_os = "linux")]
-pub use super::clone::{Child, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use super::clone::{Child, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
 #[cfg(not(target_os = "linux"))]
-pub use portable::{Child, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use portable::{Child, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
 
 /// The standard exit status, made from what `waitid` reports.
 pub type ExitStatus = std::process::ExitStatus;
@@ -81,6 +81,16 @@ mod portable {
     /// `posix_spawn` (or fork) returns once the child has exec'd.
     pub const SPAWN_BLOCKS: bool = true;
 
+    /// The runtime reaps each child here (tokio's own SIGCHLD handling).
+    #[derive(Debug, Clone)]
+    pub struct Reaper;
+
+    impl Reaper {
+        pub fn start() -> io::Result<Self> {
+            Ok(Self)
+        }
+    }
+
     /// A running child: one session's program, leader of its own process
     /// group.
     #[derive(Debug)]
@@ -97,6 +107,7 @@ mod portable {
         spec: &ChildSpec,
         socket: Socket,
         client_env: &[(&str, String)],
+        _reaper: &Reaper,
     ) -> io::Result<Child> {
         let socket = OwnedFd::from(socket);
         let stdout = socket.try_clone()?;

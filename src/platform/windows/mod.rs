@@ -36,7 +36,8 @@ pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, syste
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
 pub use spawn::{
-    Child, ChildSpec, ExitStatus, SPAWN_BLOCKS, StderrPipe, describe_exit, spawn, stderr_ready,
+    Child, ChildSpec, ExitStatus, Reaper, SPAWN_BLOCKS, StderrPipe, describe_exit, spawn,
+    stderr_ready,
 };
 
 /// The config file's name in the Windows directory, where WinInetd kept it.

@@ -204,8 +204,23 @@ impl Child {
 /// on the blocking pool.
 pub const SPAWN_BLOCKS: bool = true;
 
+/// Each child's exit is waited for on its own process handle.
+#[derive(Debug, Clone)]
+pub struct Reaper;
+
+impl Reaper {
+    pub fn start() -> io::Result<Self> {
+        Ok(Self)
+    }
+}
+
 /// Starts `spec` for a connection on `socket`.
-pub fn spawn(spec: &ChildSpec, socket: Socket, client_env: &[(&str, String)]) -> io::Result<Child> {
+pub fn spawn(
+    spec: &ChildSpec,
+    socket: Socket,
+    client_env: &[(&str, String)],
+    _reaper: &Reaper,
+) -> io::Result<Child> {
     let mut env = spec.env_block.clone();
     for (key, value) in client_env {
         push_env(&mut env, OsStr::new(key), OsStr::new(value));

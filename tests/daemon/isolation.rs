@@ -164,3 +164,66 @@ fn daemon_started_without_stdio_still_hands_over_the_socket() {
         assert_eq!(request(daemon.port(1), b"hello\n"), "hello\n");
     }
 }
+
+/// The daemon reads its signals from signalfds and has no handler a child
+/// could run before its exec, so starting a child changes no signal mask:
+/// strace sees the daemon block its signals once, at start, and never
+/// again, while each child resets the few signals the daemon ignores and
+/// unblocks every signal itself before its exec.
+#[test]
+fn starting_a_child_changes_no_signal_mask_in_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("trace");
+    let trace_arg = trace.display().to_string();
+    let daemon = Daemon::builder()
+        .prefix(&[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone,clone3,rt_sigprocmask",
+            "-o",
+            &trace_arg,
+        ])
+        .service("none", &child("pid"))
+        .start();
+    for _ in 0..3 {
+        let output = request(daemon.port(0), b"");
+        assert!(output.starts_with("pid="), "served: {output}");
+    }
+    drop(daemon);
+    let trace = std::fs::read_to_string(&trace).expect("strace's output");
+    let pid_of = |line: &str| line.split_whitespace().next().unwrap_or("").to_owned();
+    // Processes are made without CLONE_THREAD; what follows ` = ` is the
+    // child's pid.
+    let spawns: Vec<(String, String)> = trace
+        .lines()
+        .filter(|l| l.contains("clone(") && l.contains("CLONE_VM") && !l.contains("CLONE_THREAD"))
+        .filter_map(|l| Some((pid_of(l), l.rsplit_once(" = ")?.1.trim().to_owned())))
+        .collect();
+    assert_eq!(spawns.len(), 3, "three sessions, three clones:\n{trace}");
+    let daemon_pid = &spawns[0].0;
+    let first_spawn = trace
+        .lines()
+        .position(|l| {
+            l.contains("clone(") && pid_of(l) == *daemon_pid && !l.contains("CLONE_THREAD")
+        })
+        .expect("the first spawn");
+    let masks_after: Vec<&str> = trace
+        .lines()
+        .skip(first_spawn)
+        .filter(|l| pid_of(l) == *daemon_pid && l.contains("rt_sigprocmask"))
+        .collect();
+    assert!(
+        masks_after.is_empty(),
+        "the daemon changed its signal mask around a spawn: {masks_after:?}\n{trace}"
+    );
+    for (_, child) in &spawns {
+        assert!(
+            trace
+                .lines()
+                .any(|l| pid_of(l) == *child && l.contains("rt_sigprocmask(SIG_SETMASK, []")),
+            "child {child} unblocks every signal before its exec:\n{trace}"
+        );
+    }
+}

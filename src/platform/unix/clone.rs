@@ -16,15 +16,17 @@
 //! - the child makes raw system calls that never write `errno` (it shares
 //!   the calling thread's TLS while that thread runs on) and calls no libc
 //!   function;
-//! - every signal is blocked in the calling thread around `clone`, so no
-//!   handler of the daemon's runs in the child before the child has reset
-//!   to their defaults every signal the daemon handles or ignores;
+//! - the daemon has no handler for any asynchronous signal (it reads its
+//!   signals from signalfds, `signals.rs`), so none of its code can run in
+//!   the child on a signal; the child resets to their defaults the signals
+//!   the daemon ignores before it unblocks them all. Should a handler be
+//!   installed anyway, every signal is blocked around `clone`;
 //! - a failure before or at exec is written to the child's [`Record`],
 //!   which the reaper keeps until the child has been reaped, and read only
 //!   after that.
 //!
 //! Exits are seen the classic way, without a descriptor per child: SIGCHLD
-//! stays blocked in every thread (`init_process`) and is read from one
+//! stays blocked in every thread (`init_process`) and is read from a
 //! signalfd; each time it is raised, `waitid` reaps every child that has
 //! exited. Under load one wake-up reaps many children.
 //!
@@ -43,11 +45,10 @@ use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
 use socket2::Socket;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+
+use super::signals::SignalStream;
 
 use super::process::{ChildSpec, ExitStatus};
 
@@ -288,6 +289,9 @@ struct Reapers {
     /// The signals a child sets back to their default before its exec:
     /// those the daemon handles or ignores (bit `n - 1` for signal `n`).
     reset: u64,
+    /// Whether the daemon has a handler for an asynchronous signal, which
+    /// a child must not run: then every signal is blocked around `clone`.
+    block_signals: bool,
 }
 
 /// What the child runs with; inside its [`Slot`], so it stays put.
@@ -413,28 +417,41 @@ impl Reaper {
     /// (`init_process` does it before any thread exists); it is blocked in
     /// this one here too, in case.
     pub fn start() -> io::Result<Self> {
-        let mut chld = SigSet::empty();
-        chld.add(Signal::SIGCHLD);
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&chld), None)?;
-        let signals = SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        // SAFETY: a `SignalFd` owns its descriptor and returns the same one
-        // from `as_raw_fd` until it is dropped, which only happens with the
-        // `AsyncFd`.
-        let signals = unsafe { AsyncFd::register_with_interest(signals, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let exits = SignalStream::new(&[Signal::SIGCHLD])?;
+        let (reset, handled) = dispositions();
         let shared = Arc::new(Reapers {
             running: Mutex::new(HashMap::new()),
-            reset: signals_to_reset(),
+            reset,
+            block_signals: handled & !SYNCHRONOUS != 0,
         });
-        tokio::spawn(reap_on_sigchld(signals, Arc::clone(&shared)));
+        tokio::spawn(reap_on_sigchld(exits, Arc::clone(&shared)));
         Ok(Self { shared })
     }
 }
 
-/// The signals whose disposition is not the default now: bit `n - 1` for
-/// signal `n`.
-fn signals_to_reset() -> u64 {
+/// Signals raised only by the faulting thread itself: a child before its
+/// exec gets one only through a bug of its own, never from outside.
+const SYNCHRONOUS: u64 = {
+    let signals = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+    ];
     let mut mask = 0;
+    let mut i = 0;
+    while i < signals.len() {
+        mask |= 1 << (signals[i] - 1);
+        i += 1;
+    }
+    mask
+};
+
+/// The signals whose disposition is not the default now, and among them
+/// those with a handler: bit `n - 1` for signal `n`.
+fn dispositions() -> (u64, u64) {
+    let (mut changed, mut handled) = (0, 0);
     for signal in 1..=SIGNAL_MAX {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
@@ -451,29 +468,28 @@ fn signals_to_reset() -> u64 {
                 KERNEL_SIGSET,
             )
         };
-        // A signal number the kernel rejects is reset anyway (it fails the
-        // same way in the child, harmlessly).
+        let bit = 1 << (signal - 1);
+        // A signal number the kernel rejects counts as handled (it fails
+        // the same way in the child, harmlessly).
         if rc != 0 || old.handler != libc::SIG_DFL {
-            mask |= 1 << (signal - 1);
+            changed |= bit;
+        }
+        if rc != 0 || (old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN) {
+            handled |= bit;
         }
     }
-    mask
+    (changed, handled)
 }
 
 /// The reaping task: on each SIGCHLD, reaps every child that has exited.
-async fn reap_on_sigchld(signals: AsyncFd<SignalFd>, shared: Arc<Reapers>) {
+async fn reap_on_sigchld(exits: SignalStream, shared: Arc<Reapers>) {
     loop {
-        let mut ready = match signals.readable().await {
-            Ok(ready) => ready,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait for exited programs");
-                return;
-            }
-        };
-        // Read the signal before reaping: a child that exits after this
-        // read raises it again, so none is missed.
-        while let Ok(Some(_)) = signals.get_ref().read_signal() {}
-        ready.clear_ready();
+        // A child that exits after the signal was read raises it again, so
+        // none is missed.
+        if let Err(e) = exits.recv().await {
+            tracing::error!(error = %e, "cannot wait for exited programs");
+            return;
+        }
         shared.reap_all();
     }
 }
@@ -576,7 +592,7 @@ pub fn spawn(
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let pid = start(slot)?;
+        let pid = start(slot, shared.block_signals)?;
         running.insert(pid, Arc::clone(&record));
         Ok(pid)
     })?;
@@ -697,9 +713,10 @@ fn fill(
     };
 }
 
-/// Starts the child on `slot` with every signal blocked in this thread, and
-/// returns its pid.
-fn start(slot: &mut Slot) -> io::Result<libc::pid_t> {
+/// Starts the child on `slot` and returns its pid. With `block_signals`,
+/// every signal is blocked in this thread around the `clone`, so that no
+/// handler of the daemon's runs in the child before it has reset them.
+fn start(slot: &mut Slot, block_signals: bool) -> io::Result<libc::pid_t> {
     let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
     if SPAWN_BLOCKS {
         flags |= libc::CLONE_VFORK;
@@ -710,16 +727,18 @@ fn start(slot: &mut Slot) -> io::Result<libc::pid_t> {
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `all` is a valid sigset_t.
     unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: raw rt_sigprocmask on this thread with valid sets, so that
-    // glibc's internal signals are blocked too, as posix_spawn does.
-    unsafe {
-        sys::call(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK as usize,
-            (&raw const all) as usize,
-            (&raw mut old) as usize,
-            KERNEL_SIGSET,
-        );
+    if block_signals {
+        // SAFETY: raw rt_sigprocmask on this thread with valid sets, so that
+        // glibc's internal signals are blocked too, as posix_spawn does.
+        unsafe {
+            sys::call(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as usize,
+                (&raw const all) as usize,
+                (&raw mut old) as usize,
+                KERNEL_SIGSET,
+            );
+        }
     }
     slot.busy.store(1, Ordering::Release);
     // SAFETY: the child runs `child_main` on the slot's stack and reads
@@ -738,15 +757,17 @@ fn start(slot: &mut Slot) -> io::Result<libc::pid_t> {
         )
     };
     let error = io::Error::last_os_error();
-    // SAFETY: restores this thread's mask saved above.
-    unsafe {
-        sys::call(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK as usize,
-            (&raw const old) as usize,
-            0,
-            KERNEL_SIGSET,
-        );
+    if block_signals {
+        // SAFETY: restores this thread's mask saved above.
+        unsafe {
+            sys::call(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as usize,
+                (&raw const old) as usize,
+                0,
+                KERNEL_SIGSET,
+            );
+        }
     }
     if pid < 0 {
         slot.busy.store(0, Ordering::Release);

@@ -6,6 +6,8 @@
 mod clone;
 mod install;
 mod process;
+#[cfg(target_os = "linux")]
+mod signals;
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -360,6 +362,25 @@ pub fn init_process() {
 /// a future that resolves with the signal's name when one arrives. Must be
 /// called inside the runtime, before the daemon announces itself: a signal
 /// that came earlier would otherwise kill it with the default action.
+#[cfg(target_os = "linux")]
+pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
+    let stops = signals::SignalStream::new(&[Signal::SIGTERM, Signal::SIGINT])?;
+    Ok(async move {
+        match stops.recv().await {
+            Ok(signal) => signal.as_str(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for stop signals; stopping");
+                "error"
+            }
+        }
+    })
+}
+
+/// Starts listening for the stop signals (SIGTERM, SIGINT) now, and returns
+/// a future that resolves with the signal's name when one arrives. Must be
+/// called inside the runtime, before the daemon announces itself: a signal
+/// that came earlier would otherwise kill it with the default action.
+#[cfg(not(target_os = "linux"))]
 pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -375,6 +396,9 @@ pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'stati
 /// Requests to reload the config: SIGHUP.
 #[derive(Debug)]
 pub struct Reload {
+    #[cfg(target_os = "linux")]
+    hangup: signals::SignalStream,
+    #[cfg(not(target_os = "linux"))]
     hangup: tokio::signal::unix::Signal,
 }
 
@@ -382,15 +406,22 @@ impl Reload {
     /// Starts listening for SIGHUP; call inside the runtime, before the
     /// daemon announces itself.
     pub fn listen() -> io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            hangup: signal(SignalKind::hangup())?,
-        })
+        #[cfg(target_os = "linux")]
+        let hangup = signals::SignalStream::new(&[Signal::SIGHUP])?;
+        #[cfg(not(target_os = "linux"))]
+        let hangup = {
+            use tokio::signal::unix::{SignalKind, signal};
+            signal(SignalKind::hangup())?
+        };
+        Ok(Self { hangup })
     }
 
     /// The next request.
     pub async fn recv(&mut self) -> Option<()> {
-        self.hangup.recv().await
+        #[cfg(target_os = "linux")]
+        return self.hangup.recv().await.ok().map(drop);
+        #[cfg(not(target_os = "linux"))]
+        return self.hangup.recv().await;
     }
 }
 

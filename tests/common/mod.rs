@@ -253,6 +253,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// Runs the daemon under `strace -f`, tracing `calls` (strace's
+    /// `trace=` list) into the file `out`.
+    pub fn strace(self, calls: &str, out: &std::path::Path) -> Self {
+        let out = out.display().to_string();
+        let trace = format!("trace={calls}");
+        self.prefix(&["strace", "-f", "-qq", "-e", &trace, "-o", &out])
+    }
+
     /// The config file's name in the temp dir (default `wininetd.conf`).
     pub fn file_name(mut self, name: &str) -> Self {
         self.file_name = name.to_owned();

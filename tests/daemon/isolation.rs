@@ -174,17 +174,8 @@ fn daemon_started_without_stdio_still_hands_over_the_socket() {
 fn starting_a_child_changes_no_signal_mask_in_the_daemon() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("trace");
-    let trace_arg = trace.display().to_string();
     let daemon = Daemon::builder()
-        .prefix(&[
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=clone,clone3,rt_sigprocmask",
-            "-o",
-            &trace_arg,
-        ])
+        .strace("clone,clone3,rt_sigprocmask", &trace)
         .service("none", &child("pid"))
         .start();
     for _ in 0..3 {

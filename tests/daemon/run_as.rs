@@ -116,17 +116,8 @@ fn sessions_start_without_forking_the_daemon() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("trace");
-    let trace_arg = trace.display().to_string();
     let daemon = Daemon::builder()
-        .prefix(&[
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=clone,clone3,fork,vfork",
-            "-o",
-            &trace_arg,
-        ])
+        .strace("clone,clone3,fork,vfork", &trace)
         .service(&user.name, &child("ids"))
         .service("none", &child("ids"))
         .start();

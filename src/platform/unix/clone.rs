@@ -721,25 +721,9 @@ fn start(slot: &mut Slot, block_signals: bool) -> io::Result<libc::pid_t> {
     if SPAWN_BLOCKS {
         flags |= libc::CLONE_VFORK;
     }
-    // SAFETY: sigset_t is plain data; sigfillset initialises it.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is a valid sigset_t.
-    unsafe { libc::sigfillset(&mut all) };
-    if block_signals {
-        // SAFETY: raw rt_sigprocmask on this thread with valid sets, so that
-        // glibc's internal signals are blocked too, as posix_spawn does.
-        unsafe {
-            sys::call(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK as usize,
-                (&raw const all) as usize,
-                (&raw mut old) as usize,
-                KERNEL_SIGSET,
-            );
-        }
-    }
+    // Blocks glibc's internal signals too (raw rt_sigprocmask), as
+    // posix_spawn does.
+    let old = block_signals.then(|| set_mask(!0));
     slot.busy.store(1, Ordering::Release);
     // SAFETY: the child runs `child_main` on the slot's stack and reads
     // only the slot's `Launch` and the bytes it points to, which stay
@@ -757,23 +741,31 @@ fn start(slot: &mut Slot, block_signals: bool) -> io::Result<libc::pid_t> {
         )
     };
     let error = io::Error::last_os_error();
-    if block_signals {
-        // SAFETY: restores this thread's mask saved above.
-        unsafe {
-            sys::call(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK as usize,
-                (&raw const old) as usize,
-                0,
-                KERNEL_SIGSET,
-            );
-        }
+    if let Some(old) = old {
+        set_mask(old);
     }
     if pid < 0 {
         slot.busy.store(0, Ordering::Release);
         return Err(error);
     }
     Ok(pid)
+}
+
+/// Sets this thread's signal mask (the kernel's 64-bit set) and returns the
+/// old one.
+fn set_mask(mask: u64) -> u64 {
+    let mut old = 0u64;
+    // SAFETY: raw rt_sigprocmask on this thread, with two 8-byte sets.
+    unsafe {
+        sys::call(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            (&raw const mask) as usize,
+            (&raw mut old) as usize,
+            KERNEL_SIGSET,
+        );
+    }
+    old
 }
 
 /// The kernel's `struct sigaction`, as on x86-64. Only its all-zero value

@@ -148,15 +148,15 @@ mod sys {
 }
 
 /// A service's program as the kernel wants it, built at load: NUL-ended
-/// strings, and the run-as credentials.
+/// strings with their offsets, and the run-as credentials.
 #[derive(Debug)]
 pub(super) struct Image {
-    /// The program's path, then argv (from argv\[0\]), each NUL-ended.
-    argv: Vec<u8>,
+    /// The program's path, argv (from argv\[0\]), then `NAME=value` for
+    /// every fixed variable, each NUL-ended.
+    strings: Vec<u8>,
+    /// Where each of those strings starts in `strings`.
+    starts: Vec<usize>,
     argc: usize,
-    /// `NAME=value\0` for every fixed variable.
-    env: Vec<u8>,
-    envc: usize,
     working_dir: Option<Vec<u8>>,
     user: Option<Credentials>,
 }
@@ -171,48 +171,54 @@ struct Credentials {
 impl Image {
     /// Fails only on a NUL byte, which the config already rejects.
     pub(super) fn new(spec: &ChildSpec) -> Result<Self, String> {
-        fn push(buffer: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), String> {
-            for part in parts {
-                if part.contains(&0) {
-                    return Err(
-                        "a NUL byte in the command, environment or working directory".to_owned(),
-                    );
-                }
-                buffer.extend_from_slice(part);
-            }
-            buffer.push(0);
-            Ok(())
-        }
         let program = spec.program.as_os_str().as_bytes();
-        let mut argv = Vec::new();
-        push(&mut argv, &[program])?;
-        push(&mut argv, &[program])?;
-        for arg in &spec.args {
-            push(&mut argv, &[arg.as_bytes()])?;
-        }
-        let mut env = Vec::new();
-        for (key, value) in &spec.env {
-            push(&mut env, &[key.as_bytes(), b"=", value.as_bytes()])?;
-        }
-        let working_dir = match &spec.working_dir {
-            Some(dir) => {
-                let mut bytes = Vec::new();
-                push(&mut bytes, &[dir.as_os_str().as_bytes()])?;
-                Some(bytes)
-            }
-            None => None,
-        };
+        let argv: Vec<Vec<u8>> = std::iter::once(program)
+            .chain(spec.args.iter().map(|a| a.as_bytes()))
+            .map(<[u8]>::to_vec)
+            .collect();
+        let env: Vec<Vec<u8>> = spec
+            .env
+            .iter()
+            .map(|(key, value)| [key.as_bytes(), b"=", value.as_bytes()].concat())
+            .collect();
+        let working_dir = spec.working_dir.as_ref().map(|d| d.as_os_str().as_bytes());
         let user = spec.user.as_ref().map(|user| Credentials {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
             groups: user.groups.iter().map(|g| g.as_raw()).collect(),
         });
+        Self::from_parts(program, &argv, &env, working_dir, user)
+    }
+
+    fn from_parts(
+        program: &[u8],
+        argv: &[impl AsRef<[u8]>],
+        env: &[impl AsRef<[u8]>],
+        working_dir: Option<&[u8]>,
+        user: Option<Credentials>,
+    ) -> Result<Self, String> {
+        let nul_ended = |part: &[u8]| -> Result<Vec<u8>, String> {
+            if part.contains(&0) {
+                return Err(
+                    "a NUL byte in the command, environment or working directory".to_owned(),
+                );
+            }
+            Ok([part, b"\0"].concat())
+        };
+        let mut strings = Vec::new();
+        let mut starts = Vec::new();
+        let parts = std::iter::once(program)
+            .chain(argv.iter().map(AsRef::as_ref))
+            .chain(env.iter().map(AsRef::as_ref));
+        for part in parts {
+            starts.push(strings.len());
+            strings.extend(nul_ended(part)?);
+        }
         Ok(Self {
-            argv,
-            argc: spec.args.len() + 1,
-            env,
-            envc: spec.env.len(),
-            working_dir,
+            strings,
+            starts,
+            argc: argv.len(),
+            working_dir: working_dir.map(nul_ended).transpose()?,
             user,
         })
     }
@@ -659,8 +665,7 @@ fn fill(
 ) {
     let strings = &mut slot.strings;
     strings.clear();
-    strings.extend_from_slice(&image.argv);
-    strings.extend_from_slice(&image.env);
+    strings.extend_from_slice(&image.strings);
     for (key, value) in client_env {
         strings.extend_from_slice(key.as_bytes());
         strings.push(b'=');
@@ -673,17 +678,22 @@ fn fill(
     }
     // Pointers only once the buffer no longer grows.
     let base = strings.as_ptr();
-    let mut nul_ended = strings[..dir_at]
-        .split_inclusive(|&b| b == 0)
-        .map(|s| s.as_ptr().cast::<c_char>());
+    // SAFETY: every offset is within `strings`.
+    let at = |offset: usize| unsafe { base.add(offset).cast::<c_char>() };
     let pointers = &mut slot.pointers;
     pointers.clear();
-    pointers.reserve(image.argc + image.envc + client_env.len() + 2);
-    let program = nul_ended.next().unwrap_or(ptr::null());
-    pointers.extend(nul_ended.by_ref().take(image.argc));
+    pointers.reserve(image.starts.len() + client_env.len() + 2);
+    let program = at(image.starts[0]);
+    let (argv, env) = image.starts[1..].split_at(image.argc);
+    pointers.extend(argv.iter().map(|&offset| at(offset)));
     pointers.push(ptr::null());
     let envp_at = pointers.len();
-    pointers.extend(nul_ended);
+    pointers.extend(env.iter().map(|&offset| at(offset)));
+    let mut offset = image.strings.len();
+    for (key, value) in client_env {
+        pointers.push(at(offset));
+        offset += key.len() + value.len() + 2;
+    }
     pointers.push(ptr::null());
     slot.groups.clear();
     let credentials = image.user.as_ref();
@@ -698,8 +708,7 @@ fn fill(
         socket,
         stderr,
         working_dir: if image.working_dir.is_some() {
-            // SAFETY: `dir_at` is within `strings`.
-            unsafe { base.add(dir_at).cast() }
+            at(dir_at)
         } else {
             ptr::null()
         },
@@ -986,18 +995,18 @@ mod tests {
 
     #[test]
     fn fill_lays_out_program_argv_envp_and_directory() {
-        let image = Image {
-            argv: b"/bin/prog\0/bin/prog\0a\0\0b c\0".to_vec(),
-            argc: 4,
-            env: b"PATH=/bin\0EMPTY=\0".to_vec(),
-            envc: 2,
-            working_dir: Some(b"/srv/dir\0".to_vec()),
-            user: Some(Credentials {
+        let image = Image::from_parts(
+            b"/bin/prog",
+            &["/bin/prog", "a", "", "b c"],
+            &["PATH=/bin", "EMPTY="],
+            Some(b"/srv/dir"),
+            Some(Credentials {
                 uid: 7,
                 gid: 8,
                 groups: vec![8, 9],
             }),
-        };
+        )
+        .expect("no NUL byte");
         let failure = Failure::default();
         let mut slots = Vec::new();
         let slot = free_slot(&mut slots).expect("a slot");

@@ -48,6 +48,8 @@ pub enum LineError {
     MissingCommand,
     #[error("empty user name before ':'")]
     EmptyUserName,
+    #[error("the user field has a control character (fields are separated by spaces or tabs only)")]
+    UserNameControl,
     #[error("line is not valid UTF-8")]
     NotUtf8,
 }
@@ -132,6 +134,12 @@ fn parse_line(line: &str) -> Result<(u16, Option<UserField>, &str), LineError> {
         };
         if name.is_empty() {
             return Err(LineError::EmptyUserName);
+        }
+        // A vertical tab or form feed between the port and `USER:PASS` is
+        // a field of its own here: the user meant it as a blank, and the
+        // next field (the password) would become the command line.
+        if name.contains(char::is_control) {
+            return Err(LineError::UserNameControl);
         }
         Some(UserField {
             name: name.to_owned(),
@@ -300,6 +308,23 @@ mod tests {
             let message = p.errors[0].1.to_string();
             assert!(!message.contains("pw-XYZ"), "{line:?}: {message}");
             assert!(message.contains("port \"7"), "{message}");
+        }
+    }
+
+    /// Found by fuzzing: a vertical tab between runs of tabs made a user
+    /// field of its own, so `alice:PASS` became the command line and was
+    /// shown with it. A control character in the user field is an error.
+    #[test]
+    fn a_control_character_as_the_user_field_is_an_error() {
+        for line in [
+            "7 \t\x0b\talice:pw-XYZ /bin/cat",
+            "7 \x0c alice:pw-XYZ /bin/cat",
+            "7 al\x07ice:pw-XYZ /bin/cat",
+        ] {
+            let p = parse(line.as_bytes());
+            assert!(p.entries.is_empty(), "{line:?}: {p:?}");
+            assert_eq!(p.errors, [(1, LineError::UserNameControl)], "{line:?}");
+            assert!(!p.errors[0].1.to_string().contains("pw-XYZ"));
         }
     }
 }

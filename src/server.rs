@@ -108,8 +108,8 @@ pub async fn serve(
             stop: stop_rx,
             shutdown_grace: settings.shutdown_grace,
             spawn_backoff: std::sync::Mutex::new(None),
-            // After the signal handlers (`stop`, `reload`): the reaper notes
-            // which signals children must reset.
+            // After `stop` and `reload` have set up their signals: the
+            // reaper notes which signals children must reset.
             reaper: platform::Reaper::start().map_err(Error::Reaper)?,
         }),
         daemon_env: std::env::vars_os().collect(),

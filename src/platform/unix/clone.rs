@@ -190,6 +190,7 @@ impl Image {
         Self::from_parts(program, &argv, &env, working_dir, user)
     }
 
+    /// `argv` starts with argv\[0\]; `env` holds `NAME=value` strings.
     fn from_parts(
         program: &[u8],
         argv: &[impl AsRef<[u8]>],
@@ -282,7 +283,7 @@ struct Exit {
 
 /// The daemon's children: every one started by [`spawn`] is reaped here,
 /// by one task. Make it with [`Reaper::start`] inside the runtime, once the
-/// daemon's signal handlers are installed.
+/// daemon has set up its own signals (stop and reload).
 #[derive(Debug, Clone)]
 pub struct Reaper {
     shared: Arc<Reapers>,
@@ -418,7 +419,7 @@ pub struct Child {
 
 impl Reaper {
     /// Notes which signals children must set back to their default (the
-    /// daemon's handlers must be installed by now), opens the signalfd and
+    /// daemon's own dispositions must be final by now), opens the signalfd and
     /// starts the reaping task. SIGCHLD must be blocked in every thread
     /// (`init_process` does it before any thread exists); it is blocked in
     /// this one here too, in case.
@@ -437,22 +438,11 @@ impl Reaper {
 
 /// Signals raised only by the faulting thread itself: a child before its
 /// exec gets one only through a bug of its own, never from outside.
-const SYNCHRONOUS: u64 = {
-    let signals = [
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-        libc::SIGTRAP,
-    ];
-    let mut mask = 0;
-    let mut i = 0;
-    while i < signals.len() {
-        mask |= 1 << (signals[i] - 1);
-        i += 1;
-    }
-    mask
-};
+const SYNCHRONOUS: u64 = 1 << (libc::SIGSEGV - 1)
+    | 1 << (libc::SIGBUS - 1)
+    | 1 << (libc::SIGILL - 1)
+    | 1 << (libc::SIGFPE - 1)
+    | 1 << (libc::SIGTRAP - 1);
 
 /// The signals whose disposition is not the default now, and among them
 /// those with a handler: bit `n - 1` for signal `n`.

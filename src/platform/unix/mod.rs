@@ -302,17 +302,9 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 /// SIGCHLD before any thread exists, so that every thread inherits the
 /// block and the reaper's signalfd sees every exit.
 pub fn init_process() {
+    // Cannot fail with a valid `how`; the reaper blocks it again anyway.
     #[cfg(target_os = "linux")]
-    {
-        let mut chld = nix::sys::signal::SigSet::empty();
-        chld.add(Signal::SIGCHLD);
-        // Cannot fail with a valid `how`; the reaper checks again.
-        let _ = nix::sys::signal::pthread_sigmask(
-            nix::sys::signal::SigmaskHow::SIG_BLOCK,
-            Some(&chld),
-            None,
-        );
-    }
+    let _ = signals::block(&[Signal::SIGCHLD]);
     // Descriptors 0, 1 and 2 are always open (on /dev/null if the daemon
     // was started without them), so an accepted socket is never one of them
     // and cannot be lost when it is moved onto a child's stdio.

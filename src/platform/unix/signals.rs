@@ -21,6 +21,17 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+/// Blocks `signals` in the calling thread (and the threads it starts
+/// later); returns them as a set.
+pub fn block(signals: &[Signal]) -> io::Result<SigSet> {
+    let mut set = SigSet::empty();
+    for &signal in signals {
+        set.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(set)
+}
+
 /// Signals read one at a time from a signalfd.
 #[derive(Debug)]
 pub struct SignalStream {
@@ -31,11 +42,7 @@ impl SignalStream {
     /// Blocks `signals` in this thread and reads them from now on. Call
     /// inside the runtime, on its thread.
     pub fn new(signals: &[Signal]) -> io::Result<Self> {
-        let mut set = SigSet::empty();
-        for &signal in signals {
-            set.add(signal);
-        }
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let set = block(signals)?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         // SAFETY: a `SignalFd` owns its descriptor and returns the same one
         // from `as_raw_fd` until it is dropped, which only happens with the

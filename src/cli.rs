@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub shutdown_grace: Option<u32>,
 
-    /// How a program's stdin, stdout and stderr reach the connection: the socket itself, or pipes that wininetd relays (Windows) [default: socket]
+    /// How a program's stdin, stdout and stderr reach the connection: the socket itself, or pipes that wininetd relays [default: socket]
     #[arg(long, value_name = "MODE", value_enum)]
     pub stdio: Option<StdioMode>,
 
@@ -79,7 +79,8 @@ pub enum StdioMode {
     /// daemon is not in the data path.
     #[default]
     Socket,
-    /// The program gets pipes and the daemon relays them to the socket, for
+    /// The program gets pipes and the daemon relays them to the socket: for
+    /// programs that want pipes, to turn the timeout into EOF, and for
     /// Windows programs that read and write at the same time (they stall on
     /// a synchronous socket).
     Pipe,

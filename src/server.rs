@@ -99,7 +99,6 @@ pub async fn serve(
     mut reload: Option<platform::Reload>,
     loader: Loader,
 ) -> Result<(), Error> {
-    platform::warn_unsupported(&settings);
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_sessions = settings.max_sessions(config.max_sessions);
     let mut server = Server {

@@ -190,9 +190,6 @@ enum Problem {
     NoServices,
 }
 
-/// The warning for `stdio` where it has no effect.
-const STDIO_IGNORED: &str = "stdio is for Windows; ignored on this OS";
-
 /// Walks the parsed document, collecting diagnostics.
 struct Walker<'a> {
     file: &'a Path,
@@ -202,17 +199,10 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn error(&mut self, span: Range<usize>, problem: Problem) {
-        self.push(Severity::Error, span, problem.to_string());
-    }
-
-    fn warning(&mut self, span: Range<usize>, message: &str) {
-        self.push(Severity::Warning, span, message.to_owned());
-    }
-
-    fn push(&mut self, severity: Severity, span: Range<usize>, message: String) {
+        let message = problem.to_string();
         let (line, column) = position(self.text.as_bytes(), span.start);
         self.diagnostics.push(Diagnostic {
-            severity,
+            severity: Severity::Error,
             file: self.file.to_owned(),
             line: Some(line),
             column: Some(column),
@@ -526,13 +516,7 @@ impl Walker<'_> {
 
     fn stdio(&mut self, value: &Value<'_>) -> Option<StdioMode> {
         let choices = [("socket", StdioMode::Socket), ("pipe", StdioMode::Pipe)];
-        let mode = self.choice("stdio", value, &choices)?;
-        if cfg!(windows) {
-            Some(mode)
-        } else {
-            self.warning(value.span(), STDIO_IGNORED);
-            None
-        }
+        self.choice("stdio", value, &choices)
     }
 
     /// A `rate` or `rate_per_source` table.
@@ -974,15 +958,7 @@ reject_message = "busy\n"
             dir = absolute_dir()
         );
         let mut parsed = parse_str(&text);
-        if cfg!(windows) {
-            assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        } else {
-            let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
-            assert_eq!(
-                m,
-                ["t.toml:13:9: warning: stdio is for Windows; ignored on this OS"]
-            );
-        }
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
         assert_eq!(parsed.max_sessions, Some(500));
         assert_eq!(parsed.log_format, Some(LogFormat::Json));
         assert_eq!(parsed.drafts.len(), 1);
@@ -1009,7 +985,7 @@ reject_message = "busy\n"
                 ("GREETING".into(), "hi".into()),
             ]),
             working_dir: Some(PathBuf::from(absolute_dir())),
-            stdio: cfg!(windows).then_some(StdioMode::Pipe),
+            stdio: Some(StdioMode::Pipe),
             stderr: Some(StderrMode::Log),
             timeout: Some(30),
             linger_timeout: Some(60),
@@ -1522,24 +1498,14 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
     }
 
     #[test]
-    fn stdio_is_kept_on_windows_and_warned_about_elsewhere() {
-        let text = format!("[defaults]\nstdio = \"pipe\"\n{SERVICE}stdio = \"socket\"\n");
+    fn a_service_stdio_overrides_the_default_one() {
+        let text = format!(
+            "[defaults]\nstdio = \"pipe\"\n{SERVICE}\n[[service]]\nname = \"b\"\nlisten = 8\ncommand = \"cat\"\nstdio = \"socket\"\n"
+        );
         let parsed = parse_str(&text);
-        let options = &parsed.drafts[0].options;
-        if cfg!(windows) {
-            assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-            assert_eq!(options.stdio, Some(StdioMode::Socket));
-        } else {
-            let m: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
-            assert_eq!(
-                m,
-                [
-                    "t.toml:2:9: warning: stdio is for Windows; ignored on this OS",
-                    "t.toml:7:9: warning: stdio is for Windows; ignored on this OS",
-                ]
-            );
-            assert_eq!(options.stdio, None);
-        }
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.drafts[0].options.stdio, Some(StdioMode::Pipe));
+        assert_eq!(parsed.drafts[1].options.stdio, Some(StdioMode::Socket));
     }
 
     #[test]
@@ -1719,8 +1685,7 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
         assert_eq!(suggestion("deny_", OPTION_KEYS), " (did you mean `deny`?)");
     }
 
-    /// The annotated example is valid, sets every option, and parses without
-    /// a warning where its `stdio` line is meant for.
+    /// The annotated example is valid and sets every option.
     #[test]
     fn the_example_file_is_valid() {
         let text = include_bytes!("../../examples/wininetd.toml");

@@ -13,9 +13,12 @@
 //!   whether it blocks, so the server runs it on the blocking pool),
 //!   [`Child`] (wait, signal its whole tree, and `start_error`: a start
 //!   that failed after `spawn` returned), the [`Reaper`] that sees every
-//!   child's exit, [`ExitStatus`] formatting;
+//!   child's exit, [`ExitStatus`] formatting; in `stdio = "pipe"` mode
+//!   the relay between the connection and the child's pipes;
 //! - the process: [`init_process`], [`shutdown_signal`], [`notify_ready`],
 //!   the system log ([`SystemLog`]) and service installation.
+
+mod relay;
 
 #[cfg(unix)]
 mod unix;

@@ -34,7 +34,15 @@ modes:
   cwd               print `cwd=PATH` (the current directory)
   sockopts          print the options of the socket on fd 0 (Unix):
                     `nodelay=B keepalive=B keepidle=S linger=S|off
-                    rcvtimeo=MS|none sndtimeo=MS|none`"
+                    rcvtimeo=MS|none sndtimeo=MS|none`
+  stdio-kinds       print `fd0=KIND:ID fd1=KIND:ID fd2=KIND:ID`: the file type of
+                    fds 0, 1, 2 (`fifo`, `socket`, `char`, `file`, `dir`, `other`,
+                    or `closed`) and DEV.INODE, equal for the same open pipe or socket
+  after-eof MS      read stdin to EOF, print `eof after N bytes`, wait MS
+                    milliseconds, print `after eof pid=PID`
+  piped MODE [ARGS...]
+                    run MODE only if fds 0, 1 and 2 are all pipes; otherwise
+                    print `not piped: ` and the stdio-kinds line, exit 71"
     );
     ExitCode::from(64)
 }
@@ -44,7 +52,11 @@ fn main() -> ExitCode {
     let Some((mode, rest)) = args.split_first() else {
         return usage();
     };
-    let result = match (mode.as_str(), rest) {
+    run(mode, rest)
+}
+
+fn run(mode: &str, rest: &[String]) -> ExitCode {
+    let result = match (mode, rest) {
         ("echo", []) => echo(),
         ("args", args) => print_args(args),
         ("env", names) => print_env(names),
@@ -60,6 +72,9 @@ fn main() -> ExitCode {
         ("duplex", [bytes]) => duplex(bytes),
         ("cwd", []) => cwd(),
         ("sockopts", []) => sockopts(),
+        ("stdio-kinds", []) => stdio_kinds().and_then(|kinds| say(&kinds)),
+        ("after-eof", [millis]) => after_eof(millis),
+        ("piped", [mode, rest @ ..]) => return piped(mode, rest),
         _ => return usage(),
     };
     match result {
@@ -312,4 +327,81 @@ fn sockopts() -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "sockopts needs Unix",
     ))
+}
+
+/// `fd0=KIND:ID fd1=KIND:ID fd2=KIND:ID`, from stat(2) on /proc/self/fd/N
+/// (which follows the link to the open file itself): KIND is the file type,
+/// ID is `DEV.INODE`, the same for two fds on the same pipe or socket.
+#[cfg(unix)]
+fn stdio_kinds() -> io::Result<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let words: Vec<String> = (0..3)
+        .map(|fd| match fs::metadata(format!("/proc/self/fd/{fd}")) {
+            Ok(meta) => {
+                let kind = meta.file_type();
+                let kind = if kind.is_fifo() {
+                    "fifo"
+                } else if kind.is_socket() {
+                    "socket"
+                } else if kind.is_char_device() {
+                    "char"
+                } else if kind.is_file() {
+                    "file"
+                } else if kind.is_dir() {
+                    "dir"
+                } else {
+                    "other"
+                };
+                format!("fd{fd}={kind}:{}.{}", meta.dev(), meta.ino())
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => format!("fd{fd}=closed:-"),
+            Err(err) => format!("fd{fd}=error:{:?}", err.kind()),
+        })
+        .collect();
+    Ok(words.join(" "))
+}
+
+#[cfg(not(unix))]
+fn stdio_kinds() -> io::Result<String> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "stdio-kinds needs Unix",
+    ))
+}
+
+/// Sees the end of its input, then keeps writing: output after stdin's EOF
+/// must still reach the client (a half-closed connection is still open the
+/// other way).
+fn after_eof(millis: &str) -> io::Result<()> {
+    let wait = millis
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{millis:?}: {err}")))?;
+    let read = io::copy(&mut io::stdin().lock(), &mut io::sink())?;
+    say(&format!("eof after {read} bytes"))?;
+    thread::sleep(wait);
+    say(&format!("after eof pid={}", std::process::id()))
+}
+
+/// A guard for the pipe-mode tests: on Linux a test that passes in pipe
+/// mode would mostly pass in socket mode too, so the child refuses to run
+/// its mode unless fds 0, 1 and 2 are pipes, and says what they are instead
+/// (on stdout, which in socket mode is the connection).
+fn piped(mode: &str, rest: &[String]) -> ExitCode {
+    match stdio_kinds() {
+        Ok(kinds) => {
+            let all_pipes = kinds.split_whitespace().all(|word| {
+                word.split_once('=')
+                    .is_some_and(|(_, k)| k.starts_with("fifo:"))
+            });
+            if all_pipes {
+                return run(mode, rest);
+            }
+            let _ = say(&format!("not piped: {kinds}"));
+        }
+        Err(err) => {
+            let _ = say(&format!("not piped: {err}"));
+        }
+    }
+    ExitCode::from(71)
 }

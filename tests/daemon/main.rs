@@ -4,9 +4,9 @@
 //! (tests/child/main.rs).
 //!
 //! The Linux tests share the harness in tests/common/mod.rs and are grouped
-//! by what they pin: the data path, the child's environment, the child's
-//! process state, session logs and reaping, limits, run-as, configuration
-//! and command line, start and stop.
+//! by what they pin: the data path (in socket and in pipe mode), the child's
+//! environment, the child's process state, session logs and reaping, limits,
+//! run-as, configuration and command line, start and stop.
 
 #[cfg(target_os = "linux")]
 #[path = "../common/mod.rs"]
@@ -31,6 +31,8 @@ mod lifecycle;
 mod limits;
 #[cfg(target_os = "linux")]
 mod logging;
+#[cfg(target_os = "linux")]
+mod pipe;
 #[cfg(target_os = "linux")]
 mod portable;
 #[cfg(target_os = "linux")]

@@ -49,6 +49,8 @@ use nix::sys::signal::Signal;
 use socket2::Socket;
 
 use super::signals::SignalStream;
+use super::splice::Relay;
+use crate::cli::StdioMode;
 
 use super::process::{ChildSpec, ExitStatus};
 
@@ -307,8 +309,8 @@ struct Launch {
     program: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    socket: RawFd,
-    stderr: RawFd,
+    /// What becomes fds 0, 1 and 2.
+    stdio: [RawFd; 3],
     working_dir: *const c_char,
     switch_user: bool,
     uid: libc::uid_t,
@@ -556,18 +558,24 @@ pub fn spawn(
         .image
         .as_ref()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.clone()))?;
-    let socket = OwnedFd::from(socket);
-    // The read end is registered before the child exists, so that nothing
-    // can fail once it runs.
+    // The child's stdin and stdout: the socket itself, or the relay's
+    // pipes. The relay and the stderr pipe's read end are registered before
+    // the child exists, so that nothing can fail once it runs.
+    let (relay, stdin, stdout) = match spec.stdio {
+        StdioMode::Socket => (None, OwnedFd::from(socket), None),
+        StdioMode::Pipe => {
+            let (relay, ends) = Relay::new(socket, spec.timeout)?;
+            (Some(relay), ends.stdin, Some(ends.stdout))
+        }
+    };
+    let stdout_fd = stdout.as_ref().unwrap_or(&stdin).as_raw_fd();
     let (stderr, stderr_write) = if spec.stderr_to_log {
         let (read, write) = pipe()?;
         (Some(StderrPipe::from_owned_fd(read)?), Some(write))
     } else {
         (None, None)
     };
-    let stderr_fd = stderr_write
-        .as_ref()
-        .map_or(socket.as_raw_fd(), AsRawFd::as_raw_fd);
+    let stderr_fd = stderr_write.as_ref().map_or(stdout_fd, AsRawFd::as_raw_fd);
     let record = Arc::new(Record::default());
     let shared = &reaper.shared;
 
@@ -578,8 +586,7 @@ pub fn spawn(
             slot,
             image,
             client_env,
-            socket.as_raw_fd(),
-            stderr_fd,
+            [stdin.as_raw_fd(), stdout_fd, stderr_fd],
             shared.reset,
             &record.failure,
         );
@@ -595,7 +602,10 @@ pub fn spawn(
     // The child has its own copies (clone copied the descriptor table):
     // the daemon's go now, before the child can have exited, so this
     // close is never the last one and never lingers.
-    drop((socket, stderr_write));
+    drop((stdin, stdout, stderr_write));
+    if let Some(relay) = relay {
+        tokio::spawn(relay.run());
+    }
     Ok(Child {
         record,
         pid: u32::try_from(pid).expect("pids are positive"),
@@ -621,8 +631,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                     program: ptr::null(),
                     argv: ptr::null(),
                     envp: ptr::null(),
-                    socket: -1,
-                    stderr: -1,
+                    stdio: [-1; 3],
                     working_dir: ptr::null(),
                     switch_user: false,
                     uid: 0,
@@ -648,8 +657,7 @@ fn fill(
     slot: &mut Slot,
     image: &Image,
     client_env: &[(&str, String)],
-    socket: RawFd,
-    stderr: RawFd,
+    stdio: [RawFd; 3],
     reset: u64,
     failure: &Failure,
 ) {
@@ -695,8 +703,7 @@ fn fill(
         argv: pointers.as_ptr(),
         // SAFETY: `envp_at` is within `pointers`.
         envp: unsafe { pointers.as_ptr().add(envp_at) },
-        socket,
-        stderr,
+        stdio,
         working_dir: if image.working_dir.is_some() {
             at(dir_at)
         } else {
@@ -802,7 +809,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         if r < 0 {
             fail(Step::ProcessGroup, r);
         }
-        for (from, to) in [(l.socket, 0), (l.socket, 1), (l.stderr, 2)] {
+        for (to, from) in (0..).zip(l.stdio) {
             let r = if from == to {
                 call(libc::SYS_fcntl, to as usize, libc::F_SETFD as usize, 0, 0)
             } else {
@@ -1004,7 +1011,7 @@ mod tests {
             ("CLIENT_IP", "127.0.0.1".to_owned()),
             ("CLIENT_PORT", "4000".to_owned()),
         ];
-        fill(slot, &image, &client, 5, 6, 1 << 12, &failure);
+        fill(slot, &image, &client, [5, 5, 6], 1 << 12, &failure);
         let l = &slot.launch;
         // SAFETY: pointers into the slot, which `fill` just wrote.
         let (program, dir, groups) = unsafe {
@@ -1026,7 +1033,7 @@ mod tests {
             ]
         );
         assert_eq!(dir, "/srv/dir");
-        assert_eq!((l.socket, l.stderr, l.reset), (5, 6, 1 << 12));
+        assert_eq!((l.stdio, l.reset), ([5, 5, 6], 1 << 12));
         assert!(l.switch_user);
         assert_eq!((l.uid, l.gid, groups), (7, 8, &[8, 9][..]));
 
@@ -1038,7 +1045,7 @@ mod tests {
             ..image
         };
         let again = free_slot(&mut slots).expect("a slot");
-        fill(again, &plain, &client[..1], 3, 3, 0, &failure);
+        fill(again, &plain, &client[..1], [3; 3], 0, &failure);
         assert!(again.launch.working_dir.is_null());
         assert!(!again.launch.switch_user);
         assert_eq!(strings(again.launch.envp).len(), 3);

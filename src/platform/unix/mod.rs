@@ -8,6 +8,8 @@ mod install;
 mod process;
 #[cfg(target_os = "linux")]
 mod signals;
+#[cfg(target_os = "linux")]
+mod splice;
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -23,7 +25,7 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::cli::{Settings, StdioMode};
+use crate::cli::StdioMode;
 use crate::config::Secret;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
@@ -137,15 +139,6 @@ pub fn is_executable(path: &Path) -> bool {
 /// A new TCP socket, close-on-exec. `stdio` matters only on Windows.
 pub fn tcp_socket(domain: socket2::Domain, _stdio: StdioMode) -> io::Result<Socket> {
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-}
-
-/// Logs settings this OS cannot honour.
-pub fn warn_unsupported(settings: &Settings) {
-    if settings.service_defaults.stdio == StdioMode::Pipe {
-        tracing::warn!(
-            "--stdio pipe is for Windows; on Unix the socket is always the program's stdio"
-        );
-    }
 }
 
 /// Options every listening socket gets before `bind`: SO_REUSEADDR, so a

@@ -9,7 +9,9 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::cli::StdioMode;
 use crate::config::{Service, StderrMode};
 
 use super::Identity;
@@ -25,13 +27,17 @@ pub struct ChildSpec {
     pub(super) working_dir: Option<PathBuf>,
     /// Send stderr to a pipe the daemon logs, instead of the socket.
     pub(super) stderr_to_log: bool,
+    /// The socket itself, or pipes the daemon relays.
+    pub(super) stdio: StdioMode,
+    /// Bounds each of the relay's waits on the connection (pipe mode).
+    pub(super) timeout: Option<Duration>,
     #[cfg(target_os = "linux")]
     pub(super) image: Result<super::clone::Image, String>,
 }
 
 impl ChildSpec {
     /// `env` is the complete environment apart from the per-connection
-    /// variables. On Unix the socket is always the child's stdio.
+    /// variables.
     pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
         #[cfg_attr(not(target_os = "linux"), expect(unused_mut))]
         let mut spec = Self {
@@ -41,6 +47,8 @@ impl ChildSpec {
             user: service.user.clone(),
             working_dir: service.working_dir.clone(),
             stderr_to_log: service.stderr == StderrMode::Log,
+            stdio: service.stdio,
+            timeout: service.socket.timeout,
             #[cfg(target_os = "linux")]
             image: Err(String::new()),
         };
@@ -70,10 +78,14 @@ mod portable {
     use std::os::fd::OwnedFd;
     use std::process::Stdio;
 
-    use nix::unistd::{Gid, Uid};
+    use nix::fcntl::OFlag;
+    use nix::unistd::{Gid, Uid, pipe2};
     use socket2::Socket;
+    use tokio::net::unix::pipe;
 
     use super::{ChildSpec, ExitStatus};
+    use crate::cli::StdioMode;
+    use crate::platform::relay::relay;
 
     /// A child's stderr when it goes to the daemon's log.
     pub type StderrPipe = tokio::process::ChildStderr;
@@ -99,9 +111,10 @@ mod portable {
         pid: u32,
     }
 
-    /// Starts `spec` with `socket` as its stdin, stdout and stderr, in a
-    /// new process group, with `spec.env` plus `client_env`. The caller's
-    /// copy of the socket is closed when this returns. Without a user the
+    /// Starts `spec` with `socket` as its stdin, stdout and stderr (or,
+    /// in pipe mode, with pipes a relay task connects to it), in a new
+    /// process group, with `spec.env` plus `client_env`. The caller's copy
+    /// of the socket is closed when this returns. Without a user the
     /// standard library spawns with `posix_spawn`; with one it must fork.
     pub fn spawn(
         spec: &ChildSpec,
@@ -109,12 +122,32 @@ mod portable {
         client_env: &[(&str, String)],
         _reaper: &Reaper,
     ) -> io::Result<Child> {
-        let socket = OwnedFd::from(socket);
-        let stdout = socket.try_clone()?;
+        let (stdin, stdout, pipes) = match spec.stdio {
+            StdioMode::Socket => {
+                let socket = OwnedFd::from(socket);
+                let stdout = socket.try_clone()?;
+                (socket, stdout, None)
+            }
+            StdioMode::Pipe => {
+                // The daemon's close is the last one here: it must never
+                // wait.
+                socket.set_linger(None)?;
+                let (stdin, to_child) = pipe2(OFlag::O_CLOEXEC)?;
+                let (from_child, stdout) = pipe2(OFlag::O_CLOEXEC)?;
+                let stream = std::net::TcpStream::from(socket);
+                stream.set_nonblocking(true)?;
+                let pipes = (
+                    tokio::net::TcpStream::from_std(stream)?,
+                    pipe::Sender::from_owned_fd(to_child)?,
+                    pipe::Receiver::from_owned_fd(from_child)?,
+                );
+                (stdin, stdout, Some(pipes))
+            }
+        };
         let stderr = if spec.stderr_to_log {
             Stdio::piped()
         } else {
-            Stdio::from(socket.try_clone()?)
+            Stdio::from(stdout.try_clone()?)
         };
         let mut command = tokio::process::Command::new(&spec.program);
         command
@@ -122,7 +155,7 @@ mod portable {
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(client_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(socket))
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
             .stderr(stderr)
             .process_group(0)
@@ -142,6 +175,12 @@ mod portable {
             }
         }
         let inner = command.spawn()?;
+        // The command holds the child's ends of the pipes; the child's
+        // EOF comes only once they are closed here too.
+        drop(command);
+        if let Some((stream, to_child, from_child)) = pipes {
+            tokio::spawn(relay(stream, to_child, from_child, spec.timeout));
+        }
         let pid = inner
             .id()
             .expect("a child just spawned has not been reaped");

@@ -29,7 +29,7 @@ use socket2::{Domain, Socket};
 use tokio::sync::{Mutex, mpsc};
 use windows_sys::Win32::Networking::WinSock;
 
-use crate::cli::{Settings, StdioMode};
+use crate::cli::StdioMode;
 use crate::config::Secret;
 
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, system_log_available};
@@ -495,8 +495,6 @@ pub const PRIVATE_VARIABLES: &[&str] = &[];
 
 /// Logs settings this OS cannot honour (per service: see
 /// `ChildSpec::new`).
-pub fn warn_unsupported(_settings: &Settings) {}
-
 /// Resolves when Ctrl-C or Ctrl-Break is pressed in the console.
 pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
     let mut ctrl_c = tokio::signal::windows::ctrl_c()?;

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::Socket;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio::sync::oneshot;
 use windows_sys::Win32::Foundation::{
@@ -53,6 +52,7 @@ use windows_sys::Win32::System::Threading::{
 use super::Identity;
 use crate::cli::StdioMode;
 use crate::config::{Service, StderrMode};
+use crate::platform::relay;
 
 /// What to run for a connection: fixed per service, built at load.
 #[derive(Debug)]
@@ -249,6 +249,10 @@ pub fn spawn(
             started?
         }
         StdioMode::Pipe => {
+            // The daemon's close is the last one here: with a linger
+            // timeout, closing a non-blocking socket would fail and leave
+            // it open (WSAEWOULDBLOCK).
+            socket.set_linger(None)?;
             let (to_child, child_stdin) = pipe(Direction::ToChild)?;
             let (from_child, child_stdout) = pipe(Direction::FromChild)?;
             let stdout = child_stdout.as_raw_handle();
@@ -258,7 +262,14 @@ pub fn spawn(
             let stream = std::net::TcpStream::from(socket);
             stream.set_nonblocking(true)?;
             let stream = tokio::net::TcpStream::from_std(stream)?;
-            tokio::spawn(relay(stream, to_child, from_child, spec.timeout));
+            let timeout = spec.timeout;
+            tokio::spawn(async move {
+                // The child ends were opened before the child started, so
+                // each connect returns at once.
+                if to_child.connect().await.is_ok() && from_child.connect().await.is_ok() {
+                    relay::relay(stream, to_child, from_child, timeout).await;
+                }
+            });
             started
         }
     };
@@ -646,77 +657,4 @@ fn pipe(direction: Direction) -> io::Result<(NamedPipeServer, OwnedHandle)> {
     Ok((server, unsafe {
         OwnedHandle::from_raw_handle(client as RawHandle)
     }))
-}
-
-/// Relays a connection and a child's pipes until the child's output ends:
-/// the client's EOF closes the child's stdin; the child's EOF half-closes
-/// the connection. `timeout` bounds each wait on the socket, as
-/// SO_RCVTIMEO/SO_SNDTIMEO do in socket mode.
-async fn relay(
-    stream: tokio::net::TcpStream,
-    to_child: NamedPipeServer,
-    from_child: NamedPipeServer,
-    timeout: Option<Duration>,
-) {
-    // The child ends were opened before the child started, so each connect
-    // returns at once; each direction waits only for its own pipe.
-    let (mut socket_in, mut socket_out) = stream.into_split();
-    let mut to_child = to_child;
-    let mut from_child = from_child;
-    let input = async move {
-        if to_child.connect().await.is_ok() {
-            let _ = copy(&mut socket_in, &mut to_child, timeout, None).await;
-        }
-        // Dropping the pipe gives the child EOF.
-    };
-    let output = async move {
-        if from_child.connect().await.is_ok() {
-            let _ = copy(&mut from_child, &mut socket_out, None, timeout).await;
-        }
-        let _ = socket_out.shutdown().await;
-    };
-    tokio::pin!(input, output);
-    let mut input_done = false;
-    loop {
-        tokio::select! {
-            () = &mut input, if !input_done => input_done = true,
-            () = &mut output => break,
-        }
-    }
-}
-
-/// Copies until EOF, each read and write bounded by its timeout.
-async fn copy<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-) -> io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = bounded(read_timeout, reader.read(&mut buf)).await?;
-        if n == 0 {
-            writer.flush().await?;
-            return Ok(total);
-        }
-        bounded(write_timeout, writer.write_all(&buf[..n])).await?;
-        total += n as u64;
-    }
-}
-
-async fn bounded<T>(
-    timeout: Option<Duration>,
-    io: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match timeout {
-        None => io.await,
-        Some(timeout) => tokio::time::timeout(timeout, io)
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
-    }
 }

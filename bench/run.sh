@@ -203,12 +203,13 @@ program_of() {
     case $1 in
         min) echo "$tmp/bin/bench-min" ;;
         static | static2) echo "$tmp/bin/bench-static" ;;
-        echo) echo "$tmp/bin/bench-echo" ;;
+        echo | relay) echo "$tmp/bin/bench-echo" ;;
     esac
 }
 
 # start_server NAME BASE SERVICE...: starts server NAME with each SERVICE
-# (min, static, echo, static2) on ports BASE, BASE+1...; sets pid_for[NAME:SERVICE].
+# (min, static, echo, static2; and for wininetd relay: echo with
+# stdio = "pipe") on ports BASE, BASE+1...; sets pid_for[NAME:SERVICE].
 start_server() {
     local name=$1 base=$2
     shift 2
@@ -231,6 +232,7 @@ start_server() {
                 for ((i = 0; i < ${#services[@]}; i++)); do
                     printf '[[service]]\nname = "%s"\nlisten = "127.0.0.1:%d"\ncommand = ["%s"]\n' \
                         "${services[i]}" $((base + i)) "$(program_of "${services[i]}")"
+                    if [[ ${services[i]} == relay ]]; then echo 'stdio = "pipe"'; fi
                 done
             } >"$conf"
             if [[ $name == wininetd ]]; then
@@ -451,11 +453,15 @@ done
 # --- 4. The measured servers ----------------------------------------------
 
 for s in "${servers[@]}"; do
-    start_server "$s" "$(base_of "$s" 0)" min static echo
+    if [[ $s == wininetd ]]; then
+        start_server "$s" "$(base_of "$s" 0)" min static echo relay
+    else
+        start_server "$s" "$(base_of "$s" 0)" min static echo
+    fi
 done
 port_of() { # SERVER SERVICE
     local offset
-    case $2 in min) offset=0 ;; static) offset=1 ;; echo) offset=2 ;; esac
+    case $2 in min) offset=0 ;; static) offset=1 ;; echo) offset=2 ;; relay) offset=3 ;; esac
     echo $(($(base_of "$1" 0) + offset))
 }
 cpu_args() { # SERVER SERVICE
@@ -490,6 +496,12 @@ for ((run = 1; run <= bulk_runs; run++)); do
         measure bulk --addr "127.0.0.1:$(port_of "$s" echo)" --bytes "$bulk_bytes" \
             $(cpu_args "$s" echo) \
             --tag test=bulk --tag server="$s" --tag path="$path" --tag run="$run"
+        if [[ $s == wininetd ]]; then
+            # shellcheck disable=SC2046
+            measure bulk --addr "127.0.0.1:$(port_of "$s" relay)" --bytes "$bulk_bytes" \
+                $(cpu_args "$s" relay) \
+                --tag test=bulk --tag server="$s" --tag path=relay --tag run="$run"
+        fi
     done
 done
 

@@ -40,6 +40,8 @@ modes:
                     or `closed`) and DEV.INODE, equal for the same open pipe or socket
   after-eof MS      read stdin to EOF, print `eof after N bytes`, wait MS
                     milliseconds, print `after eof pid=PID`
+  pipe-size MS      wait MS milliseconds, read stdin to EOF, print
+                    `bytes=N stdin_pipe=SIZE` (F_GETPIPE_SZ of fd 0; Linux)
   piped MODE [ARGS...]
                     run MODE only if fds 0, 1 and 2 are all pipes; otherwise
                     print `not piped: ` and the stdio-kinds line, exit 71"
@@ -74,6 +76,7 @@ fn run(mode: &str, rest: &[String]) -> ExitCode {
         ("sockopts", []) => sockopts(),
         ("stdio-kinds", []) => stdio_kinds().and_then(|kinds| say(&kinds)),
         ("after-eof", [millis]) => after_eof(millis),
+        ("pipe-size", [millis]) => pipe_size(millis),
         ("piped", [mode, rest @ ..]) => return piped(mode, rest),
         _ => return usage(),
     };
@@ -381,6 +384,32 @@ fn after_eof(millis: &str) -> io::Result<()> {
     say(&format!("eof after {read} bytes"))?;
     thread::sleep(wait);
     say(&format!("after eof pid={}", std::process::id()))
+}
+
+/// Waits `millis`, reads stdin to EOF, and says how much came and how
+/// large the stdin pipe is by then.
+fn pipe_size(millis: &str) -> io::Result<()> {
+    let wait = millis
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{millis:?}: {err}")))?;
+    thread::sleep(wait);
+    let read = io::copy(&mut io::stdin().lock(), &mut io::sink())?;
+    say(&format!("bytes={read} stdin_pipe={}", stdin_pipe_size()?))
+}
+
+#[cfg(target_os = "linux")]
+fn stdin_pipe_size() -> io::Result<i32> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    Ok(fcntl(io::stdin(), FcntlArg::F_GETPIPE_SZ)?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stdin_pipe_size() -> io::Result<i32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pipe-size needs Linux",
+    ))
 }
 
 /// A guard for the pipe-mode tests: on Linux a test that passes in pipe

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     Daemon, WAIT, assert_silent, child, child_argv, children_of, connect, connect_v6, field,
-    has_field, is_timeout, open_fds, parse_env, read_line, read_to_eof, request, toml_service, v4,
-    wait_gone,
+    has_field, is_root, is_timeout, open_fds, parse_env, read_line, read_to_eof, request,
+    toml_service, v4, wait_gone,
 };
 
 /// Deadline for the bulk transfers: 16 MiB each way is well under a second
@@ -374,6 +374,33 @@ fn sixteen_mebibytes_each_way_at_once_arrive_byte_exact() {
     let (_, pid) = daemon.session_start(client);
     let end = daemon.session_end(pid);
     assert!(has_status(&end, "exit 0"), "{end}");
+}
+
+/// A bulk session's pipe grows to 1 MiB, fewer and larger splices (when
+/// the daemon runs as root, as in CI: an ordinary user's pipes keep their
+/// 64 KiB, see splice.rs); a session that sends one line keeps the default.
+/// The child waits before reading, so the first splice fills its pipe.
+#[test]
+fn a_bulk_session_pipe_grows_and_a_small_one_does_not() {
+    let daemon = start_pipe(&["pipe-size", "200"]);
+    let bulk = if is_root() { 1 << 20 } else { 64 << 10 };
+    for (len, expected) in [(4usize << 20, bulk), (6, 64 << 10)] {
+        let mut stream = connect(daemon.port(0));
+        let sender = {
+            let mut stream = stream.try_clone().expect("clone the stream");
+            thread::spawn(move || {
+                stream.write_all(&vec![b'x'; len]).expect("send");
+                stream.shutdown(Shutdown::Write).expect("half-close");
+            })
+        };
+        let report = read_to_eof(&mut stream, BULK_WAIT).expect("the report, then EOF");
+        sender.join().expect("the sender");
+        assert_eq!(
+            String::from_utf8_lossy(&report),
+            format!("bytes={len} stdin_pipe={expected}\n"),
+            "{len} bytes sent"
+        );
+    }
 }
 
 /// The client's half-close is the end of the child's stdin, and only that:

@@ -238,7 +238,8 @@ fn summary(data: &Data, out: &mut String) {
     out.push_str("## wininetd against the targets\n\n");
     out.push_str(
         "Medians of the runs below; \"best peer\" is the best of the other \
-         servers for that figure (wininetd's own variants excluded).\n\n",
+         servers for that figure (wininetd's own variants excluded). The \
+         targets are on the minimal child.\n\n",
     );
     let mut t = Table::new(&["target", "wininetd", "best peer", "ratio", "met"]);
     let verdict = |ok: Option<bool>| match ok {
@@ -246,22 +247,22 @@ fn summary(data: &Data, out: &mut String) {
         Some(false) => "**no**".to_owned(),
         None => "–".to_owned(),
     };
-    for (child, child_name) in CHILDREN {
-        for conc in CONCURRENCIES {
-            let f = [("test", "sessions"), ("child", child), ("conc", conc)];
-            let mut ours_f = f.to_vec();
-            ours_f.push(("server", OURS));
-            let ours = data.median(&ours_f, "rate");
-            let best = data.best_peer(&f, "rate", true);
-            let factor = if conc == "1" { 1.0 } else { 1.5 };
-            t.row(vec![
-                format!("sessions/s, {child_name}, c={conc}: ≥ {factor}× best peer"),
-                num(ours),
-                best_cell(best),
-                ratio(ours, best.map(|b| b.0)),
-                verdict(ours.zip(best).map(|(o, b)| o >= factor * b.0)),
-            ]);
-        }
+    // The targets are set on the minimal child, where the server's own
+    // cost shows; the static child's figures are in the sessions table.
+    for conc in CONCURRENCIES {
+        let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];
+        let mut ours_f = f.to_vec();
+        ours_f.push(("server", OURS));
+        let ours = data.median(&ours_f, "rate");
+        let best = data.best_peer(&f, "rate", true);
+        let factor = if conc == "1" { 1.0 } else { 1.5 };
+        t.row(vec![
+            format!("sessions/s, minimal child, c={conc}: ≥ {factor}× best peer"),
+            num(ours),
+            best_cell(best),
+            ratio(ours, best.map(|b| b.0)),
+            verdict(ours.zip(best).map(|(o, b)| o >= factor * b.0)),
+        ]);
     }
     for conc in CONCURRENCIES {
         let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];

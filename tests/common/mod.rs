@@ -1,11 +1,14 @@
 //! Harness for tests that drive the real `wininetd` binary: a [`Daemon`]
 //! started from a config written into a temp dir, its stderr captured line by
 //! line, waits on deadlines, clients on loopback, and a look at processes
-//! through `/proc`. Linux only (signals, `/proc`, `useradd`).
+//! through `/proc`. Linux and Windows (under Wine here); what only Unix
+//! has (signals, `/proc`, `useradd`) is marked `cfg(unix)`.
 //!
-//! A daemon is SIGKILLed with its sessions when dropped; if the test is
-//! panicking (or `WININETD_TEST_SHOW` is set), the config, the command line
-//! and everything the daemon printed go to the test output first.
+//! A daemon is killed with its sessions when dropped (SIGKILL to its group
+//! and theirs; TerminateProcess on Windows, whose job objects end them). If
+//! the test is panicking (or `WININETD_TEST_SHOW` is set), the config, the
+//! command line and everything the daemon printed go to the test output
+//! first.
 
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
@@ -15,7 +18,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
+#[cfg(unix)]
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -34,8 +39,37 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 /// A command line that runs the test child in `mode` (e.g. `"echo"`,
 /// `"env CLIENT_IP"`).
+#[cfg(unix)]
 pub fn child(mode: &str) -> String {
     format!("{CHILD} {mode}")
+}
+
+/// A command line that runs the test child in `mode`, its path quoted as
+/// CreateProcess wants.
+#[cfg(windows)]
+pub fn child(mode: &str) -> String {
+    format!("\"{}\" {mode}", windows_path(CHILD))
+}
+
+/// A path as Windows programs need it. Cargo hands the binaries' paths over
+/// as the host sees them (`/tmp/target/...` when cross-compiling on Linux);
+/// `std::path::absolute` (GetFullPathNameW) makes them `Z:\tmp\target\...`
+/// under Wine and leaves a Windows path as it is.
+#[cfg(windows)]
+pub fn windows_path(path: &str) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|e| panic!("cannot make {path} absolute: {e}"))
+        .display()
+        .to_string()
+}
+
+/// A path as the daemon sees it (and as this test process must name it to
+/// open it, on Windows).
+pub fn daemon_path(path: &Path) -> PathBuf {
+    #[cfg(windows)]
+    return PathBuf::from(windows_path(&path.display().to_string()));
+    #[cfg(unix)]
+    return path.to_owned();
 }
 
 // ---------------------------------------------------------------------------
@@ -207,6 +241,7 @@ pub struct DaemonBuilder {
     services: usize,
     file_name: String,
     write_config: bool,
+    debug: bool,
 }
 
 impl DaemonBuilder {
@@ -273,6 +308,12 @@ impl DaemonBuilder {
         self.raw_config(text).file_name("wininetd.toml")
     }
 
+    /// Starts the daemon without `--debug` (as a service manager would).
+    pub fn no_debug(mut self) -> Self {
+        self.debug = false;
+        self
+    }
+
     /// Passes `--cfgfile` a path where no file exists.
     pub fn missing_config(mut self) -> Self {
         self.write_config = false;
@@ -293,28 +334,33 @@ impl DaemonBuilder {
             .take_while(|i| template.contains(&format!("{{port{i}}}")))
             .map(|_| free_port())
             .collect();
-        let mut config = template;
-        for (i, port) in ports.iter().enumerate() {
-            config = config.replace(&format!("{{port{i}}}"), &port.to_string());
-        }
-
         let dir = tempfile::Builder::new()
             .prefix("wininetd-test-")
             .tempdir()
             .expect("create a temp dir");
+        let dir_text = daemon_path(dir.path()).display().to_string();
+        let mut config = template.replace("{dir}", &dir_text);
+        for (i, port) in ports.iter().enumerate() {
+            config = config.replace(&format!("{{port{i}}}"), &port.to_string());
+        }
         // World-readable, so a daemon started as another user can read it.
+        #[cfg(unix)]
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
             .expect("chmod the temp dir");
         let config_path = dir.path().join(&self.file_name);
         if self.write_config {
             fs::write(&config_path, &config).expect("write the config");
+            #[cfg(unix)]
             fs::set_permissions(&config_path, fs::Permissions::from_mode(0o644))
                 .expect("chmod the config");
         }
+        let config_path = daemon_path(&config_path);
 
         let mut argv: Vec<String> = self.prefix.clone();
         argv.push(DAEMON.to_owned());
-        argv.push("--debug".to_owned());
+        if self.debug {
+            argv.push("--debug".to_owned());
+        }
         argv.push("--cfgfile".to_owned());
         argv.push(config_path.display().to_string());
         argv.extend(self.args.iter().cloned());
@@ -325,22 +371,25 @@ impl DaemonBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NOTIFY_SOCKET");
+        #[cfg(unix)]
+        {
             // Its own process group, so drop can kill whatever it leaves.
-            .process_group(0);
-        // If the test process dies without dropping the daemon (a harness
-        // timeout kills it), the daemon must not outlive it.
-        #[allow(unsafe_code)]
-        // SAFETY: runs between fork and exec; prctl(2) is async-signal-safe
-        // and touches no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
+            command.process_group(0);
+            // If the test process dies without dropping the daemon (a
+            // harness timeout kills it), the daemon must not outlive it.
+            #[allow(unsafe_code)]
+            // SAFETY: runs between fork and exec; prctl(2) is
+            // async-signal-safe and touches no memory of ours.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                });
+            }
         }
         for (name, value) in &self.envs {
             command.env(name, value);
@@ -365,7 +414,7 @@ impl DaemonBuilder {
             command_line,
             stdout,
             stderr,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -420,7 +469,7 @@ pub struct Daemon {
     command_line: String,
     stdout: Arc<Captured>,
     stderr: Arc<Captured>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -434,6 +483,7 @@ impl Daemon {
             services: 0,
             file_name: "wininetd.conf".to_owned(),
             write_config: true,
+            debug: true,
         }
     }
 
@@ -444,6 +494,11 @@ impl Daemon {
     /// The port that replaced `{portN}`.
     pub fn port(&self, index: usize) -> u16 {
         self.ports[index]
+    }
+
+    /// The temp dir (`{dir}` in the config), as the daemon sees it.
+    pub fn dir(&self) -> PathBuf {
+        daemon_path(self.dir.path())
     }
 
     pub fn config_path(&self) -> &Path {
@@ -554,10 +609,12 @@ impl Daemon {
         })
     }
 
+    #[cfg(unix)]
     pub fn send_signal(&self, signal: i32) {
         kill(self.pid as i32, signal).expect("signal the daemon");
     }
 
+    #[cfg(unix)]
     /// Replaces the config file with `template`: `{portN}` placeholders
     /// already in use keep their port, new ones get a free port. The file is
     /// replaced by a rename, so a reload never reads half of it.
@@ -581,6 +638,7 @@ impl Daemon {
         self.config = config;
     }
 
+    #[cfg(unix)]
     /// Rewrites the config (see [`Daemon::rewrite_config`]), sends SIGHUP,
     /// and waits for the reload's outcome: the next `reload done` or
     /// `reload failed` line, which it returns.
@@ -650,6 +708,44 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Ends the daemon the hard way (TerminateProcess), as a crash would.
+    #[cfg(windows)]
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+            self.exited();
+        }
+    }
+
+    /// The pids of every session the daemon logged.
+    #[cfg(windows)]
+    fn session_pids(&self) -> Vec<u32> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains("session start"))
+            .filter_map(|l| number_after(l, "pid"))
+            .collect()
+    }
+}
+
+#[cfg(windows)]
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        // The daemon's job objects should have ended its sessions with it;
+        // a leftover must not outlive the test either way.
+        for pid in self.session_pids() {
+            terminate(pid);
+        }
+        if thread::panicking() || std::env::var_os("WININETD_TEST_SHOW").is_some() {
+            eprintln!("==== wininetd under test ====\n{}", self.report());
+        }
+    }
+}
+
+#[cfg(unix)]
 impl Drop for Daemon {
     fn drop(&mut self) {
         let sessions = if self.exited().is_none() {
@@ -686,7 +782,11 @@ pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     loop {
         // [::] without IPV6_V6ONLY binds IPv4 too: the port is free on both.
+        // On Windows (Wine) the tests use IPv4 alone.
+        #[cfg(unix)]
         let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).expect("bind [::]:0");
+        #[cfg(windows)]
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0");
         let port = listener.local_addr().expect("local_addr").port();
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
         if given.get_or_insert_with(HashSet::new).insert(port) {
@@ -744,7 +844,8 @@ pub fn connect_from(source: IpAddr, dest: SocketAddr) -> TcpStream {
 }
 
 /// Reads until EOF or `timeout`; a timeout is an error that carries what was
-/// read so far.
+/// read so far. On Windows a reset counts as the end too (Windows resets a
+/// connection closed with unread data; what matters there is that it ended).
 pub fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<u8>> {
     let deadline = Instant::now() + timeout;
     let mut data = Vec::new();
@@ -765,13 +866,23 @@ pub fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> io::Result<Vec<
             Ok(0) => return Ok(data),
             Ok(n) => data.extend_from_slice(&buf[..n]),
             Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err)
+                if cfg!(windows)
+                    && matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+            {
+                return Ok(data);
+            }
             Err(err) => return Err(err),
         }
     }
 }
 
-/// Reads up to and without the next `\n` (one byte at a time, so nothing
-/// after it is consumed); panics at EOF or after `timeout`.
+/// Reads up to and without the next `\n` (and, on Windows, a `\r` before
+/// it; one byte at a time, so nothing after it is consumed); panics at EOF
+/// or after `timeout`.
 pub fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     let mut line = Vec::new();
@@ -791,7 +902,12 @@ pub fn read_line(stream: &mut TcpStream, timeout: Duration) -> String {
                 "EOF before the end of a line; read so far: {}",
                 read_so_far(&line)
             ),
-            Ok(_) if byte[0] == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
+            Ok(_) if byte[0] == b'\n' => {
+                if cfg!(windows) && line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return String::from_utf8_lossy(&line).into_owned();
+            }
             Ok(_) => line.push(byte[0]),
             Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => panic!("read a line: {err}"),
@@ -850,246 +966,16 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
-// ---------------------------------------------------------------------------
-// Processes (/proc, signals, limits)
-// ---------------------------------------------------------------------------
-
-/// Sends `signal` to `pid` (a negative pid names a process group).
-pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Sets the soft RLIMIT_NOFILE of another process (the hard limit stays);
-/// returns the soft limit it had.
-pub fn set_fd_limit(pid: u32, soft: u64) -> io::Result<u64> {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: prlimit(2) with a null new limit only writes `old`, which is a
-    // valid, exclusively borrowed rlimit.
-    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: `new` is a valid rlimit that outlives the call; the old value
-    // is not asked for (null).
-    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    if rc == 0 {
-        Ok(old.rlim_cur)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The fields of /proc/PID/stat after `(comm)`: index 0 is the state,
-/// 1 ppid, 2 pgrp, 11 utime, 12 stime.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(String::from).collect())
-}
-
-/// The process state letter (`R`, `S`, `Z`...), or `None` if it is gone.
-pub fn process_state(pid: u32) -> Option<char> {
-    stat_fields(pid)?.first()?.chars().next()
-}
-
-pub fn process_group(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(2)?.parse().ok()
-}
-
-/// Running, i.e. present and neither a zombie nor dead.
-pub fn is_alive(pid: u32) -> bool {
-    matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
-}
-
 /// Waits until `pid` is no longer alive; panics after `timeout`.
 pub fn wait_gone(pid: u32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while is_alive(pid) {
         assert!(
             Instant::now() < deadline,
-            "process {pid} still alive after {timeout:?} (state {:?})",
-            process_state(pid)
+            "process {pid} still alive after {timeout:?}"
         );
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The children of `parent` and their state letters, from a scan of /proc.
-pub fn children_of(parent: u32) -> Vec<(u32, char)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let fields = stat_fields(pid)?;
-            let ppid: u32 = fields.get(1)?.parse().ok()?;
-            let state = fields.first()?.chars().next()?;
-            (ppid == parent).then_some((pid, state))
-        })
-        .collect()
-}
-
-/// CPU time (user + system) used so far by `pid`.
-pub fn cpu_time(pid: u32) -> Duration {
-    // /proc reports clock ticks of USER_HZ, which the kernel ABI fixes at
-    // 100 per second on Linux.
-    const TICKS_PER_SEC: u64 = 100;
-    let fields = stat_fields(pid).expect("the process is running");
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
-}
-
-/// The fd numbers `pid` has open, sorted.
-pub fn open_fds(pid: u32) -> Vec<u32> {
-    let mut fds: Vec<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.sort_unstable();
-    fds
-}
-
-/// `exit N` or `signal N`, the way the daemon words a session's status.
-pub fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        _ => format!("{status:?}"),
-    }
-}
-
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-// ---------------------------------------------------------------------------
-// Users
-// ---------------------------------------------------------------------------
-
-/// A system user (with its own primary group and one supplementary group)
-/// created for one test and deleted on drop. Needs root.
-#[derive(Debug)]
-pub struct TestUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-    pub extra_group: String,
-    pub extra_gid: u32,
-}
-
-impl TestUser {
-    /// Creates `wininetd-t<PID>-<tag>`, or returns `None` (after saying why)
-    /// when the tests do not run as root.
-    pub fn create(tag: &str) -> Option<Self> {
-        if !is_root() {
-            eprintln!("SKIPPED: creating a test user needs root");
-            return None;
-        }
-        let name = format!("wininetd-t{}-{tag}", std::process::id());
-        let extra_group = format!("{name}-g");
-        let home = format!("/nonexistent/{name}");
-        // Leftovers of an earlier run with the same pid would make useradd
-        // fail: remove them first.
-        let _ = Command::new("userdel").arg(&name).output();
-        let _ = Command::new("groupdel").arg(&name).output();
-        let _ = Command::new("groupdel").arg(&extra_group).output();
-        run_tool(Command::new("groupadd").args(["--system", &extra_group]));
-        run_tool(Command::new("useradd").args([
-            "--system",
-            "--no-create-home",
-            "--user-group",
-            "--home-dir",
-            &home,
-            "--shell",
-            "/usr/sbin/nologin",
-            "--groups",
-            &extra_group,
-            &name,
-        ]));
-        let passwd = getent("passwd", &name);
-        let fields: Vec<&str> = passwd.split(':').collect();
-        let user = TestUser {
-            uid: fields[2].parse().expect("uid in getent passwd"),
-            gid: fields[3].parse().expect("gid in getent passwd"),
-            home: fields[5].to_owned(),
-            extra_gid: getent("group", &extra_group)
-                .split(':')
-                .nth(2)
-                .and_then(|g| g.parse().ok())
-                .expect("gid in getent group"),
-            name,
-            extra_group,
-        };
-        assert_eq!(user.home, home, "useradd kept the home dir");
-        Some(user)
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        for (tool, name) in [("userdel", &self.name), ("groupdel", &self.extra_group)] {
-            match Command::new(tool).arg(name).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "{tool} {name}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                Err(err) => eprintln!("{tool} {name}: {err}"),
-            }
-        }
-        // userdel removes the user's own group only if USERGROUPS_ENAB.
-        let _ = Command::new("groupdel").arg(&self.name).output();
-    }
-}
-
-fn run_tool(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn getent(database: &str, key: &str) -> String {
-    let out = Command::new("getent")
-        .args([database, key])
-        .output()
-        .expect("run getent");
-    assert!(
-        out.status.success(),
-        "getent {database} {key} found nothing"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// What a failed read got, short enough for a test report: the byte count
@@ -1127,9 +1013,11 @@ pub fn toml_str(text: &str) -> String {
     out
 }
 
-/// A TOML argv array that runs the test child: `["CHILD", "MODE", ARGS...]`.
+/// A TOML argv array that runs the test child by its absolute path:
+/// `["CHILD", "MODE", ARGS...]`.
 pub fn child_argv(args: &[&str]) -> String {
-    let items: Vec<String> = std::iter::once(CHILD)
+    let child = daemon_path(Path::new(CHILD)).display().to_string();
+    let items: Vec<String> = std::iter::once(child.as_str())
         .chain(args.iter().copied())
         .map(toml_str)
         .collect();
@@ -1222,7 +1110,14 @@ pub fn attempt(source: Option<IpAddr>, dest: SocketAddr) -> Attempt {
                 }
             }
             Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                break;
+            }
             Err(err) => panic!("{dest}: read: {err}"),
         }
     }
@@ -1262,75 +1157,6 @@ pub fn wait_refused(addr: SocketAddr, timeout: Duration) {
 /// `rule="deny"` nor `rule=denyx`).
 pub fn has_field(line: &str, key: &str, value: &str) -> bool {
     has_token(line, &format!("{key}={value}"))
-}
-
-// ---------------------------------------------------------------------------
-// IPv6 addresses on the loopback interface
-// ---------------------------------------------------------------------------
-
-/// Extra IPv6 addresses added to `lo` for one test and removed on drop, so
-/// that clients can connect from several IPv6 sources. Needs root and `ip`.
-#[derive(Debug)]
-pub struct LoopbackV6 {
-    added: Vec<Ipv6Addr>,
-}
-
-impl LoopbackV6 {
-    /// Adds `addrs` (each as a /128, without duplicate address detection,
-    /// so they are usable at once), or returns `None` after saying why not.
-    pub fn add(addrs: &[Ipv6Addr]) -> Option<Self> {
-        if !is_root() {
-            eprintln!("SKIPPED: adding IPv6 addresses to lo needs root");
-            return None;
-        }
-        let mut guard = Self { added: Vec::new() };
-        for addr in addrs {
-            let out = Command::new("ip")
-                .args([
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{addr}/128"),
-                    "dev",
-                    "lo",
-                    "nodad",
-                ])
-                .output();
-            match out {
-                Ok(out) if out.status.success() => guard.added.push(*addr),
-                Ok(out) => {
-                    eprintln!(
-                        "SKIPPED: ip -6 addr add {addr} dev lo: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                    return None;
-                }
-                Err(err) => {
-                    eprintln!("SKIPPED: cannot run `ip`: {err}");
-                    return None;
-                }
-            }
-        }
-        Some(guard)
-    }
-}
-
-impl Drop for LoopbackV6 {
-    fn drop(&mut self) {
-        for addr in &self.added {
-            let out = Command::new("ip")
-                .args(["-6", "addr", "del", &format!("{addr}/128"), "dev", "lo"])
-                .output();
-            match out {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "ip -6 addr del {addr} dev lo: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                Err(err) => eprintln!("ip -6 addr del {addr} dev lo: {err}"),
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1540,6 +1366,439 @@ impl JsonParser<'_> {
                 }
                 0..=0x1f => return self.fail("control character in a string"),
                 _ => out.push(byte),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON log events
+// ---------------------------------------------------------------------------
+
+/// One JSON log event: its members, each value as text (a string's value,
+/// a number as written).
+pub type Event = Vec<(String, String)>;
+
+/// A member of `event`.
+pub fn get<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    event
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A member of `event` that must be there.
+pub fn must<'a>(event: &'a Event, key: &str) -> &'a str {
+    get(event, key).unwrap_or_else(|| panic!("no {key:?} in {event:?}"))
+}
+
+/// Parses `line` as exactly one JSON object.
+pub fn json_object(line: &str) -> Result<Event, String> {
+    match parse_json(line)? {
+        Json::Object(members) => Ok(members
+            .into_iter()
+            .map(|(key, value)| {
+                let text = value
+                    .text()
+                    .map_or_else(|| format!("{value:?}"), str::to_owned);
+                (key, text)
+            })
+            .collect()),
+        other => Err(format!("not an object: {other:?}")),
+    }
+}
+
+/// Every log event the daemon wrote so far: each stderr line but the
+/// `listening on` announcements (plain text by design), which must each be
+/// one JSON object.
+pub fn json_events(daemon: &Daemon) -> Vec<Event> {
+    daemon
+        .lines()
+        .iter()
+        .filter(|l| !l.starts_with("listening on "))
+        .map(|l| json_object(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
+        .collect()
+}
+
+/// Waits for a JSON event for which `matches` holds.
+pub fn wait_event(daemon: &Daemon, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+    let line = daemon.wait_for(what, WAIT, |l| json_object(l).is_ok_and(|e| matches(&e)));
+    json_object(&line).expect("parsed once already")
+}
+
+/// Whether `event`'s message holds `message` and its `service` is `service`.
+pub fn is_event(event: &Event, message: &str, service: &str) -> bool {
+    get(event, "message").is_some_and(|m| m.contains(message))
+        && get(event, "service") == Some(service)
+}
+
+// ===========================================================================
+// Unix only: processes (/proc, signals, limits), users, loopback addresses
+// ===========================================================================
+
+#[cfg(unix)]
+pub use unix::*;
+
+#[cfg(unix)]
+mod unix {
+    use super::*;
+
+    // ---------------------------------------------------------------------------
+    // Processes (/proc, signals, limits)
+    // ---------------------------------------------------------------------------
+
+    /// Sends `signal` to `pid` (a negative pid names a process group).
+    pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        let rc = unsafe { libc::kill(pid, signal) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Sets the soft RLIMIT_NOFILE of another process (the hard limit stays);
+    /// returns the soft limit it had.
+    pub fn set_fd_limit(pid: u32, soft: u64) -> io::Result<u64> {
+        set_soft_limit(pid, libc::RLIMIT_NOFILE, soft)
+    }
+
+    /// Sets the soft limit `resource` (`libc::RLIMIT_*`) of another process
+    /// (the hard limit stays); returns the soft limit it had.
+    pub fn set_soft_limit(
+        pid: u32,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+    ) -> io::Result<u64> {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: prlimit(2) with a null new limit only writes `old`, which is
+        // a valid, exclusively borrowed rlimit.
+        let rc = unsafe { libc::prlimit(pid as i32, resource, std::ptr::null(), &mut old) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `new` is a valid rlimit that outlives the call; the old
+        // value is not asked for (null).
+        let rc = unsafe { libc::prlimit(pid as i32, resource, &new, std::ptr::null_mut()) };
+        if rc == 0 {
+            Ok(old.rlim_cur)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The fields of /proc/PID/stat after `(comm)`: index 0 is the state,
+    /// 1 ppid, 2 pgrp, 11 utime, 12 stime.
+    fn stat_fields(pid: u32) -> Option<Vec<String>> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        Some(rest.split_whitespace().map(String::from).collect())
+    }
+
+    /// The process state letter (`R`, `S`, `Z`...), or `None` if it is gone.
+    pub fn process_state(pid: u32) -> Option<char> {
+        stat_fields(pid)?.first()?.chars().next()
+    }
+
+    pub fn process_group(pid: u32) -> Option<u32> {
+        stat_fields(pid)?.get(2)?.parse().ok()
+    }
+
+    /// Running, i.e. present and neither a zombie nor dead.
+    pub fn is_alive(pid: u32) -> bool {
+        matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
+    }
+
+    /// The children of `parent` and their state letters, from a scan of /proc.
+    pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let fields = stat_fields(pid)?;
+                let ppid: u32 = fields.get(1)?.parse().ok()?;
+                let state = fields.first()?.chars().next()?;
+                (ppid == parent).then_some((pid, state))
+            })
+            .collect()
+    }
+
+    /// CPU time (user + system) used so far by `pid`.
+    pub fn cpu_time(pid: u32) -> Duration {
+        // /proc reports clock ticks of USER_HZ, which the kernel ABI fixes at
+        // 100 per second on Linux.
+        const TICKS_PER_SEC: u64 = 100;
+        let fields = stat_fields(pid).expect("the process is running");
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
+    }
+
+    /// The fd numbers `pid` has open, sorted.
+    pub fn open_fds(pid: u32) -> Vec<u32> {
+        let mut fds: Vec<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read /proc/PID/fd")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        fds
+    }
+
+    /// `exit N` or `signal N`, the way the daemon words a session's status.
+    pub fn describe(status: ExitStatus) -> String {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            _ => format!("{status:?}"),
+        }
+    }
+
+    pub fn is_root() -> bool {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            })
+            .unwrap_or(false)
+    }
+
+    // ---------------------------------------------------------------------------
+    // Users
+    // ---------------------------------------------------------------------------
+
+    /// A system user (with its own primary group and one supplementary group)
+    /// created for one test and deleted on drop. Needs root.
+    #[derive(Debug)]
+    pub struct TestUser {
+        pub name: String,
+        pub uid: u32,
+        pub gid: u32,
+        pub home: String,
+        pub extra_group: String,
+        pub extra_gid: u32,
+    }
+
+    impl TestUser {
+        /// Creates `wininetd-t<PID>-<tag>`, or returns `None` (after saying why)
+        /// when the tests do not run as root.
+        pub fn create(tag: &str) -> Option<Self> {
+            if !is_root() {
+                eprintln!("SKIPPED: creating a test user needs root");
+                return None;
+            }
+            let name = format!("wininetd-t{}-{tag}", std::process::id());
+            let extra_group = format!("{name}-g");
+            let home = format!("/nonexistent/{name}");
+            // Leftovers of an earlier run with the same pid would make useradd
+            // fail: remove them first.
+            let _ = Command::new("userdel").arg(&name).output();
+            let _ = Command::new("groupdel").arg(&name).output();
+            let _ = Command::new("groupdel").arg(&extra_group).output();
+            run_tool(Command::new("groupadd").args(["--system", &extra_group]));
+            run_tool(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--user-group",
+                "--home-dir",
+                &home,
+                "--shell",
+                "/usr/sbin/nologin",
+                "--groups",
+                &extra_group,
+                &name,
+            ]));
+            let passwd = getent("passwd", &name);
+            let fields: Vec<&str> = passwd.split(':').collect();
+            let user = TestUser {
+                uid: fields[2].parse().expect("uid in getent passwd"),
+                gid: fields[3].parse().expect("gid in getent passwd"),
+                home: fields[5].to_owned(),
+                extra_gid: getent("group", &extra_group)
+                    .split(':')
+                    .nth(2)
+                    .and_then(|g| g.parse().ok())
+                    .expect("gid in getent group"),
+                name,
+                extra_group,
+            };
+            assert_eq!(user.home, home, "useradd kept the home dir");
+            Some(user)
+        }
+    }
+
+    impl Drop for TestUser {
+        fn drop(&mut self) {
+            for (tool, name) in [("userdel", &self.name), ("groupdel", &self.extra_group)] {
+                match Command::new(tool).arg(name).output() {
+                    Ok(out) if out.status.success() => {}
+                    Ok(out) => eprintln!(
+                        "{tool} {name}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    Err(err) => eprintln!("{tool} {name}: {err}"),
+                }
+            }
+            // userdel removes the user's own group only if USERGROUPS_ENAB.
+            let _ = Command::new("groupdel").arg(&self.name).output();
+        }
+    }
+
+    fn run_tool(command: &mut Command) {
+        let out = command
+            .output()
+            .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+        assert!(
+            out.status.success(),
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn getent(database: &str, key: &str) -> String {
+        let out = Command::new("getent")
+            .args([database, key])
+            .output()
+            .expect("run getent");
+        assert!(
+            out.status.success(),
+            "getent {database} {key} found nothing"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    // ---------------------------------------------------------------------------
+    // IPv6 addresses on the loopback interface
+    // ---------------------------------------------------------------------------
+
+    /// Extra IPv6 addresses added to `lo` for one test and removed on drop, so
+    /// that clients can connect from several IPv6 sources. Needs root and `ip`.
+    #[derive(Debug)]
+    pub struct LoopbackV6 {
+        added: Vec<Ipv6Addr>,
+    }
+
+    impl LoopbackV6 {
+        /// Adds `addrs` (each as a /128, without duplicate address detection,
+        /// so they are usable at once), or returns `None` after saying why not.
+        pub fn add(addrs: &[Ipv6Addr]) -> Option<Self> {
+            if !is_root() {
+                eprintln!("SKIPPED: adding IPv6 addresses to lo needs root");
+                return None;
+            }
+            let mut guard = Self { added: Vec::new() };
+            for addr in addrs {
+                let out = Command::new("ip")
+                    .args([
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{addr}/128"),
+                        "dev",
+                        "lo",
+                        "nodad",
+                    ])
+                    .output();
+                match out {
+                    Ok(out) if out.status.success() => guard.added.push(*addr),
+                    Ok(out) => {
+                        eprintln!(
+                            "SKIPPED: ip -6 addr add {addr} dev lo: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        );
+                        return None;
+                    }
+                    Err(err) => {
+                        eprintln!("SKIPPED: cannot run `ip`: {err}");
+                        return None;
+                    }
+                }
+            }
+            Some(guard)
+        }
+    }
+
+    impl Drop for LoopbackV6 {
+        fn drop(&mut self) {
+            for addr in &self.added {
+                let out = Command::new("ip")
+                    .args(["-6", "addr", "del", &format!("{addr}/128"), "dev", "lo"])
+                    .output();
+                match out {
+                    Ok(out) if out.status.success() => {}
+                    Ok(out) => eprintln!(
+                        "ip -6 addr del {addr} dev lo: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    Err(err) => eprintln!("ip -6 addr del {addr} dev lo: {err}"),
+                }
+            }
+        }
+    }
+}
+
+// ===========================================================================
+// Windows only: processes
+// ===========================================================================
+
+#[cfg(windows)]
+pub use windows::*;
+
+#[cfg(windows)]
+mod windows {
+    /// Whether process `pid` is still running.
+    pub fn is_alive(pid: u32) -> bool {
+        use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: OpenProcess takes plain values and returns an owned handle
+        // or null (no such process, or it has ended and nobody holds it).
+        let handle = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+        if handle.is_null() {
+            return false;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `handle` is the live process handle opened above, closed
+        // once here after the zero-timeout wait.
+        let alive = unsafe {
+            let alive = WaitForSingleObject(handle, 0) == WAIT_TIMEOUT;
+            CloseHandle(handle);
+            alive
+        };
+        alive
+    }
+
+    /// Ends process `pid` if it still runs (cleanup; errors ignored).
+    pub fn terminate(pid: u32) {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, PROCESS_TERMINATE, TerminateProcess,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: OpenProcess takes plain values; the handle, when not null,
+        // is ours and closed once after TerminateProcess.
+        unsafe {
+            let handle = OpenProcess(PROCESS_TERMINATE, 0, pid);
+            if !handle.is_null() {
+                TerminateProcess(handle, 1);
+                CloseHandle(handle);
             }
         }
     }

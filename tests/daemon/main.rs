@@ -3,12 +3,14 @@
 //! it over loopback, and serves the helper child `wininetd-testchild`
 //! (tests/child/main.rs).
 //!
-//! The Linux tests share the harness in tests/common/mod.rs and are grouped
-//! by what they pin: the data path (in socket and in pipe mode), the child's
-//! environment, the child's process state, session logs and reaping, limits,
-//! run-as, configuration and command line, start and stop.
+//! The Linux and Windows tests share the harness in tests/common/mod.rs.
+//! The Linux ones are grouped by what they pin: the data path (in socket
+//! and in pipe mode), the child's environment, the child's process state,
+//! session logs and reaping, limits, run-as, configuration and command
+//! line, start and stop. portable.rs runs on both; windows.rs and
+//! windows_toml.rs are Windows's own.
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 #[path = "../common/mod.rs"]
 mod common;
 
@@ -33,7 +35,7 @@ mod limits;
 mod logging;
 #[cfg(target_os = "linux")]
 mod pipe;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod portable;
 #[cfg(target_os = "linux")]
 mod reliability;

@@ -1,11 +1,7 @@
-//! One config for both systems, on Linux: tests/data/portable.toml, with
-//! free ports and the test child's directory on `PATH`, passes `--check`
-//! without a warning and serves each of its services.
-//!
-//! tests/daemon/windows_toml.rs runs the same file under Wine with the same
-//! assertions, in the same order: a change here belongs there too, and a
-//! change to the file in both.
-#![cfg(target_os = "linux")]
+//! One config for both systems: tests/data/portable.toml, with free ports
+//! and the test child's directory on `PATH`, passes `--check` without a
+//! warning and serves each of its services, with the same assertions on
+//! Linux and on Windows (under Wine here).
 
 use std::fs;
 use std::io::Write;
@@ -14,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    CHILD, Daemon, DaemonBuilder, Json, WAIT, attempt, connect, connect_to, field, parse_json,
-    peer_text, read_line, read_to_eof, v4, v6, wait_gone,
+    CHILD, Daemon, DaemonBuilder, WAIT, attempt, connect, connect_to, daemon_path, field, get,
+    is_event, json_events, must, peer_text, read_line, read_to_eof, v4, v6, wait_event, wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -45,93 +41,36 @@ fn pid_in(line: &str, key: &str) -> u32 {
 /// The `PATH` under which the daemon finds the test child by its bare name:
 /// the child's directory first, then the test's own `PATH`.
 fn path_with_the_child() -> String {
-    let dir = Path::new(CHILD)
-        .parent()
-        .expect("the child is in a directory");
-    match std::env::var("PATH") {
-        Ok(path) => format!("{}:{path}", dir.display()),
-        Err(_) => dir.display().to_string(),
-    }
+    let child = daemon_path(Path::new(CHILD));
+    let dir = child.parent().expect("the child is in a directory");
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_owned()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs)
+        .expect("no separator in a directory")
+        .into_string()
+        .expect("a UTF-8 PATH")
 }
 
 /// A daemon of tests/data/portable.toml, with the test child on its `PATH`.
 fn portable_builder() -> DaemonBuilder {
-    let fixture = fs::read_to_string(PORTABLE).unwrap_or_else(|e| panic!("read {PORTABLE}: {e}"));
+    let fixture = fs::read_to_string(daemon_path(Path::new(PORTABLE)))
+        .unwrap_or_else(|e| panic!("read {PORTABLE}: {e}"));
     Daemon::builder()
         .toml(&fixture)
         .env("PATH", &path_with_the_child())
 }
 
 // ---------------------------------------------------------------------------
-// JSON log lines, as windows_toml.rs reads them
-// ---------------------------------------------------------------------------
-
-/// One JSON log event: its members, each value as text (a string's value,
-/// a number as written).
-type Event = Vec<(String, String)>;
-
-/// A member of `event`.
-fn get<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
-    event
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A member of `event` that must be there.
-fn must<'a>(event: &'a Event, key: &str) -> &'a str {
-    get(event, key).unwrap_or_else(|| panic!("no {key:?} in {event:?}"))
-}
-
-/// Parses `line` as exactly one JSON object.
-fn json_object(line: &str) -> Result<Event, String> {
-    match parse_json(line)? {
-        Json::Object(members) => Ok(members
-            .into_iter()
-            .map(|(key, value)| {
-                let text = value
-                    .text()
-                    .map_or_else(|| format!("{value:?}"), str::to_owned);
-                (key, text)
-            })
-            .collect()),
-        other => Err(format!("not an object: {other:?}")),
-    }
-}
-
-/// Every log event the daemon wrote so far: each stderr line but the
-/// `listening on` announcements (plain text by design), which must each be
-/// one JSON object.
-fn json_events(daemon: &Daemon) -> Vec<Event> {
-    daemon
-        .lines()
-        .iter()
-        .filter(|l| !l.starts_with("listening on "))
-        .map(|l| json_object(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
-        .collect()
-}
-
-/// Waits for a JSON event for which `matches` holds.
-fn wait_event(daemon: &Daemon, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
-    let line = daemon.wait_for(what, WAIT, |l| json_object(l).is_ok_and(|e| matches(&e)));
-    json_object(&line).expect("parsed once already")
-}
-
-/// Whether `event`'s message holds `message` and its `service` is `service`.
-fn is(event: &Event, message: &str, service: &str) -> bool {
-    get(event, "message").is_some_and(|m| m.contains(message))
-        && get(event, "service") == Some(service)
-}
-
-// ---------------------------------------------------------------------------
-// The test
+// The tests
 // ---------------------------------------------------------------------------
 
 #[test]
 fn the_portable_config_is_checked_and_served() {
     let builder = portable_builder();
 
-    let mut check = builder.clone().arg("--check").spawn();
+    // Without `--debug`: on Windows `--check` must not try the service
+    // manager either.
+    let mut check = builder.clone().arg("--check").no_debug().spawn();
     assert_eq!(check.wait_exit(WAIT).code(), Some(0), "--check exit code");
     let ok = format!("{}: ok, 6 service(s), 0 warning(s)", check.config_name());
     assert!(check.stdout_text().contains(&ok), "no {ok:?} on stdout");
@@ -193,33 +132,33 @@ fn the_portable_config_is_checked_and_served() {
     // The log: one JSON object per event, with the session's fields.
     for (rule, source) in [("max_per_source", "127.0.0.1:"), ("deny", "127.0.0.2:")] {
         let refusal = wait_event(&daemon, &format!("refusal by {rule}"), |e| {
-            is(e, "refused", "guarded") && get(e, "rule") == Some(rule)
+            is_event(e, "refused", "guarded") && get(e, "rule") == Some(rule)
         });
         assert!(must(&refusal, "peer").starts_with(source), "{refusal:?}");
     }
     wait_event(&daemon, "refusal by rate", |e| {
-        is(e, "refused", "rated") && get(e, "rule") == Some("rate")
+        is_event(e, "refused", "rated") && get(e, "rule") == Some("rate")
     });
     let held_pid = held_pid.to_string();
     wait_event(
         &daemon,
         "`session end` of the first `guarded` session",
-        |e| is(e, "session end", "guarded") && get(e, "pid") == Some(&held_pid),
+        |e| is_event(e, "session end", "guarded") && get(e, "pid") == Some(&held_pid),
     );
     let sleeper = sleeper.to_string();
     wait_event(&daemon, "max_lifetime reached", |e| {
-        is(e, "max_lifetime", "lifetime") && get(e, "pid") == Some(&sleeper)
+        is_event(e, "max_lifetime", "lifetime") && get(e, "pid") == Some(&sleeper)
     });
     wait_event(&daemon, "`session end` of `lifetime`", |e| {
-        is(e, "session end", "lifetime") && get(e, "pid") == Some(&sleeper)
+        is_event(e, "session end", "lifetime") && get(e, "pid") == Some(&sleeper)
     });
     let start = wait_event(&daemon, "`session start` of `logged`", |e| {
-        is(e, "session start", "logged") && get(e, "peer") == Some(&peer_text(client))
+        is_event(e, "session start", "logged") && get(e, "peer") == Some(&peer_text(client))
     });
     let logged_pid = must(&start, "pid").to_owned();
     assert_eq!(must(&start, "local"), format!("127.0.0.1:{}", port(4)));
     let end = wait_event(&daemon, "`session end` of `logged`", |e| {
-        is(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
+        is_event(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
     });
     assert_eq!(must(&end, "status"), "exit 0");
     assert!(!must(&end, "duration").is_empty());
@@ -229,7 +168,7 @@ fn the_portable_config_is_checked_and_served() {
     // The child's stderr line: an INFO event with the service and the pid
     // (that its message is exactly the line is the next test's).
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is(e, "portable-stderr-line", "logged")
+        is_event(e, "portable-stderr-line", "logged")
     });
     assert_eq!(must(&stderr, "pid"), logged_pid);
     assert_eq!(must(&stderr, "level"), "INFO");
@@ -245,7 +184,7 @@ fn the_portable_stderr_events_message_is_the_line() {
     stream.shutdown(Shutdown::Write).expect("half-close");
     read_to_eof(&mut stream, WAIT).expect("EOF");
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is(e, "portable-stderr-line", "logged")
+        is_event(e, "portable-stderr-line", "logged")
     });
     assert_eq!(must(&stderr, "message"), "portable-stderr-line");
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::common::{
     CHILD, Daemon, DaemonBuilder, TestUser, WAIT, child, child_argv, children_of, connect,
     cpu_time, field, has_token, is_alive, kill, number_after, open_fds, read_line, read_to_eof,
-    toml_str, v4,
+    set_soft_limit, toml_str, v4,
 };
 
 // ---------------------------------------------------------------------------
@@ -477,30 +477,7 @@ fn flood_with_per_source_limit_refuses_the_excess_cleanly() {
 
 /// Sets the soft RLIMIT_NPROC of another process (the hard limit stays).
 fn set_process_limit(pid: u32, soft: u64) -> io::Result<()> {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: prlimit(2) with a null new limit only writes `old`, a valid,
-    // exclusively borrowed rlimit.
-    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NPROC, std::ptr::null(), &mut old) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: `new` is a valid rlimit that outlives the call; the old value
-    // is not asked for (null).
-    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NPROC, &new, std::ptr::null_mut()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_soft_limit(pid, libc::RLIMIT_NPROC, soft).map(drop)
 }
 
 /// The processes whose real uid is `uid`.

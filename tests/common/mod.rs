@@ -13,11 +13,11 @@
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 #[cfg(unix)]
@@ -958,6 +958,47 @@ pub fn parse_env(output: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// Connects to `port`, half-closes, and checks that the child's stderr
+/// line `mark` went to `daemon`'s log and not to the client: the connection
+/// ends with no data, and the log line names `service` and the session's
+/// pid.
+pub fn assert_stderr_logged(daemon: &Daemon, port: u16, service: &str, mark: &str) {
+    let mut stream = connect(port);
+    let client = stream.local_addr().expect("local_addr");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let data = read_to_eof(&mut stream, WAIT).expect("EOF");
+    assert!(
+        data.is_empty(),
+        "the client got the child's stderr: {:?}",
+        String::from_utf8_lossy(&data)
+    );
+    let (_, pid) = daemon.session_start(client);
+    let what = format!("with {mark:?} and service={service}");
+    let line = daemon.wait_for(&what, WAIT, |l| {
+        l.contains(mark) && !l.contains("listening on") && has_field(l, "service", service)
+    });
+    assert!(has_field(&line, "pid", &pid.to_string()), "{line}");
+}
+
+/// The variables a connection gives its child (`CLIENT_IP`, `CLIENT_PORT`,
+/// `PROTO` and the `TCP*` set), as the client sees the connection from
+/// `client` to `server`: addresses as plain text, IPv4 without `::ffff:`.
+pub fn client_variables(client: SocketAddr, server: SocketAddr) -> HashMap<String, String> {
+    let ip_text = |ip: IpAddr| ip.to_canonical().to_string();
+    [
+        ("CLIENT_IP", ip_text(client.ip())),
+        ("CLIENT_PORT", client.port().to_string()),
+        ("PROTO", "TCP".to_owned()),
+        ("TCPREMOTEIP", ip_text(client.ip())),
+        ("TCPREMOTEPORT", client.port().to_string()),
+        ("TCPLOCALIP", ip_text(server.ip())),
+        ("TCPLOCALPORT", server.port().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The value of `key` in `key=value` words, e.g. `uid` in the `ids` output.

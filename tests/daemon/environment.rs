@@ -8,7 +8,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::common::{
-    Daemon, WAIT, child, connect, connect_from, connect_v6, parse_env, peer_text, read_to_eof, v4,
+    Daemon, WAIT, child, client_variables, connect, connect_from, connect_v6, parse_env, peer_text,
+    read_to_eof, v4,
 };
 
 const MODE: &str = "env CLIENT_IP CLIENT_PORT PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT WININETD_TEST_INHERITED";
@@ -20,16 +21,6 @@ fn env_daemon() -> Daemon {
         .start()
 }
 
-/// Plain address text: IPv4 without `::ffff:`, IPv6 without brackets.
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-        IpAddr::V4(v4) => v4.to_string(),
-    }
-}
-
 /// Reads the child's report and checks it against the client's view of the
 /// connection.
 fn assert_env_matches(mut stream: TcpStream) {
@@ -39,19 +30,11 @@ fn assert_env_matches(mut stream: TcpStream) {
     let output = read_to_eof(&mut stream, WAIT).expect("the env report");
     let output = String::from_utf8_lossy(&output);
     let env: HashMap<String, String> = parse_env(&output).into_iter().collect();
-    let expected: HashMap<String, String> = [
-        ("CLIENT_IP", ip_text(client.ip())),
-        ("CLIENT_PORT", client.port().to_string()),
-        ("PROTO", "TCP".to_owned()),
-        ("TCPREMOTEIP", ip_text(client.ip())),
-        ("TCPREMOTEPORT", client.port().to_string()),
-        ("TCPLOCALIP", ip_text(server.ip())),
-        ("TCPLOCALPORT", server.port().to_string()),
-        ("WININETD_TEST_INHERITED", "from-the-daemon".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let mut expected = client_variables(client, server);
+    expected.insert(
+        "WININETD_TEST_INHERITED".to_owned(),
+        "from-the-daemon".to_owned(),
+    );
     assert_eq!(
         env, expected,
         "environment of the child serving {client} (output {output:?})"

@@ -17,15 +17,15 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, assert_silent, child, child_argv, children_of, connect, connect_v6, field,
-    has_field, is_root, is_timeout, open_fds, parse_env, read_line, read_to_eof, request,
-    toml_service, v4, wait_gone,
+    Daemon, WAIT, assert_silent, assert_stderr_logged, child, child_argv, children_of,
+    client_variables, connect, connect_v6, field, is_root, is_timeout, open_fds, parse_env,
+    read_line, read_to_eof, request, toml_service, v4, wait_gone,
 };
 
 /// Deadline for the bulk transfers: 16 MiB each way is well under a second
@@ -689,21 +689,7 @@ fn stderr_reaches_the_client_by_default_and_the_log_with_stderr_log() {
     daemon.session_end(pid);
     assert_eq!(logged(&daemon), 0, "the default sent stderr to the log");
 
-    let mut stream = connect(daemon.port(1));
-    let client = stream.local_addr().expect("local_addr");
-    stream.shutdown(Shutdown::Write).expect("half-close");
-    let data = read_to_eof(&mut stream, WAIT).expect("EOF");
-    assert!(
-        data.is_empty(),
-        "the client got the child's stderr: {:?}",
-        String::from_utf8_lossy(&data)
-    );
-    let (_, pid) = daemon.session_start(client);
-    let line = daemon.wait_for(&format!("with {MARK:?}"), WAIT, |l| {
-        l.contains(MARK) && !l.contains("listening on")
-    });
-    assert!(has_field(&line, "service", "errlog"), "{line}");
-    assert!(has_field(&line, "pid", &pid.to_string()), "{line}");
+    assert_stderr_logged(&daemon, daemon.port(1), "errlog", MARK);
 }
 
 /// The connection's variables are set in pipe mode as in socket mode, for
@@ -729,19 +715,7 @@ fn client_address_variables_are_set_in_pipe_mode() {
         let output = read_to_eof(&mut stream, WAIT).expect("the env report");
         let output = String::from_utf8_lossy(&output);
         let env: HashMap<String, String> = parse_env(&output).into_iter().collect();
-        let text = |ip: IpAddr| ip.to_string();
-        let expected: HashMap<String, String> = [
-            ("CLIENT_IP", text(client.ip())),
-            ("CLIENT_PORT", client.port().to_string()),
-            ("PROTO", "TCP".to_owned()),
-            ("TCPREMOTEIP", text(client.ip())),
-            ("TCPREMOTEPORT", client.port().to_string()),
-            ("TCPLOCALIP", text(server.ip())),
-            ("TCPLOCALPORT", server.port().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let expected = client_variables(client, server);
         assert_eq!(env, expected, "client {client} (output {output:?})");
     }
 }

@@ -12,10 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Attempt, CHILD, DAEMON, Daemon, LoopbackV6, TestUser, WAIT, assert_silent, attempt, child_argv,
-    connect, connect_to, connection_refused, describe, field, has_field, has_token, is_alive,
-    is_root, number_after, parse_json, peer_text, read_line, read_to_eof, request, toml_service,
-    toml_str, v4, v6, wait_gone,
+    Attempt, CHILD, DAEMON, Daemon, LoopbackV6, TestUser, WAIT, assert_silent,
+    assert_stderr_logged, attempt, child_argv, connect, connect_to, connection_refused, describe,
+    field, has_field, has_token, is_alive, is_root, number_after, parse_json, peer_text, read_line,
+    read_to_eof, request, toml_service, toml_str, v4, v6, wait_gone,
 };
 
 /// 127.0.0.`n`: every 127/8 address is on `lo`, so tests can connect from
@@ -323,21 +323,7 @@ fn stderr_to_the_log() {
             &["stderr = \"log\""],
         ))
         .start();
-    let mut stream = connect(daemon.port(0));
-    let client = stream.local_addr().expect("local_addr");
-    stream.shutdown(Shutdown::Write).expect("half-close");
-    let data = read_to_eof(&mut stream, WAIT).expect("EOF");
-    assert!(
-        data.is_empty(),
-        "the client got the child's stderr: {:?}",
-        String::from_utf8_lossy(&data)
-    );
-    let (_, pid) = daemon.session_start(client);
-    let line = daemon.wait_for(&format!("with {MARK:?}"), WAIT, |l| {
-        l.contains(MARK) && !l.contains("listening on")
-    });
-    assert!(has_field(&line, "service", "errlog"), "{line}");
-    assert!(has_field(&line, "pid", &pid.to_string()), "{line}");
+    assert_stderr_logged(&daemon, daemon.port(0), "errlog", MARK);
 }
 
 /// `stderr = "socket"` (the default too): the client gets it, the log not.

@@ -28,9 +28,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    CHILD, DAEMON, Daemon, WAIT, assert_silent, attempt, child_argv, connect, connect_from,
-    free_port, has_token, is_alive, is_event, json_events, must, peer_text, read_line, read_to_eof,
-    request, toml_service, toml_str, v4, wait_event, wait_gone, windows_path,
+    CHILD, DAEMON, Daemon, WAIT, assert_silent, assert_stderr_logged, attempt, child_argv, connect,
+    connect_from, free_port, has_token, is_alive, is_event, json_events, must, peer_text,
+    read_line, read_to_eof, request, toml_service, toml_str, v4, wait_event, wait_gone,
+    windows_path,
 };
 use crate::windows::{
     EventLog, InstalledService, SERVICE, describe_run, env_value, run_daemon, run_tool,
@@ -239,22 +240,7 @@ fn stderr_to_the_log() {
         .collect::<String>();
     let daemon = Daemon::builder().toml(&config).start();
     for (i, stdio) in ["socket", "pipe"].iter().enumerate() {
-        let mut stream = connect(daemon.port(i));
-        let client = stream.local_addr().expect("local_addr");
-        stream.shutdown(Shutdown::Write).expect("half-close");
-        let data = read_to_eof(&mut stream, WAIT).expect("EOF");
-        assert!(
-            data.is_empty(),
-            "{stdio}: the client got {:?}",
-            String::from_utf8_lossy(&data)
-        );
-        let (_, pid) = daemon.session_start(client);
-        let service = format!("service=errlog-{stdio}");
-        let line = daemon.wait_for(&format!("with {MARK:?} and {service}"), WAIT, |l| {
-            l.contains(MARK) && !l.contains("listening on") && has_token(l, &service)
-        });
-        assert!(has_token(&line, &format!("pid={pid}")), "{line}");
-        daemon.session_end(pid);
+        assert_stderr_logged(&daemon, daemon.port(i), &format!("errlog-{stdio}"), MARK);
     }
 }
 

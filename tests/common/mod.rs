@@ -1183,9 +1183,17 @@ pub fn connection_refused(addr: SocketAddr) -> bool {
 }
 
 /// Waits until connections to `addr` are refused; panics after `timeout`.
+/// A connect that races with the listener's close may be reset rather
+/// than refused: that counts as "not yet".
 pub fn wait_refused(addr: SocketAddr, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while !connection_refused(addr) {
+    loop {
+        match TcpStream::connect_timeout(&addr, WAIT) {
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => return,
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(err) => panic!("connect to {addr}: {err}"),
+            Ok(_) => {}
+        }
         assert!(
             Instant::now() < deadline,
             "{addr} still accepts connections after {timeout:?}"
@@ -1506,13 +1514,15 @@ mod unix {
         set_soft_limit(pid, libc::RLIMIT_NOFILE, soft)
     }
 
+    /// What glibc and musl call a `libc::RLIMIT_*` value.
+    #[cfg(target_env = "gnu")]
+    pub type Resource = libc::__rlimit_resource_t;
+    #[cfg(not(target_env = "gnu"))]
+    pub type Resource = libc::c_int;
+
     /// Sets the soft limit `resource` (`libc::RLIMIT_*`) of another process
     /// (the hard limit stays); returns the soft limit it had.
-    pub fn set_soft_limit(
-        pid: u32,
-        resource: libc::__rlimit_resource_t,
-        soft: u64,
-    ) -> io::Result<u64> {
+    pub fn set_soft_limit(pid: u32, resource: Resource, soft: u64) -> io::Result<u64> {
         let mut old = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

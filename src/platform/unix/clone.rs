@@ -30,8 +30,10 @@
 //! signalfd; each time it is raised, `waitid` reaps every child that has
 //! exited. Under load one wake-up reaps many children.
 //!
-//! On other architectures `CLONE_VFORK` is added: the caller then waits for
-//! the exec, and `libc::syscall` (which may set errno) is safe to use.
+//! On other architectures, and on aarch64 with musl (whose `clone` refuses
+//! `CLONE_CHILD_CLEARTID`), `CLONE_VFORK` takes the place of that word: the
+//! caller then waits for the exec, and `libc::syscall` (which may set
+//! errno) is safe to use.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,8 +57,13 @@ use crate::cli::StdioMode;
 use super::process::{ChildSpec, ExitStatus};
 
 /// Whether [`spawn`] blocks until the child has exec'd: only where raw
-/// system calls are not written here for the architecture.
-pub const SPAWN_BLOCKS: bool = !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+/// system calls are not written here for the architecture, and on aarch64
+/// with musl, whose `clone` refuses `CLONE_CHILD_CLEARTID` (on x86-64 the
+/// `clone` call itself is made here, [`sys::clone_vm`]).
+pub const SPAWN_BLOCKS: bool = !cfg!(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", not(target_env = "musl"))
+));
 
 /// A child's stderr when it goes to the daemon's log.
 pub type StderrPipe = tokio::net::unix::pipe::Receiver;
@@ -97,6 +104,67 @@ mod sys {
                 in("rsi") b,
                 in("rdx") c,
                 in("r10") d,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// `clone` without a new thread-local area: the child starts on
+    /// `stack_top`, runs `main(arg)` and exits with what it returns; the
+    /// caller gets the child's pid or `-errno`. Made here rather than
+    /// through libc because musl's `clone` refuses `CLONE_CHILD_CLEARTID`.
+    ///
+    /// # Safety
+    /// `stack_top` must be the top of a writable stack that nothing else
+    /// uses until the child has exec'd or exited, `clear_tid` (if
+    /// `flags` has `CLONE_CHILD_CLEARTID`) a word that stays valid as long,
+    /// and `main` must be safe to run in the child with `arg`.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn clone_vm(
+        flags: usize,
+        stack_top: *mut std::ffi::c_void,
+        clear_tid: *mut u32,
+        main: extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int,
+        arg: *mut std::ffi::c_void,
+    ) -> isize {
+        // The child finds `arg` and `main` on its stack; once it has popped
+        // them the stack is 16-byte aligned, as the call below needs.
+        let sp = (stack_top as usize & !15) - 16;
+        // SAFETY: `sp` is within the caller's stack, below its top.
+        unsafe {
+            let words = sp as *mut usize;
+            words.write(arg as usize);
+            words.add(1).write(main as usize);
+        }
+        let ret: isize;
+        // SAFETY: the x86-64 `clone` convention (flags, stack, parent tid,
+        // child tid, tls). The parent leaves the block at label 2 like any
+        // system call; the child never leaves it: it calls `main` on its
+        // own stack and exits.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "pop rdi",
+                "pop rax",
+                "call rax",
+                "mov edi, eax",
+                "mov eax, {exit}",
+                "syscall",
+                "ud2",
+                "2:",
+                exit = const libc::SYS_exit,
+                inlateout("rax") libc::SYS_clone as isize => ret,
+                in("rdi") flags,
+                in("rsi") sp,
+                in("rdx") 0usize,
+                in("r10") clear_tid,
+                in("r8") 0usize,
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack),
@@ -723,38 +791,65 @@ fn fill(
 /// every signal is blocked in this thread around the `clone`, so that no
 /// handler of the daemon's runs in the child before it has reset them.
 fn start(slot: &mut Slot, block_signals: bool) -> io::Result<libc::pid_t> {
-    let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
-    if SPAWN_BLOCKS {
-        flags |= libc::CLONE_VFORK;
-    }
+    // Where the caller goes on at once, the kernel tells when the slot is
+    // free again (`busy` zeroed); where it waits for the exec, it is free
+    // when `clone` returns.
+    let wait = if SPAWN_BLOCKS {
+        libc::CLONE_VFORK
+    } else {
+        libc::CLONE_CHILD_CLEARTID
+    };
+    let flags = libc::CLONE_VM | libc::SIGCHLD | wait;
     // Blocks glibc's internal signals too (raw rt_sigprocmask), as
     // posix_spawn does.
     let old = block_signals.then(|| set_mask(!0));
     slot.busy.store(1, Ordering::Release);
+    let launch = (&raw mut slot.launch).cast::<c_void>();
     // SAFETY: the child runs `child_main` on the slot's stack and reads
     // only the slot's `Launch` and the bytes it points to, which stay
     // unchanged until the kernel zeroes `busy` at the child's exec or exit
-    // (the slot is not reused before); CLONE_CHILD_CLEARTID zeroes `busy`.
-    let pid = unsafe {
-        libc::clone(
+    // (the slot is not reused before), or until `clone` returns with
+    // CLONE_VFORK.
+    #[cfg(target_arch = "x86_64")]
+    let result = unsafe {
+        sys::clone_vm(
+            flags as usize,
+            slot.stack.top(),
+            slot.busy.as_ptr(),
+            child_main,
+            launch,
+        )
+    };
+    // SAFETY: as above.
+    #[cfg(not(target_arch = "x86_64"))]
+    let result = unsafe {
+        match libc::clone(
             child_main,
             slot.stack.top(),
             flags,
-            (&raw mut slot.launch).cast::<c_void>(),
+            launch,
             ptr::null_mut::<c_int>(),
             ptr::null_mut::<c_void>(),
             slot.busy.as_ptr(),
-        )
+        ) {
+            -1 => {
+                -(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO) as isize)
+            }
+            pid => pid as isize,
+        }
     };
-    let error = io::Error::last_os_error();
     if let Some(old) = old {
         set_mask(old);
     }
-    if pid < 0 {
+    if result < 0 || SPAWN_BLOCKS {
         slot.busy.store(0, Ordering::Release);
-        return Err(error);
     }
-    Ok(pid)
+    if result < 0 {
+        return Err(io::Error::from_raw_os_error(-result as i32));
+    }
+    Ok(result as libc::pid_t)
 }
 
 /// Sets this thread's signal mask (the kernel's 64-bit set) and returns the

@@ -21,11 +21,13 @@ usage: bench/run.sh [--quick] [--runs N] [--note TEXT] [--out FILE] [--servers L
   --runs N         runs of each figure (median reported; default 5, quick 3)
   --note TEXT      a line for RESULTS.md (say if the machine was busy)
   --out FILE       where to write the report (default bench/RESULTS.md)
-  --servers LIST   comma-separated subset of: wininetd xinetd tcpserver
-                   tcpsvd socat systemd-socket-activate wininetd+log
+  --servers LIST   comma-separated subset of: wininetd wininetd-static
+                   xinetd tcpserver tcpsvd socat systemd-socket-activate
+                   wininetd+log
 
 environment:
   WININETD=PATH        measure this wininetd binary instead of building one
+  WININETD_STATIC=PATH the static (musl) build to measure as wininetd-static
   WININETD_COMMIT=TEXT the commit it was built from, for the report
   BENCH_PORT_BASE=N    first loopback port used (default 21000; ~900 above it)
 EOF
@@ -79,7 +81,7 @@ concurrencies=(1 8 64)
 children=(min static)
 call_limit=120
 
-all_servers=(wininetd xinetd tcpserver tcpsvd socat systemd-socket-activate wininetd+log)
+all_servers=(wininetd wininetd-static xinetd tcpserver tcpsvd socat systemd-socket-activate wininetd+log)
 if [[ -n $servers_arg ]]; then
     IFS=, read -r -a servers <<<"$servers_arg"
     for s in "${servers[@]}"; do
@@ -142,6 +144,26 @@ fi
 cargo build --release --quiet -p wininetd-bench
 gen=$target/release/wininetd-bench
 [[ -x $WININETD ]] || die "no wininetd binary at $WININETD"
+
+# wininetd-static is the same code linked statically with musl: no shared
+# library to map, so about half the idle memory (README, "Static build").
+if [[ " ${servers[*]} " == *" wininetd-static "* && -z ${WININETD_STATIC:-} ]]; then
+    musl=$(uname -m)-unknown-linux-musl
+    if rustup target list --installed 2>/dev/null | grep -qx "$musl" ||
+        { ((EUID == 0)) && rustup target add "$musl" >/dev/null 2>&1; }; then
+        say "building wininetd for $musl (release)"
+        cargo build --release --quiet --target "$musl" --bin wininetd
+        WININETD_STATIC=$target/$musl/release/wininetd
+    else
+        say "no $musl target: wininetd-static is left out"
+        without=()
+        for s in "${servers[@]}"; do [[ $s == wininetd-static ]] || without+=("$s"); done
+        servers=("${without[@]}")
+        without=()
+        for s in "${main_servers[@]}"; do [[ $s == wininetd-static ]] || without+=("$s"); done
+        main_servers=("${without[@]}")
+    fi
+fi
 
 # The children: built here so that every server runs the very same files.
 gcc -Os -static -nostdlib -fno-stack-protector -fno-pie -no-pie \
@@ -223,7 +245,7 @@ start_server() {
         fi
     done
     case $name in
-        wininetd | wininetd+log)
+        wininetd | wininetd-static | wininetd+log)
             local conf=$tmp/conf/$name.${base}.toml
             {
                 echo "max_sessions = 8192"
@@ -238,6 +260,9 @@ start_server() {
             if [[ $name == wininetd ]]; then
                 launch "$name" "$cg" env WININETD_LOG=warn "$WININETD" --cfgfile "$conf"
                 cmd_for[$name]="WININETD_LOG=warn wininetd --cfgfile CONF.toml (max_sessions = 8192, backlog = 1024; no rate limit)"
+            elif [[ $name == wininetd-static ]]; then
+                launch "$name" "$cg" env WININETD_LOG=warn "$WININETD_STATIC" --cfgfile "$conf"
+                cmd_for[$name]="WININETD_LOG=warn wininetd --cfgfile CONF.toml (as wininetd; the static build, --target $(uname -m)-unknown-linux-musl)"
             else
                 launch "$name" "$cg" "$WININETD" --debug --cfgfile "$conf"
                 cmd_for[$name]="wininetd --debug --cfgfile CONF.toml (as above; its default per-session log lines, to a file)"
@@ -550,6 +575,8 @@ header=$tmp/header.md
     echo "| | |"
     echo "| --- | --- |"
     echo "| wininetd | $("$WININETD" --version 2>&1 | head -1), commit ${WININETD_COMMIT:-unknown} |"
+    [[ -z ${WININETD_STATIC:-} ]] ||
+        echo "| wininetd-static | $("$WININETD_STATIC" --version 2>&1 | head -1), the same commit, linked statically with musl |"
     echo "| xinetd | $(version_of xinetd) |"
     echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
     echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"

@@ -30,6 +30,8 @@ pub struct Args {
 /// Our server's name in the lines; other names starting with it are its
 /// variants (shown, never a peer).
 const OURS: &str = "wininetd";
+/// Our static (musl) build, measured where the suite could build it.
+const STATIC: &str = "wininetd-static";
 const CHILDREN: [(&str, &str); 2] = [("min", "minimal child"), ("static", "static C child")];
 const CONCURRENCIES: [&str; 3] = ["1", "8", "64"];
 
@@ -301,6 +303,16 @@ fn summary(data: &Data, out: &mut String) {
         ratio(idle, idle_best.map(|b| b.0)),
         verdict(idle.map(|v| v <= 2560.0)),
     ]);
+    let idle_static = data.median(&[("test", "idle"), ("server", STATIC)], "rss_kib");
+    if idle_static.is_some() {
+        t.row(vec![
+            format!("idle RSS KiB, four services, static build ({STATIC}): ≤ 2560"),
+            num(idle_static),
+            best_cell(idle_best),
+            ratio(idle_static, idle_best.map(|b| b.0)),
+            verdict(idle_static.map(|v| v <= 2560.0)),
+        ]);
+    }
     let held = data.median(&[("test", "hold"), ("server", OURS)], "rss_per_session_b");
     let held_best = data.best_peer(&[("test", "hold")], "server_per_session_b", false);
     t.row(vec![
@@ -757,6 +769,9 @@ test=sessions server=wininetd child=min conc=8 run=3 rate=200 p99_us=60 own_cpu_
 test=sessions server=xinetd child=min conc=8 run=1 rate=100 p99_us=80 own_cpu_us=30 errors=2
 test=sessions server=socat child=min conc=8 run=1 rate=120 p99_us=90 own_cpu_us=25 errors=0
 test=sessions server=wininetd+log child=min conc=8 run=1 rate=999 p99_us=1 own_cpu_us=1 errors=0
+test=idle server=wininetd run=1 processes=1 rss_kib=2900 pss_kib=1500
+test=idle server=wininetd-static run=1 processes=1 rss_kib=1400 pss_kib=1300
+test=idle server=xinetd run=1 processes=1 rss_kib=3000 pss_kib=1500
 test=ceiling child=min threads=1 run=1 rate=500
 test=ceiling child=min threads=2 run=1 rate=800
 not a measurement
@@ -765,10 +780,20 @@ not a measurement
     #[test]
     fn best_peer_excludes_our_variants() {
         let data = Data::parse(LINES);
-        assert_eq!(data.records.len(), 8);
+        assert_eq!(data.records.len(), 11);
         assert_eq!(
             data.servers,
-            ["wininetd", "xinetd", "socat", "wininetd+log"]
+            [
+                "wininetd",
+                "xinetd",
+                "socat",
+                "wininetd+log",
+                "wininetd-static"
+            ]
+        );
+        assert_eq!(
+            data.best_peer(&[("test", "idle")], "rss_kib", false),
+            Some((3000.0, "xinetd"))
         );
         let f = [("test", "sessions"), ("child", "min"), ("conc", "8")];
         assert_eq!(data.best_peer(&f, "rate", true), Some((120.0, "socat")));
@@ -792,5 +817,18 @@ not a measurement
         assert!(report.contains("0.25×"), "{report}");
         // xinetd's failed sessions are flagged.
         assert!(report.contains("| xinetd | – | 100* |"), "{report}");
+        // Both builds' idle memory is held against the target.
+        assert!(
+            report.contains(
+                "| idle RSS KiB, four services: ≤ 2560 | 2900 | 3000 (xinetd) | 0.97× | **no** |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "static build (wininetd-static): ≤ 2560 | 1400 | 3000 (xinetd) | 0.47× | yes |"
+            ),
+            "{report}"
+        );
     }
 }

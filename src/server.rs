@@ -36,11 +36,6 @@ use crate::spawn;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Where starting a program does not block (Linux), the accept loop lets
-/// the other tasks run (session ends, other ports) after this many
-/// connections in a row; it also stops whenever no connection is pending.
-const ACCEPT_BURST: u32 = 16;
-
 /// Loads the config again, for a reload.
 pub type Loader = Box<dyn Fn() -> Loaded + Send>;
 
@@ -376,9 +371,6 @@ async fn accept_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
-    // Connections accepted since the loop last found none pending or let
-    // the other tasks run.
-    let mut burst = 0;
     // A listener bound to one address gives every connection that local
     // address: no getsockname per connection then.
     let bound = listener
@@ -414,11 +406,7 @@ async fn accept_loop(
         };
         let (socket, peer) = match listener.accept().await {
             Ok(Some(accepted)) => accepted,
-            Ok(None) => {
-                // Nothing pending: the next wait lets the other tasks run.
-                burst = 0;
-                continue;
-            }
+            Ok(None) => continue,
             Err(e) if platform::is_resource_exhaustion(&e) => {
                 drop((global, slot));
                 if !failing {
@@ -469,17 +457,11 @@ async fn accept_loop(
             tokio::task::spawn_blocking(start);
         } else {
             // Linux: `clone` returns at once and the child execs on another
-            // core; no hand-off to another thread. With connections always
-            // pending, this loop would keep the thread: every
-            // ACCEPT_BURST connections, let the other tasks run (session
-            // ends, other ports). Yielding after each one cost a needless
-            // epoll_wait per session when they come one at a time.
+            // core; no hand-off to another thread. Then let the other tasks
+            // run (session ends, other ports): with connections always
+            // pending, this loop would otherwise keep the thread.
             start();
-            burst += 1;
-            if burst >= ACCEPT_BURST {
-                burst = 0;
-                tokio::task::yield_now().await;
-            }
+            tokio::task::yield_now().await;
         }
         if let Some(pause) = shared.spawn_pause() {
             // The connection that failed is closed; the next would fail the

@@ -582,11 +582,11 @@ impl Reapers {
             if pid == 0 {
                 return;
             }
-            let (record, none_left) = {
-                let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-                let record = running.remove(&pid);
-                (record, running.is_empty())
-            };
+            let record = self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&pid);
             // A child not started by `spawn` has nobody waiting for it.
             if let Some(record) = record {
                 let mut exit = record.exit.lock().unwrap_or_else(PoisonError::into_inner);
@@ -594,13 +594,6 @@ impl Reapers {
                 if let Some(waiter) = exit.waiter.take() {
                     waiter.wake();
                 }
-            }
-            // With no session's child left, another waitid would only say
-            // ECHILD: one system call per session saved when sessions come
-            // one at a time. (A child the daemon did not start, of which
-            // there are none, would then wait for the next SIGCHLD.)
-            if none_left {
-                return;
             }
         }
     }

@@ -156,12 +156,8 @@ if [[ " ${servers[*]} " == *" wininetd-static "* && -z ${WININETD_STATIC:-} ]]; 
         WININETD_STATIC=$target/$musl/release/wininetd
     else
         say "no $musl target: wininetd-static is left out"
-        without=()
-        for s in "${servers[@]}"; do [[ $s == wininetd-static ]] || without+=("$s"); done
-        servers=("${without[@]}")
-        without=()
-        for s in "${main_servers[@]}"; do [[ $s == wininetd-static ]] || without+=("$s"); done
-        main_servers=("${without[@]}")
+        mapfile -t servers < <(printf '%s\n' "${servers[@]}" | grep -vx wininetd-static)
+        mapfile -t main_servers < <(printf '%s\n' "${main_servers[@]}" | grep -vx wininetd-static)
     fi
 fi
 

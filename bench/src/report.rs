@@ -251,48 +251,40 @@ fn summary(data: &Data, out: &mut String) {
     };
     // The targets are set on the minimal child, where the server's own
     // cost shows; the static child's figures are in the sessions table.
-    for conc in CONCURRENCIES {
-        let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];
-        let mut ours_f = f.to_vec();
-        ours_f.push(("server", OURS));
-        let ours = data.median(&ours_f, "rate");
-        let best = data.best_peer(&f, "rate", true);
-        let factor = if conc == "1" { 1.0 } else { 1.5 };
-        t.row(vec![
-            format!("sessions/s, minimal child, c={conc}: ≥ {factor}× best peer"),
-            num(ours),
-            best_cell(best),
-            ratio(ours, best.map(|b| b.0)),
-            verdict(ours.zip(best).map(|(o, b)| o >= factor * b.0)),
-        ]);
-    }
-    for conc in CONCURRENCIES {
-        let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];
-        let mut ours_f = f.to_vec();
-        ours_f.push(("server", OURS));
-        let ours = data.median(&ours_f, "own_cpu_us");
-        let best = data.best_peer(&f, "own_cpu_us", false);
-        t.row(vec![
-            format!("daemon CPU µs/session, minimal child, c={conc}: ≤ ½ best peer"),
-            num(ours),
-            best_cell(best),
-            ratio(ours, best.map(|b| b.0)),
-            verdict(ours.zip(best).map(|(o, b)| o <= 0.5 * b.0)),
-        ]);
-    }
-    for conc in CONCURRENCIES {
-        let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];
-        let mut ours_f = f.to_vec();
-        ours_f.push(("server", OURS));
-        let ours = data.median(&ours_f, "p99_us");
-        let best = data.best_peer(&f, "p99_us", false);
-        t.row(vec![
-            format!("p99 connect→first byte µs, minimal child, c={conc}: ≤ best peer"),
-            num(ours),
-            best_cell(best),
-            ratio(ours, best.map(|b| b.0)),
-            verdict(ours.zip(best).map(|(o, b)| o <= b.0)),
-        ]);
+    // Each: the metric, what it is, and whether higher is better.
+    let session_targets = [
+        ("rate", "sessions/s", true),
+        ("own_cpu_us", "daemon CPU µs/session", false),
+        ("p99_us", "p99 connect→first byte µs", false),
+    ];
+    for (metric, what, higher) in session_targets {
+        for conc in CONCURRENCIES {
+            let f = [("test", "sessions"), ("child", "min"), ("conc", conc)];
+            let mut ours_f = f.to_vec();
+            ours_f.push(("server", OURS));
+            let ours = data.median(&ours_f, metric);
+            let best = data.best_peer(&f, metric, higher);
+            // The target, as a factor of the best peer's figure.
+            let (factor, bound) = match (metric, conc) {
+                ("rate", "1") => (1.0, "≥ 1× best peer"),
+                ("rate", _) => (1.5, "≥ 1.5× best peer"),
+                ("own_cpu_us", _) => (0.5, "≤ ½ best peer"),
+                _ => (1.0, "≤ best peer"),
+            };
+            t.row(vec![
+                format!("{what}, minimal child, c={conc}: {bound}"),
+                num(ours),
+                best_cell(best),
+                ratio(ours, best.map(|b| b.0)),
+                verdict(ours.zip(best).map(|(o, b)| {
+                    if higher {
+                        o >= factor * b.0
+                    } else {
+                        o <= factor * b.0
+                    }
+                })),
+            ]);
+        }
     }
     let idle = data.median(&[("test", "idle"), ("server", OURS)], "rss_kib");
     let idle_best = data.best_peer(&[("test", "idle")], "rss_kib", false);

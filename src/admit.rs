@@ -131,6 +131,11 @@ impl Admission {
         Permit { _slot: slot }
     }
 
+    /// Whether a new session would wait for a slot now.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
     /// Sessions running now.
     pub fn active(&self) -> usize {
         self.max - self.slots.available_permits()
@@ -474,6 +479,13 @@ impl Gate {
     /// service.
     pub fn same_rules(&self, limits: &Limits, access: &Access) -> bool {
         self.limits == *limits && self.access == *access
+    }
+
+    /// Whether a new session of this service would wait for a slot now.
+    pub fn is_full(&self) -> bool {
+        self.cap
+            .as_ref()
+            .is_some_and(|cap| cap.slots.available_permits() == 0)
     }
 
     /// A slot under the service's cap (`max_sessions`), waiting for one at

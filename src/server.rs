@@ -394,15 +394,22 @@ async fn accept_loop(
             }
         }
         let active = Arc::clone(&current.borrow_and_update());
-        let global = shared.admission.acquire().await;
-        let slot = tokio::select! {
-            slot = active.gate.slot() => slot,
-            changed = current.changed() => match changed {
-                // New settings while this service was at its cap: start
-                // over with them.
-                Ok(()) => continue,
-                Err(_) => return,
-            },
+        let (global, slot) = {
+            // Only the end of a session frees a slot: while this connection
+            // waits for one, have each reaped as soon as it exits.
+            let _hurry = (shared.admission.is_full() || active.gate.is_full())
+                .then(|| shared.reaper.hurry());
+            let global = shared.admission.acquire().await;
+            let slot = tokio::select! {
+                slot = active.gate.slot() => slot,
+                changed = current.changed() => match changed {
+                    // New settings while this service was at its cap: start
+                    // over with them.
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
+            };
+            (global, slot)
         };
         let (socket, peer) = match listener.accept().await {
             Ok(Some(accepted)) => accepted,
@@ -428,6 +435,14 @@ async fn accept_loop(
             failing = false;
             backoff = BACKOFF_MIN;
         }
+        // Sessions that have ended give their slots back before this one
+        // is counted (`max_per_source` included): reap the children that
+        // have exited (while connections keep coming, this is where they
+        // are reaped), then let their tasks end. Yielding also lets every
+        // other task run (other ports, relays): with connections always
+        // pending, this loop would otherwise keep the thread.
+        shared.reaper.reap_exited();
+        tokio::task::yield_now().await;
         let peer = listen::canonical(peer);
         let source = match active.gate.admit(peer.ip(), Instant::now()) {
             Ok(source) => source,
@@ -457,11 +472,8 @@ async fn accept_loop(
             tokio::task::spawn_blocking(start);
         } else {
             // Linux: `clone` returns at once and the child execs on another
-            // core; no hand-off to another thread. Then let the other tasks
-            // run (session ends, other ports): with connections always
-            // pending, this loop would otherwise keep the thread.
+            // core; no hand-off to another thread.
             start();
-            tokio::task::yield_now().await;
         }
         if let Some(pause) = shared.spawn_pause() {
             // The connection that failed is closed; the next would fail the

@@ -1015,7 +1015,7 @@ pub fn wait_gone(pid: u32, timeout: Duration) {
             Instant::now() < deadline,
             "process {pid} still alive after {timeout:?}"
         );
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -4,13 +4,14 @@
 //! make clients wait rather than refuse, and refusal logs that a flood
 //! cannot fill.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, assert_silent, attempt, child_argv, connect, has_field, number_after, read_line,
-    toml_service, v4, v6,
+    Attempt, Daemon, WAIT, assert_silent, attempt, child_argv, connect, has_field, number_after,
+    read_line, toml_service, v4, v6, wait_gone,
 };
 
 fn lo(n: u8) -> IpAddr {
@@ -155,6 +156,57 @@ fn max_per_source_stops_one_sources_flood_only() {
     };
     daemon.session_end(pid);
     attempt(Some(lo(2)), dest).served("127.0.0.2 once one of its sessions ended");
+}
+
+/// `max_per_source = 1`, and one client that connects again as soon as
+/// the program of its last session has exited, 200 times: every one is
+/// served. The daemon reaps exited programs before it counts a connection
+/// and lets their sessions end, so a program that has exited no longer
+/// holds its source's slot. While connections keep coming the daemon leaves
+/// SIGCHLD unread for a while: without the accept loop's own reaping,
+/// nearly every reconnection here is refused (198 of 200 when tried), and
+/// without its letting the reaped sessions end before the count, most are
+/// (131 of 200).
+///
+/// The client waits for the exit itself, not only for EOF: the program
+/// closes the connection an instant before it exits, and a connection in
+/// that instant is rightly counted against the running session.
+#[test]
+fn a_source_at_max_per_source_is_served_again_once_its_program_exited() {
+    const SESSIONS: usize = 200;
+    let daemon = Daemon::builder()
+        .toml(&toml_service(
+            "one-each",
+            "{port0}",
+            &pid_child(),
+            &["max_per_source = 1"],
+        ))
+        .start();
+    let dest = v4(daemon.port(0));
+    let mut refused = 0;
+    for _ in 0..SESSIONS {
+        let Attempt::Served { mut stream, pid } = attempt(None, dest) else {
+            refused += 1;
+            continue;
+        };
+        // EOF to the program, which then exits; wait for its close, then
+        // for its exit (a zombie is enough: reaping it is the daemon's job).
+        stream.shutdown(Shutdown::Write).expect("shutdown");
+        stream
+            .set_read_timeout(Some(WAIT))
+            .expect("set_read_timeout");
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).expect("the program's close");
+        wait_gone(pid, WAIT);
+    }
+    eprintln!("{refused} of {SESSIONS} reconnections refused");
+    assert_eq!(
+        refused, 0,
+        "reconnections refused by max_per_source = 1 although each came after the previous \
+         program had exited: exited programs are not reaped, or their sessions not ended, \
+         before the next connection is counted"
+    );
+    assert_eq!(daemon.count(|l| refused_by(l, "max_per_source")), 0);
 }
 
 /// Tries from `source` every 50 ms until served; returns how long it took.

@@ -28,7 +28,11 @@
 //! Exits are seen the classic way, without a descriptor per child: SIGCHLD
 //! stays blocked in every thread (`init_process`) and is read from a
 //! signalfd; each time it is raised, `waitid` reaps every child that has
-//! exited. Under load one wake-up reaps many children.
+//! exited. Under load one wake-up reaps many children. While connections
+//! keep coming, the accept loop reaps before it admits each one
+//! ([`Reaper::reap_exited`]) and the reaping task leaves SIGCHLD unread
+//! ([`DEFER`]): a signal already pending raises no new event, so an exit
+//! then costs the daemon no wake-up of its own.
 //!
 //! On other architectures, and on aarch64 with musl (whose `clone` refuses
 //! `CLONE_CHILD_CLEARTID`), `CLONE_VFORK` takes the place of that word: the
@@ -43,12 +47,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use socket2::Socket;
+use tokio::sync::Notify;
 
 use super::signals::SignalStream;
 use super::splice::Relay;
@@ -369,7 +375,22 @@ struct Reapers {
     /// Whether the daemon has a handler for an asynchronous signal, which
     /// a child must not run: then every signal is blocked around `clone`.
     block_signals: bool,
+    /// How many times the accept loop has reaped ([`Reaper::reap_exited`]).
+    accepts: AtomicU64,
+    /// Connections waiting for a session slot ([`Reaper::hurry`]): while
+    /// there is one, each exit is reaped as soon as it is signalled.
+    waiting: AtomicUsize,
+    /// Wakes the reaping task from its deferral when one starts waiting.
+    hurry: Notify,
 }
+
+/// How long the reaping task leaves SIGCHLD unread once it has seen a
+/// connection come: while they keep coming, the accept loop reaps before
+/// each one. It goes back to reaping each exit as it is signalled after a
+/// pause this long without a connection, or at once while one waits for a
+/// slot ([`Reaper::hurry`]). So an exit is reaped at most this late when
+/// the connections stop.
+const DEFER: Duration = Duration::from_millis(10);
 
 /// What the child runs with; inside its [`Slot`], so it stays put.
 #[repr(C)]
@@ -500,9 +521,41 @@ impl Reaper {
             running: Mutex::new(HashMap::new()),
             reset,
             block_signals: handled & !SYNCHRONOUS != 0,
+            accepts: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            hurry: Notify::new(),
         });
         tokio::spawn(reap_on_sigchld(exits, Arc::clone(&shared)));
         Ok(Self { shared })
+    }
+
+    /// Reaps every child that has exited, now. The accept loop calls it
+    /// before it admits a connection, so that sessions that have ended give
+    /// their slots back first (a source's too), and so that the reaping
+    /// task need not wake for each exit while connections keep coming.
+    pub fn reap_exited(&self) {
+        self.shared.accepts.fetch_add(1, Ordering::Relaxed);
+        self.shared.reap_all(Sweep::UntilNoneLeft);
+    }
+
+    /// A connection waits for a session slot: until the returned guard is
+    /// dropped, reap each exit as soon as it is signalled, rather than at
+    /// the next accept.
+    pub fn hurry(&self) -> Hurry {
+        self.shared.waiting.fetch_add(1, Ordering::Relaxed);
+        self.shared.hurry.notify_one();
+        Hurry(Arc::clone(&self.shared))
+    }
+}
+
+/// Held while a connection waits for a session slot ([`Reaper::hurry`]).
+#[derive(Debug)]
+#[must_use = "the reaper hurries only while this is held"]
+pub struct Hurry(Arc<Reapers>);
+
+impl Drop for Hurry {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -547,8 +600,11 @@ fn dispositions() -> (u64, u64) {
     (changed, handled)
 }
 
-/// The reaping task: on each SIGCHLD, reaps every child that has exited.
+/// The reaping task: on each SIGCHLD, reaps every child that has exited;
+/// then, while connections keep coming, leaves the reaping to the accept
+/// loop ([`DEFER`]).
 async fn reap_on_sigchld(exits: SignalStream, shared: Arc<Reapers>) {
+    let mut seen = shared.accepts.load(Ordering::Relaxed);
     loop {
         // A child that exits after the signal was read raises it again, so
         // none is missed.
@@ -556,14 +612,38 @@ async fn reap_on_sigchld(exits: SignalStream, shared: Arc<Reapers>) {
             tracing::error!(error = %e, "cannot wait for exited programs");
             return;
         }
-        shared.reap_all();
+        shared.reap_all(Sweep::All);
+        loop {
+            let accepts = shared.accepts.load(Ordering::Relaxed);
+            if accepts == seen || shared.waiting.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            seen = accepts;
+            tokio::select! {
+                () = tokio::time::sleep(DEFER) => {}
+                () = shared.hurry.notified() => break,
+            }
+        }
     }
+}
+
+/// How far [`Reapers::reap_all`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Until `waitid` finds no exited child.
+    All,
+    /// Also stop once every child started by [`spawn`] has been reaped:
+    /// on the accept path, where most of the time that saves a `waitid`.
+    UntilNoneLeft,
 }
 
 impl Reapers {
     /// Reaps every child that has exited and hands each status to its
     /// record.
-    fn reap_all(&self) {
+    fn reap_all(&self, sweep: Sweep) {
+        if sweep == Sweep::UntilNoneLeft && self.no_child_left() {
+            return;
+        }
         loop {
             // SAFETY: siginfo_t is plain data; waitid fills it.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -582,11 +662,11 @@ impl Reapers {
             if pid == 0 {
                 return;
             }
-            let record = self
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&pid);
+            let (record, none_left) = {
+                let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+                let record = running.remove(&pid);
+                (record, running.is_empty())
+            };
             // A child not started by `spawn` has nobody waiting for it.
             if let Some(record) = record {
                 let mut exit = record.exit.lock().unwrap_or_else(PoisonError::into_inner);
@@ -595,7 +675,17 @@ impl Reapers {
                     waiter.wake();
                 }
             }
+            if sweep == Sweep::UntilNoneLeft && none_left {
+                return;
+            }
         }
+    }
+
+    fn no_child_left(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 }
 

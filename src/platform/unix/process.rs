@@ -101,7 +101,19 @@ mod portable {
         pub fn start() -> io::Result<Self> {
             Ok(Self)
         }
+
+        /// Nothing to do: each child's exit is waited for on its own.
+        pub fn reap_exited(&self) {}
+
+        /// Nothing to do: each child's exit is seen as it happens.
+        pub fn hurry(&self) -> Hurry {
+            Hurry
+        }
     }
+
+    /// Held while a connection waits for a session slot.
+    #[derive(Debug)]
+    pub struct Hurry;
 
     /// A running child: one session's program, leader of its own process
     /// group.

@@ -481,6 +481,11 @@ impl Gate {
         self.limits == *limits && self.access == *access
     }
 
+    /// Whether the sessions of each source are counted (`max_per_source`).
+    pub fn counts_sources(&self) -> bool {
+        self.limits.max_per_source.is_some()
+    }
+
     /// Whether a new session of this service would wait for a slot now.
     pub fn is_full(&self) -> bool {
         self.cap

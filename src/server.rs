@@ -435,13 +435,14 @@ async fn accept_loop(
             failing = false;
             backoff = BACKOFF_MIN;
         }
-        // Sessions that have ended give their slots back before this one
-        // is counted (`max_per_source` included): reap the children that
-        // have exited (while connections keep coming, this is where they
-        // are reaped), then let their tasks end. Yielding also lets every
-        // other task run (other ports, relays): with connections always
-        // pending, this loop would otherwise keep the thread.
-        shared.reaper.reap_exited();
+        // Reap the children that have exited (while connections keep
+        // coming, this is where they are reaped): all of them where a
+        // source's sessions are counted, so that every session that has
+        // ended gives its slots back before this one is counted; then let
+        // their tasks end. Yielding also lets every other task run (other
+        // ports, relays): with connections always pending, this loop would
+        // otherwise keep the thread.
+        shared.reaper.reap_exited(active.gate.counts_sources());
         tokio::task::yield_now().await;
         let peer = listen::canonical(peer);
         let source = match active.gate.admit(peer.ip(), Instant::now()) {

@@ -30,9 +30,9 @@
 //! signalfd; each time it is raised, `waitid` reaps every child that has
 //! exited. Under load one wake-up reaps many children. While connections
 //! keep coming, the accept loop reaps before it admits each one
-//! ([`Reaper::reap_exited`]) and the reaping task leaves SIGCHLD unread
-//! ([`DEFER`]): a signal already pending raises no new event, so an exit
-//! then costs the daemon no wake-up of its own.
+//! ([`Reaper::reap_exited`]) and the reaping task leaves SIGCHLD unread,
+//! sweeping up every [`DEFER`]: a signal already pending raises no new
+//! event, so an exit then costs the daemon no wake-up of its own.
 //!
 //! On other architectures, and on aarch64 with musl (whose `clone` refuses
 //! `CLONE_CHILD_CLEARTID`), `CLONE_VFORK` takes the place of that word: the
@@ -529,13 +529,21 @@ impl Reaper {
         Ok(Self { shared })
     }
 
-    /// Reaps every child that has exited, now. The accept loop calls it
-    /// before it admits a connection, so that sessions that have ended give
-    /// their slots back first (a source's too), and so that the reaping
-    /// task need not wake for each exit while connections keep coming.
-    pub fn reap_exited(&self) {
+    /// Reaps children that have exited, now: every one if `all`, else at
+    /// most one. The accept loop calls it before it admits a connection, so
+    /// that the reaping task need not wake for each exit while connections
+    /// keep coming; with `all` (where a source's sessions are counted),
+    /// every session that has ended gives its slots back first. One per
+    /// connection keeps up with the sessions ending, one `waitid` each,
+    /// which scans every running child: so it is not called again to find
+    /// none left. The reaping task sweeps up the rest every [`DEFER`].
+    pub fn reap_exited(&self, all: bool) {
         self.shared.accepts.fetch_add(1, Ordering::Relaxed);
-        self.shared.reap_all(Sweep::UntilNoneLeft);
+        self.shared.reap_all(if all {
+            Sweep::UntilNoneLeft
+        } else {
+            Sweep::One
+        });
     }
 
     /// A connection waits for a session slot: until the returned guard is
@@ -620,7 +628,7 @@ async fn reap_on_sigchld(exits: SignalStream, shared: Arc<Reapers>) {
             }
             seen = accepts;
             tokio::select! {
-                () = tokio::time::sleep(DEFER) => {}
+                () = tokio::time::sleep(DEFER) => shared.reap_all(Sweep::All),
                 () = shared.hurry.notified() => break,
             }
         }
@@ -635,13 +643,15 @@ enum Sweep {
     /// Also stop once every child started by [`spawn`] has been reaped:
     /// on the accept path, where most of the time that saves a `waitid`.
     UntilNoneLeft,
+    /// One `waitid` at most, whatever it finds.
+    One,
 }
 
 impl Reapers {
     /// Reaps every child that has exited and hands each status to its
     /// record.
     fn reap_all(&self, sweep: Sweep) {
-        if sweep == Sweep::UntilNoneLeft && self.no_child_left() {
+        if sweep != Sweep::All && self.no_child_left() {
             return;
         }
         loop {
@@ -675,7 +685,7 @@ impl Reapers {
                     waiter.wake();
                 }
             }
-            if sweep == Sweep::UntilNoneLeft && none_left {
+            if sweep == Sweep::One || (sweep == Sweep::UntilNoneLeft && none_left) {
                 return;
             }
         }

@@ -103,7 +103,7 @@ mod portable {
         }
 
         /// Nothing to do: each child's exit is waited for on its own.
-        pub fn reap_exited(&self) {}
+        pub fn reap_exited(&self, _all: bool) {}
 
         /// Nothing to do: each child's exit is seen as it happens.
         pub fn hurry(&self) -> Hurry {

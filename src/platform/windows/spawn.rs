@@ -214,7 +214,7 @@ impl Reaper {
     }
 
     /// Nothing to do: each child's exit is waited for on its own.
-    pub fn reap_exited(&self) {}
+    pub fn reap_exited(&self, _all: bool) {}
 
     /// Nothing to do: each child's exit is seen as it happens.
     pub fn hurry(&self) -> Hurry {

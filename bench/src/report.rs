@@ -354,33 +354,24 @@ fn summary(data: &Data, out: &mut String) {
             ]);
         }
     }
-    let idle = data.median(&[("test", "idle"), ("server", OURS)], "rss_kib");
+    // The default build always has a row; the static one when it ran.
     let idle_best = data.best_peer(&[("test", "idle")], "rss_kib", false);
-    t.row(vec![
-        "idle RSS KiB, four services: ≤ 2560".to_owned(),
-        num(idle),
-        best_cell(idle_best),
-        ratio(idle, idle_best.map(|b| b.0)),
-        verdict(idle.map(|v| v <= 2560.0)),
-        runs_cell(
-            data.runs_within(&[("test", "idle"), ("server", OURS)], "rss_kib", |v| {
-                v <= 2560.0
-            }),
-        ),
-    ]);
-    let idle_static = data.median(&[("test", "idle"), ("server", STATIC)], "rss_kib");
-    if idle_static.is_some() {
+    for (server, what) in [
+        (OURS, String::new()),
+        (STATIC, format!(", static build ({STATIC})")),
+    ] {
+        let ours_f = [("test", "idle"), ("server", server)];
+        let idle = data.median(&ours_f, "rss_kib");
+        if idle.is_none() && server != OURS {
+            continue;
+        }
         t.row(vec![
-            format!("idle RSS KiB, four services, static build ({STATIC}): ≤ 2560"),
-            num(idle_static),
+            format!("idle RSS KiB, four services{what}: ≤ 2560"),
+            num(idle),
             best_cell(idle_best),
-            ratio(idle_static, idle_best.map(|b| b.0)),
-            verdict(idle_static.map(|v| v <= 2560.0)),
-            runs_cell(
-                data.runs_within(&[("test", "idle"), ("server", STATIC)], "rss_kib", |v| {
-                    v <= 2560.0
-                }),
-            ),
+            ratio(idle, idle_best.map(|b| b.0)),
+            verdict(idle.map(|v| v <= 2560.0)),
+            runs_cell(data.runs_within(&ours_f, "rss_kib", |v| v <= 2560.0)),
         ]);
     }
     let held = data.median(&[("test", "hold"), ("server", OURS)], "rss_per_session_b");

@@ -12,6 +12,7 @@
 mod bulk;
 mod ceiling;
 mod hold;
+mod hottext;
 mod line;
 mod procfs;
 mod report;
@@ -53,6 +54,9 @@ enum Command {
     WaitListen(procfs::WaitArgs),
     /// Write RESULTS.md from the collected lines.
     Report(report::Args),
+    /// Write the linker script that groups the functions the daemon runs
+    /// (link/hot-text.ld) from profiles of it; see bench/hot-text.sh.
+    HotText(hottext::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Mem(args) => procfs::mem(&args),
         Command::WaitListen(args) => procfs::wait_listen(&args),
         Command::Report(args) => report::run(&args),
+        Command::HotText(args) => hottext::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,8 +48,8 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     for path in &args.perf {
         ran.extend(perf_functions(&read(path)?, &binary));
     }
-    let aliases = Aliases::of(&binary)?;
-    let functions = aliases.widen(&ran);
+    let symbols = Symbols::of(&binary)?;
+    let functions = symbols.widen(&ran);
     if functions.is_empty() {
         return Err("the profiles name no function of the binary".into());
     }
@@ -57,16 +57,12 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         Some(path) => script_patterns(&read(path)?),
         None => BTreeSet::new(),
     };
-    let mut bytes = 0;
-    for &name in &functions {
-        bytes += aliases.size(name);
-        patterns.insert(pattern(name));
-    }
+    patterns.extend(functions.iter().map(|name| pattern(name)));
     fs::write(&args.out, script(&patterns)).map_err(|e| format!("{}: {e}", args.out.display()))?;
     eprintln!(
         "{} functions ran ({} KiB); {} patterns written to {}",
         functions.len(),
-        bytes / 1024,
+        symbols.bytes(&functions) / 1024,
         patterns.len(),
         args.out.display()
     );
@@ -78,7 +74,7 @@ fn read(path: &Path) -> Result<String, Box<dyn Error>> {
 }
 
 /// The functions named in a callgrind output: those that ran and those
-/// called, in every object; [`Aliases::widen`] keeps the binary's. (The
+/// called, in every object; [`Symbols::widen`] keeps the binary's. (The
 /// object callgrind gives a function is not relied on: it names the
 /// binary's code outside `.text` "???".) Names are compressed: `fn=(3)
 /// name` defines id 3 the first time, `fn=(3)` refers to it later.
@@ -109,13 +105,13 @@ fn perf_functions(text: &str, binary: &Path) -> HashSet<String> {
 
 /// The binary's function symbols, by address and by name (from `nm`).
 #[derive(Debug)]
-struct Aliases {
+struct Symbols {
     by_address: HashMap<u64, Vec<String>>,
     by_name: HashMap<String, (u64, u64)>,
 }
 
-impl Aliases {
-    fn of(binary: &Path) -> Result<Aliases, Box<dyn Error>> {
+impl Symbols {
+    fn of(binary: &Path) -> Result<Symbols, Box<dyn Error>> {
         let output = Command::new("nm")
             .args(["--defined-only", "--print-size"])
             .arg(binary)
@@ -124,7 +120,7 @@ impl Aliases {
         if !output.status.success() {
             return Err(format!("nm {}: {}", binary.display(), output.status).into());
         }
-        let mut aliases = Aliases {
+        let mut symbols = Symbols {
             by_address: HashMap::new(),
             by_name: HashMap::new(),
         };
@@ -142,14 +138,14 @@ impl Aliases {
             ) else {
                 continue;
             };
-            aliases
+            symbols
                 .by_address
                 .entry(address)
                 .or_default()
                 .push(name.to_owned());
-            aliases.by_name.insert(name.to_owned(), (address, size));
+            symbols.by_name.insert(name.to_owned(), (address, size));
         }
-        Ok(aliases)
+        Ok(symbols)
     }
 
     /// The binary's functions among `names`, with every other name of the
@@ -164,8 +160,13 @@ impl Aliases {
         all
     }
 
-    fn size(&self, name: &str) -> u64 {
-        self.by_name.get(name).map_or(0, |&(_, size)| size)
+    /// The bytes of code of `names`, each body counted once.
+    fn bytes(&self, names: &BTreeSet<&str>) -> u64 {
+        let bodies: HashMap<u64, u64> = names
+            .iter()
+            .filter_map(|name| self.by_name.get(*name).copied())
+            .collect();
+        bodies.values().sum()
     }
 }
 

@@ -20,8 +20,8 @@
 # It makes two passes: the second profiles the binary linked with the
 # first's script, whose page faults show what the first missed, and keeps
 # the first's patterns.
-# Needs valgrind and perf (Debian: valgrind, linux-perf), gcc, and root (for
-# perf -a); installs the first two when missing.
+# Needs valgrind, perf, gcc and binutils, and root (for perf -a); installs
+# what is missing from Debian's packages.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,12 +30,16 @@ say() { printf 'hot-text: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 ((EUID == 0)) || die "perf -a needs root"
-for tool in valgrind:valgrind perf:linux-perf gcc:gcc; do
-    command -v "${tool%%:*}" >/dev/null || {
-        say "installing ${tool#*:}"
-        apt-get install -y -qq --no-install-recommends "${tool#*:}" >/dev/null
-    }
+missing=()
+for tool in valgrind:valgrind perf:linux-perf gcc:gcc readelf:binutils; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
 
 tmp=$(mktemp -d)
 started=()

@@ -456,9 +456,10 @@ async fn accept_loop(
         // slot, above; and every few connections, so that the other
         // tasks, other ports and relays, run while connections are always
         // pending). Each yield costs a poll for events, a system call.
-        shared.reaper.reap_exited(active.gate.counts_sources());
+        let counts_sources = active.gate.counts_sources();
+        shared.reaper.reap_exited(counts_sources);
         in_a_row += 1;
-        if active.gate.counts_sources() || in_a_row == YIELD_EVERY {
+        if counts_sources || in_a_row == YIELD_EVERY {
             in_a_row = 0;
             tokio::task::yield_now().await;
         }

@@ -173,7 +173,8 @@ impl Symbols {
 /// A symbol name with the parts that change between builds as `*`: the
 /// hash of a legacy-mangled name (`17h` and 16 hex digits before the final
 /// `E`) and the crate disambiguators of a v0-mangled one (`Cs`, base-62
-/// digits, `_`).
+/// digits, `_`). An identifier that happens to hold `Cs`, letters or digits
+/// and `_` is widened too: a few more functions match, at no cost.
 fn pattern(name: &str) -> String {
     let mut name = name.to_owned();
     if name.starts_with("_ZN") && name.len() > 20 {

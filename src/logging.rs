@@ -54,9 +54,14 @@ pub fn init(target: Target, format: LogFormat) {
     if target == Target::System {
         SYSTEM_LOG.get_or_init(SystemLog::open);
     }
+    // A log line that cannot be written is lost, nothing more: the reader
+    // of stderr may go away (`wininetd --debug | tee log` and tee ends, a
+    // restarted log collector). By default the layer would report that on
+    // stderr with `eprintln!`, which fails in turn and aborts the daemon.
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_target(false);
+        .with_target(false)
+        .log_internal_errors(false);
     // Only fails if a subscriber is already set (tests): keep that one.
     let _ = match (format, target) {
         (LogFormat::Json, Target::Console) => builder

@@ -1,6 +1,8 @@
 //! The `wininetd` binary: parse the command line, pick what to do, report
 //! errors once, map them to an exit code. Everything else is in the library.
 
+use std::fmt::Display;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use wininetd::cli::{Cli, Settings};
@@ -32,7 +34,7 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
     }
     if cli.reload {
         for line in platform::request_reload()? {
-            println!("{line}");
+            out(line);
         }
         return Ok(());
     }
@@ -42,11 +44,11 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
 
     if cli.check {
         let (config, warnings) = load(&settings, target)?;
-        println!(
+        out(format_args!(
             "{}: ok, {} service(s), {warnings} warning(s)",
             config.path.display(),
             config.services.len()
-        );
+        ));
         return Ok(());
     }
     let daemon: platform::Daemon = Box::new(move |stop| {
@@ -70,7 +72,7 @@ fn load(settings: &Settings, target: Target) -> Result<(Config, usize), Error> {
     let loaded = config::load(&settings.config_path, &settings.service_defaults);
     for diagnostic in &loaded.diagnostics {
         if target != Target::Journal {
-            eprintln!("{diagnostic}");
+            err(diagnostic);
         }
         match (target, diagnostic.severity) {
             (Target::Console, _) => {}
@@ -103,7 +105,7 @@ fn install_or_remove(cli: &Cli) -> Result<(), Error> {
         platform::remove(&root)?
     };
     for line in lines {
-        println!("{line}");
+        out(line);
     }
     Ok(())
 }
@@ -116,5 +118,16 @@ fn report(error: &Error) {
         message.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    eprintln!("{message}");
+    err(message);
+}
+
+/// Prints a line on stdout. A reader that has gone (`wininetd --check |
+/// head -1`) loses the line, where `println!` would panic (and abort).
+fn out(line: impl Display) {
+    let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+/// Prints a line on stderr, as [`out`] does on stdout.
+fn err(line: impl Display) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,23 @@ fn wait_for_line(
         assert!(
             Instant::now() < deadline,
             "no {what} in {WAIT:?}; stderr:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to `daemon` and returns its exit status.
+fn terminate(daemon: &mut Child) -> ExitStatus {
+    let pid = i32::try_from(daemon.id()).expect("pid fits");
+    kill(pid, libc::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = daemon.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wininetd did not exit on SIGTERM"
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -57,7 +74,6 @@ fn journal_lines_carry_priority_prefixes() {
         .stderr(stderr)
         .spawn()
         .expect("start wininetd");
-    let pid = i32::try_from(daemon.id()).expect("pid fits");
 
     let lines = wait_for_line(&stderr_path, "listening line", |l| {
         l.starts_with("listening on")
@@ -83,19 +99,7 @@ fn journal_lines_carry_priority_prefixes() {
         assert!(!line.contains("Z "), "{line:?}");
     }
 
-    kill(pid, libc::SIGTERM).expect("SIGTERM");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = daemon.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wininetd did not exit on SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut daemon).code(), Some(0));
     let lines = wait_for_line(&stderr_path, "stop line", |l| l.contains("shutting down"));
     assert!(
         lines
@@ -137,14 +141,88 @@ fn without_syslog_lines_go_to_stderr() {
         .find(|l| l.contains("session end"))
         .expect("found above");
     assert!(end.starts_with("<6>"), "{end:?}");
-    let pid = i32::try_from(daemon.id()).expect("pid fits");
-    kill(pid, libc::SIGTERM).expect("SIGTERM");
+    terminate(&mut daemon);
+}
+
+/// A pipe whose reading end is already closed: every write to the other end
+/// fails with EPIPE, as stderr does once the `tee` or log collector reading
+/// it has gone.
+fn broken_pipe() -> Stdio {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    Stdio::from(write)
+}
+
+/// Sends `ping` until the service answers it (nothing can tell when the
+/// daemon listens: its `listening on` lines go nowhere).
+fn first_answer(port: u16) -> String {
     let deadline = Instant::now() + WAIT;
-    while daemon.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "wininetd did not exit on SIGTERM"
-        );
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return request(port, b"ping\n");
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Log lines nobody reads are lost, and nothing else: the daemon serves on
+/// and stops cleanly, with text and with JSON lines on its console.
+#[test]
+fn a_log_nobody_reads_stops_nothing() {
+    let port = free_port();
+    let flat = format!("{port} none {}\n", child("echo"));
+    let toml = format!(
+        "log_format = \"json\"\n[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{port}\"\ncommand = {:?}\n",
+        child("echo")
+    );
+    for (name, text) in [("wininetd.conf", flat), ("wininetd.toml", toml)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join(name);
+        fs::write(&config, text).expect("write the config");
+        let mut daemon = Command::new(DAEMON)
+            .arg("--debug")
+            .arg("--cfgfile")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(broken_pipe())
+            .stderr(broken_pipe())
+            .spawn()
+            .expect("start wininetd");
+        // The probe and each request log a start and an end that cannot
+        // be written.
+        assert_eq!(first_answer(port), "ping\n", "{name}");
+        for _ in 0..3 {
+            assert_eq!(request(port, b"ping\n"), "ping\n", "{name}");
+        }
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "{name}: wininetd exited"
+        );
+        let status = terminate(&mut daemon);
+        assert_eq!(status.code(), Some(0), "{name}: {status}");
+    }
+}
+
+/// `wininetd --check | head -1` loses lines, not the exit status.
+#[test]
+fn check_into_a_closed_pipe_keeps_its_exit_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clean = dir.path().join("clean.conf");
+    fs::write(&clean, format!("{} none {}\n", free_port(), child("echo")))
+        .expect("write the config");
+    let bad = dir.path().join("bad.conf");
+    fs::write(&bad, "1 x\n99999 none x\nabc\n0 none true\n").expect("write the config");
+    for (config, code) in [(&clean, 0), (&bad, 1)] {
+        let status = Command::new(DAEMON)
+            .arg("--check")
+            .arg("--cfgfile")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(broken_pipe())
+            .stderr(broken_pipe())
+            .status()
+            .expect("run wininetd --check");
+        assert_eq!(status.code(), Some(code), "{}: {status}", config.display());
     }
 }

@@ -23,7 +23,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::admit::{Admission, Gate, Refusal};
 use crate::cli::Settings;
-use crate::config::{Config, ListenAddr, Loaded, Service, Severity};
+use crate::cli::StdioMode;
+use crate::config::{Config, ListenAddr, Loaded, Service, Severity, StderrMode};
 use crate::error::Error;
 use crate::listen;
 use crate::logging;
@@ -122,6 +123,7 @@ pub async fn serve(
         log_format: config.log_format,
         loader,
     };
+    warn_if_descriptors_short(&config, max_sessions);
     let actives = server.activate(&config);
     let mut bound = Vec::new();
     for (addr, active) in listen_plan(&actives) {
@@ -256,6 +258,7 @@ impl Server {
         if settings_need_restart(&config, self) {
             warn!("max_sessions and log_format changes take effect at the next start");
         }
+        warn_if_descriptors_short(&config, self.max_sessions);
         let actives = self.activate(&config);
         let plan = listen_plan(&actives);
 
@@ -360,6 +363,58 @@ impl Server {
                 active.service.cmdline
             ));
         }
+    }
+}
+
+/// Descriptors the daemon keeps for itself besides its listeners and
+/// sessions: the runtime's, the reaper's, the log's, a connection being
+/// accepted, a program being started.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Descriptors a running session holds in the daemon: a relay's socket and
+/// two pipes, and a pipe for a stderr that goes to the log. A session in
+/// socket mode holds none.
+fn descriptors_per_session(service: &Service) -> u64 {
+    let relay = match service.stdio {
+        StdioMode::Pipe => 3,
+        StdioMode::Socket => 0,
+    };
+    let log = match service.stderr {
+        StderrMode::Log => 1,
+        StderrMode::Socket => 0,
+    };
+    relay + log
+}
+
+/// Warns when the descriptor limit cannot hold every session the caps let
+/// run at once: past it, sessions fail with "Too many open files".
+fn warn_if_descriptors_short(config: &Config, max_sessions: usize) {
+    let Some(limit) = platform::descriptor_limit() else {
+        return;
+    };
+    let cap = max_sessions as u64;
+    let service_cap = |s: &Service| s.limits.max_sessions.map_or(cap, |n| cap.min(n as u64));
+    let held: u64 = config
+        .services
+        .iter()
+        .map(|s| descriptors_per_session(s) * service_cap(s))
+        .sum();
+    let worst = config
+        .services
+        .iter()
+        .map(|s| descriptors_per_session(s))
+        .max()
+        .unwrap_or(0);
+    let listeners: u64 = config.services.iter().map(|s| s.listen.len() as u64).sum();
+    let needed = held.min(worst * cap) + listeners + SPARE_DESCRIPTORS;
+    if held > 0 && needed > limit {
+        warn!(
+            limit,
+            needed,
+            "the descriptor limit is below what the session caps allow \
+             (relay and logged-stderr sessions hold descriptors): past it, \
+             sessions fail; raise the hard limit (LimitNOFILE=) or lower max_sessions"
+        );
     }
 }
 

@@ -15,7 +15,7 @@
 //!   that failed after `spawn` returned), the [`Reaper`] that sees every
 //!   child's exit, [`ExitStatus`] formatting; in `stdio = "pipe"` mode
 //!   the relay between the connection and the child's pipes;
-//! - the process: [`init_process`], [`shutdown_signal`], [`notify_ready`],
+//! - the process: [`init_process`], [`descriptor_limit`], [`shutdown_signal`], [`notify_ready`],
 //!   the system log ([`SystemLog`]) and service installation.
 
 mod relay;

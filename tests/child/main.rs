@@ -40,6 +40,7 @@ modes:
                     or `closed`) and DEV.INODE, equal for the same open pipe or socket
   after-eof MS      read stdin to EOF, print `eof after N bytes`, wait MS
                     milliseconds, print `after eof pid=PID`
+  nofile            print `nofile=SOFT:HARD`, the descriptor limit (Unix)
   pipe-size MS      wait MS milliseconds, read stdin to EOF, print
                     `bytes=N stdin_pipe=SIZE` (F_GETPIPE_SZ of fd 0; Linux)
   piped MODE [ARGS...]
@@ -77,6 +78,7 @@ fn run(mode: &str, rest: &[String]) -> ExitCode {
         ("stdio-kinds", []) => stdio_kinds().and_then(|kinds| say(&kinds)),
         ("after-eof", [millis]) => after_eof(millis),
         ("pipe-size", [millis]) => pipe_size(millis),
+        ("nofile", []) => nofile(),
         ("piped", [mode, rest @ ..]) => return piped(mode, rest),
         _ => return usage(),
     };
@@ -396,6 +398,21 @@ fn pipe_size(millis: &str) -> io::Result<()> {
     thread::sleep(wait);
     let read = io::copy(&mut io::stdin().lock(), &mut io::sink())?;
     say(&format!("bytes={read} stdin_pipe={}", stdin_pipe_size()?))
+}
+
+#[cfg(unix)]
+fn nofile() -> io::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    say(&format!("nofile={soft}:{hard}"))
+}
+
+#[cfg(not(unix))]
+fn nofile() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "nofile needs Unix",
+    ))
 }
 
 #[cfg(target_os = "linux")]

@@ -1,13 +1,14 @@
 //! Limits: `--max-sessions` pauses accepting, and running out of fds backs
 //! off instead of spinning, then recovers.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, assert_silent, child, connect, cpu_time, open_fds, read_line, set_fd_limit,
+    Daemon, WAIT, assert_silent, child, child_argv, connect, cpu_time, open_fds, read_line,
+    request, set_fd_limit, toml_service,
 };
 
 fn expect_pid_line(stream: &mut TcpStream, who: &str) {
@@ -166,4 +167,86 @@ fn fd_exhaustion_by_sessions_recovers_when_they_end() {
     drop(clients);
     let mut fresh = connect(port);
     expect_pid_line(&mut fresh, "a new client once the sessions ended");
+}
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid`, from /proc.
+fn fd_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().expect("soft").to_owned();
+    let hard = fields.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
+/// Started with a soft descriptor limit of 1,024 under a hard one of
+/// 4,096 (what a service manager gives, scaled down), the daemon raises its
+/// own to 4,096, so that 400 relay sessions (three descriptors each in the
+/// daemon) all run at once; every program gets 1,024 back, in relay and in
+/// socket mode.
+#[test]
+fn relay_sessions_are_not_stopped_by_a_low_soft_limit() {
+    const SESSIONS: usize = 400;
+    let config = [
+        toml_service(
+            "relay",
+            "{port0}",
+            &child_argv(&["echo"]),
+            &["stdio = \"pipe\""],
+        ),
+        toml_service(
+            "relay-limit",
+            "{port1}",
+            &child_argv(&["nofile"]),
+            &["stdio = \"pipe\""],
+        ),
+        toml_service("socket-limit", "{port2}", &child_argv(&["nofile"]), &[]),
+    ]
+    .concat();
+    let daemon = Daemon::builder()
+        .prefix(&["prlimit", "--nofile=1024:4096", "--"])
+        .toml(&config)
+        .start();
+    assert_eq!(fd_limits(daemon.pid()), ("4096".into(), "4096".into()));
+    for port in [daemon.port(1), daemon.port(2)] {
+        assert_eq!(request(port, b""), "nofile=1024:4096\n");
+    }
+
+    let mut held: Vec<TcpStream> = (0..SESSIONS).map(|_| connect(daemon.port(0))).collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        stream
+            .write_all(format!("{i}\n").as_bytes())
+            .expect("send a line");
+    }
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert_eq!(read_line(stream, WAIT), i.to_string(), "session {i}");
+    }
+    held.clear();
+    daemon.wait_for_count("every session end", SESSIONS + 2, WAIT, |l| {
+        l.contains("session end")
+    });
+    assert_eq!(daemon.count(|l| l.contains("Too many open files")), 0);
+    assert_eq!(daemon.count(|l| l.contains("descriptor limit")), 0);
+}
+
+/// With a hard limit that cannot hold what the session caps allow in relay
+/// mode, the daemon says so at start.
+#[test]
+fn a_descriptor_limit_too_low_for_the_caps_is_reported() {
+    let daemon = Daemon::builder()
+        .prefix(&["prlimit", "--nofile=1024:1024", "--"])
+        .toml(&toml_service(
+            "relay",
+            "{port0}",
+            &child_argv(&["echo"]),
+            &["stdio = \"pipe\""],
+        ))
+        .start();
+    let line = daemon.wait_for_line("descriptor limit", WAIT);
+    assert!(line.contains("limit=1024"), "{line}");
+    assert!(line.contains("needed="), "{line}");
+    assert_eq!(request(daemon.port(0), b"still served\n"), "still served\n");
 }

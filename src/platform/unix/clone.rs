@@ -313,6 +313,7 @@ enum Step {
     Uid,
     IdentityCheck,
     WorkingDir,
+    DescriptorLimit,
     Exec,
 }
 
@@ -327,6 +328,7 @@ impl Step {
             Self::Uid,
             Self::IdentityCheck,
             Self::WorkingDir,
+            Self::DescriptorLimit,
             Self::Exec,
         ]
         .get(usize::from(value))
@@ -408,6 +410,9 @@ struct Launch {
     group_count: usize,
     /// The signals to set back to their default, as in [`Reapers::reset`].
     reset: u64,
+    /// The descriptor limit to give back (soft, hard), when the daemon
+    /// raised its own (see `raise_descriptor_limit`).
+    nofile: Option<[u64; 2]>,
     failure: *const Failure,
 }
 
@@ -807,6 +812,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                     groups: ptr::null(),
                     group_count: 0,
                     reset: 0,
+                    nofile: None,
                     failure: ptr::null(),
                 },
                 strings: Vec::new(),
@@ -883,6 +889,7 @@ fn fill(
         groups: slot.groups.as_ptr(),
         group_count: slot.groups.len(),
         reset,
+        nofile: super::program_nofile(),
         failure,
     };
 }
@@ -1060,6 +1067,18 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 fail(Step::WorkingDir, r);
             }
         }
+        if let Some(nofile) = &l.nofile {
+            let r = call(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE as usize,
+                (nofile as *const [u64; 2]) as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Step::DescriptorLimit, r);
+            }
+        }
         let none = 0u64;
         call(
             libc::SYS_rt_sigprocmask,
@@ -1162,6 +1181,7 @@ impl Child {
                 Some(dir) => format!("cannot change to working directory {}", dir.display()),
                 None => "cannot change directory".to_owned(),
             },
+            Step::DescriptorLimit => "cannot give back the descriptor limit".to_owned(),
         };
         Some(io::Error::new(os.kind(), format!("{what}: {os}")))
     }

@@ -298,6 +298,8 @@ pub fn init_process() {
     // Cannot fail with a valid `how`; the reaper blocks it again anyway.
     #[cfg(target_os = "linux")]
     let _ = signals::block(&[Signal::SIGCHLD]);
+    #[cfg(target_os = "linux")]
+    raise_descriptor_limit();
     // Descriptors 0, 1 and 2 are always open (on /dev/null if the daemon
     // was started without them), so an accepted socket is never one of them
     // and cannot be lost when it is moved onto a child's stdio.
@@ -341,6 +343,47 @@ pub fn init_process() {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
+}
+
+/// The soft and hard `RLIMIT_NOFILE` the daemon was started with, when
+/// [`raise_descriptor_limit`] raised its own: programs get them back.
+#[cfg(target_os = "linux")]
+static PROGRAM_NOFILE: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+
+/// Raises the daemon's soft descriptor limit to its hard one. A relay
+/// session (`stdio = "pipe"`) holds three descriptors in the daemon, and a
+/// session whose stderr goes to the log one; the soft limit of 1,024 that
+/// service managers and login shells give would stop pipe mode at about
+/// 330 sessions, a third of the default session cap. The hard limit
+/// (524,288 under systemd) is the operator's to set. Each program gets
+/// the soft limit back before its exec, as systemd does for its services:
+/// `select(2)` cannot take a descriptor above 1,023.
+#[cfg(target_os = "linux")]
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        let _ = PROGRAM_NOFILE.set([soft, hard]);
+    }
+}
+
+/// The descriptor limit a program must get back before its exec, if the
+/// daemon raised its own.
+#[cfg(target_os = "linux")]
+fn program_nofile() -> Option<[u64; 2]> {
+    PROGRAM_NOFILE.get().copied()
+}
+
+/// The daemon's soft descriptor limit.
+pub fn descriptor_limit() -> Option<u64> {
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    // `rlim_t` is u64 on Linux and i64 on the BSDs.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+    let soft = u64::try_from(soft).ok();
+    soft
 }
 
 /// Starts listening for the stop signals (SIGTERM, SIGINT) now, and returns

@@ -489,6 +489,11 @@ pub fn init_process() {
     init_winsock();
 }
 
+/// No descriptor limit: Windows has no `RLIMIT_NOFILE`.
+pub fn descriptor_limit() -> Option<u64> {
+    None
+}
+
 /// Variables that must not reach a child (none are special on Windows; the
 /// list is kept for symmetry with Unix).
 pub const PRIVATE_VARIABLES: &[&str] = &[];

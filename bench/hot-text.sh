@@ -6,7 +6,10 @@
 # misses still links, only further away, so the figure it prints at the end
 # (the binary's resident pages) is what tells that the script is stale.
 #
-#   bench/hot-text.sh
+#   bench/hot-text.sh [--fresh]
+#
+# The committed script's patterns are kept (a function a sampling profile
+# happened to miss this time stays hot); --fresh starts from nothing.
 #
 # Profiles, all on 127.0.0.1, each bounded in time:
 # - start-up and idle: callgrind, which counts every function that runs, for
@@ -152,8 +155,13 @@ pass() {
         --perf "$tmp/perf.bench.txt" --perf "$tmp/perf.flat.txt"
 }
 
+keep=
+if [[ ${1:-} != --fresh ]]; then
+    keep=$tmp/committed.ld
+    cp link/hot-text.ld "$keep"
+fi
 say "pass 1"
-pass
+pass "$keep"
 cp link/hot-text.ld "$tmp/pass1.ld"
 say "pass 2"
 pass "$tmp/pass1.ld"

@@ -53,8 +53,14 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     if functions.is_empty() {
         return Err("the profiles name no function of the binary".into());
     }
-    let mut patterns = match &args.merge {
-        Some(path) => script_patterns(&read(path)?),
+    // An earlier script's patterns go through `pattern` again, which
+    // leaves its own output as it is and widens what an older version of
+    // it kept whole.
+    let mut patterns: BTreeSet<String> = match &args.merge {
+        Some(path) => script_patterns(&read(path)?)
+            .iter()
+            .map(|p| pattern(p))
+            .collect(),
         None => BTreeSet::new(),
     };
     patterns.extend(functions.iter().map(|name| pattern(name)));
@@ -172,10 +178,34 @@ impl Symbols {
 
 /// A symbol name with the parts that change between builds as `*`: the
 /// hash of a legacy-mangled name (`17h` and 16 hex digits before the final
-/// `E`) and the crate disambiguators of a v0-mangled one (`Cs`, base-62
-/// digits, `_`). An identifier that happens to hold `Cs`, letters or digits
-/// and `_` is widened too: a few more functions match, at no cost.
+/// `E`), the crate disambiguators of a v0-mangled one (`Cs`, base-62
+/// digits, `_`), and the number the compiler appends to a local copy
+/// (`.1027`, `.llvm.4242`). An identifier that happens to hold `Cs`,
+/// letters or digits and `_` is widened too: a few more functions match,
+/// at no cost.
 fn pattern(name: &str) -> String {
+    let (name, copy) = match local_copy_suffix(name) {
+        Some(at) => (&name[..at], ".*"),
+        None => (name, ""),
+    };
+    let mut out = hashless(name);
+    out.push_str(copy);
+    out
+}
+
+/// Where a `.NNN` or `.llvm.NNN` suffix starts in `name`, if it has one.
+fn local_copy_suffix(name: &str) -> Option<usize> {
+    let at = name.rfind('.')?;
+    let digits = &name[at + 1..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let base = &name[..at];
+    Some(base.strip_suffix(".llvm").map_or(at, str::len))
+}
+
+/// [`pattern`] of a name without a local-copy suffix.
+fn hashless(name: &str) -> String {
     let mut name = name.to_owned();
     if name.starts_with("_ZN") && name.len() > 20 {
         let hash = name.len() - 20;
@@ -250,6 +280,24 @@ mod tests {
             pattern("_RINvMNtCslNYA_4core3strCsgEmfK2I1SDS_3std"),
             "_RINvMNtCs*_4core3strCs*_3std"
         );
+        // A local copy's number goes, with the hash before it.
+        assert_eq!(
+            pattern("_ZN3fmt5write17h0123456789abcdefE.1069"),
+            "_ZN3fmt5write17h*E.*"
+        );
+        assert_eq!(
+            pattern("_RNvXsX_NtNtCsjrHSEGnQ3l9_4core3fmt3num3fmt.1027"),
+            "_RNvXsX_NtNtCs*_4core3fmt3num3fmt.*"
+        );
+        assert_eq!(
+            pattern("_ZN1a1b17h0123456789abcdefE.llvm.42"),
+            "_ZN1a1b17h*E.*"
+        );
+        assert_eq!(pattern("memcpy.part"), "memcpy.part");
+        // Patterns stay as they are.
+        for done in ["_ZN3fmt5write17h*E.*", "_RNvNtNtCs*_3std2io5stdio6_print"] {
+            assert_eq!(pattern(done), done);
+        }
         // Not a hash: too short, or not hex.
         assert_eq!(pattern("_ZN4main17hzzE"), "_ZN4main17hzzE");
         assert_eq!(pattern("main"), "main");

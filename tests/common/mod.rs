@@ -776,6 +776,33 @@ impl Drop for Daemon {
 // Ports and clients
 // ---------------------------------------------------------------------------
 
+/// A process a test started with `Command` itself, killed and reaped when
+/// dropped: a failing assertion leaves nothing running (under Wine, a
+/// daemon left running also holds the test's output open).
+#[derive(Debug)]
+pub struct Started(pub Child);
+
+impl std::ops::Deref for Started {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Started {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A port free on both IPv4 and IPv6 loopback right now, never handed out
 /// twice by this process.
 pub fn free_port() -> u16 {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{DAEMON, WAIT, child, free_port, kill, request};
+use crate::common::{DAEMON, Started, WAIT, child, free_port, kill, request};
 
 /// Waits until the file holds a line that `matches`, and returns all lines.
 fn wait_for_line(
@@ -65,15 +65,17 @@ fn journal_lines_carry_priority_prefixes() {
     let stderr_path = dir.path().join("stderr");
     let stderr = File::create(&stderr_path).expect("create the stderr file");
     let meta = stderr.metadata().expect("stat the stderr file");
-    let mut daemon = Command::new(DAEMON)
-        .arg("--cfgfile")
-        .arg(&config)
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start wininetd");
+    let mut daemon = Started(
+        Command::new(DAEMON)
+            .arg("--cfgfile")
+            .arg(&config)
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start wininetd"),
+    );
 
     let lines = wait_for_line(&stderr_path, "listening line", |l| {
         l.starts_with("listening on")
@@ -122,15 +124,17 @@ fn without_syslog_lines_go_to_stderr() {
     fs::write(&config, format!("{port} none {}\n", child("echo"))).expect("write the config");
     let stderr_path = dir.path().join("stderr");
     let stderr = File::create(&stderr_path).expect("create the stderr file");
-    let mut daemon = Command::new(DAEMON)
-        .arg("--cfgfile")
-        .arg(&config)
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start wininetd");
+    let mut daemon = Started(
+        Command::new(DAEMON)
+            .arg("--cfgfile")
+            .arg(&config)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start wininetd"),
+    );
     wait_for_line(&stderr_path, "listening line", |l| {
         l.starts_with("listening on")
     });
@@ -180,15 +184,17 @@ fn a_log_nobody_reads_stops_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join(name);
         fs::write(&config, text).expect("write the config");
-        let mut daemon = Command::new(DAEMON)
-            .arg("--debug")
-            .arg("--cfgfile")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(broken_pipe())
-            .stderr(broken_pipe())
-            .spawn()
-            .expect("start wininetd");
+        let mut daemon = Started(
+            Command::new(DAEMON)
+                .arg("--debug")
+                .arg("--cfgfile")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(broken_pipe())
+                .stderr(broken_pipe())
+                .spawn()
+                .expect("start wininetd"),
+        );
         // The probe and each request log a start and an end that cannot
         // be written.
         assert_eq!(first_answer(port), "ping\n", "{name}");

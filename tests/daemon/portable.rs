@@ -10,8 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    CHILD, Daemon, DaemonBuilder, WAIT, attempt, connect, connect_to, daemon_path, field, get,
-    is_event, json_events, must, peer_text, read_line, read_to_eof, v4, v6, wait_event, wait_gone,
+    CHILD, Daemon, DaemonBuilder, Started, WAIT, attempt, connect, connect_to, daemon_path, field,
+    get, is_event, json_events, must, peer_text, read_line, read_to_eof, v4, v6, wait_event,
+    wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -187,4 +188,45 @@ fn the_portable_stderr_events_message_is_the_line() {
         is_event(e, "portable-stderr-line", "logged")
     });
     assert_eq!(must(&stderr, "message"), "portable-stderr-line");
+}
+
+/// A log nobody reads loses its lines and nothing else, on both systems:
+/// the daemon's stdout and stderr are pipes whose reading ends the test
+/// closes at once (as when `tee` or a log collector ends), and the daemon
+/// serves on.
+#[test]
+fn a_log_nobody_reads_loses_only_its_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::common::free_port();
+    let config = dir.path().join("wininetd.conf");
+    fs::write(
+        &config,
+        format!("{port} none {}\n", crate::common::child("echo")),
+    )
+    .expect("write the config");
+    let mut daemon = Started(
+        std::process::Command::new(crate::common::DAEMON)
+            .arg("--debug")
+            .arg("--cfgfile")
+            .arg(daemon_path(&config))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start wininetd"),
+    );
+    drop(daemon.stdout.take());
+    drop(daemon.stderr.take());
+    // Nothing can tell when it listens: its `listening on` line goes
+    // nowhere. Each session logs lines that cannot be written.
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(v4(port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..4 {
+        assert_eq!(request_to(v4(port), b"ping\n"), "ping\n", "session {i}");
+    }
+    let exited = daemon.try_wait().expect("wait");
+    assert!(exited.is_none(), "wininetd exited: {exited:?}");
 }

@@ -393,19 +393,18 @@ fn warn_if_descriptors_short(config: &Config, max_sessions: usize) {
         return;
     };
     let cap = max_sessions as u64;
-    let service_cap = |s: &Service| s.limits.max_sessions.map_or(cap, |n| cap.min(n as u64));
-    let held: u64 = config
-        .services
-        .iter()
-        .map(|s| descriptors_per_session(s) * service_cap(s))
-        .sum();
-    let worst = config
-        .services
-        .iter()
-        .map(|s| descriptors_per_session(s))
-        .max()
-        .unwrap_or(0);
-    let listeners: u64 = config.services.iter().map(|s| s.listen.len() as u64).sum();
+    let (mut held, mut worst, mut listeners) = (0, 0, 0);
+    for service in &config.services {
+        let each = descriptors_per_session(service);
+        let service_cap = service
+            .limits
+            .max_sessions
+            .map_or(cap, |n| cap.min(n as u64));
+        held += each * service_cap;
+        worst = worst.max(each);
+        listeners += service.listen.len() as u64;
+    }
+    // The global cap bounds the sessions of all services together.
     let needed = held.min(worst * cap) + listeners + SPARE_DESCRIPTORS;
     if held > 0 && needed > limit {
         warn!(
@@ -413,7 +412,7 @@ fn warn_if_descriptors_short(config: &Config, max_sessions: usize) {
             needed,
             "the descriptor limit is below what the session caps allow \
              (relay and logged-stderr sessions hold descriptors): past it, \
-             sessions fail; raise the hard limit (LimitNOFILE=) or lower max_sessions"
+             sessions fail; raise the limit (LimitNOFILE=, ulimit -Hn) or lower max_sessions"
         );
     }
 }

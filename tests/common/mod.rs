@@ -776,6 +776,17 @@ impl Drop for Daemon {
 // Ports and clients
 // ---------------------------------------------------------------------------
 
+/// Waits until something accepts connections on 127.0.0.1:`port`, for a
+/// daemon whose `listening on` line the test cannot read. The probe
+/// connection is closed at once (a session with no input).
+pub fn wait_connectable(port: u16) {
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(v4(port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A process a test started with `Command` itself, killed and reaped when
 /// dropped: a failing assertion leaves nothing running (under Wine, a
 /// daemon left running also holds the test's output open).

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{DAEMON, Started, WAIT, child, free_port, kill, request};
+use crate::common::{DAEMON, Started, WAIT, child, free_port, kill, request, wait_connectable};
 
 /// Waits until the file holds a line that `matches`, and returns all lines.
 fn wait_for_line(
@@ -157,19 +157,6 @@ fn broken_pipe() -> Stdio {
     Stdio::from(write)
 }
 
-/// Sends `ping` until the service answers it (nothing can tell when the
-/// daemon listens: its `listening on` lines go nowhere).
-fn first_answer(port: u16) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return request(port, b"ping\n");
-        }
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Log lines nobody reads are lost, and nothing else: the daemon serves on
 /// and stops cleanly, with text and with JSON lines on its console.
 #[test]
@@ -197,8 +184,8 @@ fn a_log_nobody_reads_stops_nothing() {
         );
         // The probe and each request log a start and an end that cannot
         // be written.
-        assert_eq!(first_answer(port), "ping\n", "{name}");
-        for _ in 0..3 {
+        wait_connectable(port);
+        for _ in 0..4 {
             assert_eq!(request(port, b"ping\n"), "ping\n", "{name}");
         }
         assert!(

@@ -219,11 +219,7 @@ fn a_log_nobody_reads_loses_only_its_lines() {
     drop(daemon.stderr.take());
     // Nothing can tell when it listens: its `listening on` line goes
     // nowhere. Each session logs lines that cannot be written.
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(v4(port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::common::wait_connectable(port);
     for i in 0..4 {
         assert_eq!(request_to(v4(port), b"ping\n"), "ping\n", "session {i}");
     }

@@ -3,7 +3,7 @@
 # Debian packages on loopback, serving the same tiny programs, measures them
 # side by side and writes bench/RESULTS.md. See bench/README.md.
 #
-#   bench/run.sh            the full suite (about 25 minutes)
+#   bench/run.sh            the full suite (about 26 minutes)
 #   bench/run.sh --quick    a quick pass (about 3 minutes)
 #
 # Everything listens on 127.0.0.1 and every client connects there; every

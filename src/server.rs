@@ -654,8 +654,8 @@ fn start_session(
     if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
         warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
     }
-    let env = spawn::client_env(peer, local);
-    let child = match platform::spawn(&active.spec, socket, &env, &shared.reaper) {
+    let env = spawn::ClientEnv::new(peer, local);
+    let child = match platform::spawn(&active.spec, socket, &env.vars(), &shared.reaper) {
         Ok(child) => child,
         Err(e) => {
             log_start_failure(active, local.port(), peer, None, &e);

@@ -2,12 +2,13 @@
 //!
 //! What does not change from one connection to the next (program, argv, the
 //! environment, the identity) is built once per service at load
-//! ([`prepare`]); a connection adds only its addresses ([`client_env`]).
+//! ([`prepare`]); a connection adds only its addresses ([`ClientEnv`]).
 //! The environment is the child's own: the daemon's is never modified (the
 //! original set `CLIENT_IP` in its own environment, so concurrent clients
 //! raced).
 
 use std::ffi::OsString;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use crate::config::Service;
@@ -48,20 +49,76 @@ pub fn prepare(service: &Service, daemon_env: &[(OsString, OsString)]) -> ChildS
     ChildSpec::new(service, env)
 }
 
-/// The per-connection variables. Addresses are canonical (IPv4 clients as
-/// `a.b.c.d`, not `::ffff:a.b.c.d`).
-pub fn client_env(peer: SocketAddr, local: SocketAddr) -> [(&'static str, String); 7] {
-    let peer_ip = peer.ip().to_string();
-    let peer_port = peer.port().to_string();
-    [
-        (CLIENT_VARIABLES[0], peer_ip.clone()),
-        (CLIENT_VARIABLES[1], peer_port.clone()),
-        (CLIENT_VARIABLES[2], "TCP".to_owned()),
-        (CLIENT_VARIABLES[3], peer_ip),
-        (CLIENT_VARIABLES[4], peer_port),
-        (CLIENT_VARIABLES[5], local.ip().to_string()),
-        (CLIENT_VARIABLES[6], local.port().to_string()),
-    ]
+/// The per-connection variables, formatted on the stack: a connection
+/// costs the daemon no allocation for them. Addresses are canonical (IPv4
+/// clients as `a.b.c.d`, not `::ffff:a.b.c.d`).
+#[derive(Debug)]
+pub struct ClientEnv {
+    peer_ip: Field,
+    peer_port: Field,
+    local_ip: Field,
+    local_port: Field,
+}
+
+impl ClientEnv {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            peer_ip: Field::new(peer.ip()),
+            peer_port: Field::new(peer.port()),
+            local_ip: Field::new(local.ip()),
+            local_port: Field::new(local.port()),
+        }
+    }
+
+    /// Each of [`CLIENT_VARIABLES`] with its value, in that order.
+    pub fn vars(&self) -> [(&'static str, &str); 7] {
+        [
+            (CLIENT_VARIABLES[0], self.peer_ip.as_str()),
+            (CLIENT_VARIABLES[1], self.peer_port.as_str()),
+            (CLIENT_VARIABLES[2], "TCP"),
+            (CLIENT_VARIABLES[3], self.peer_ip.as_str()),
+            (CLIENT_VARIABLES[4], self.peer_port.as_str()),
+            (CLIENT_VARIABLES[5], self.local_ip.as_str()),
+            (CLIENT_VARIABLES[6], self.local_port.as_str()),
+        ]
+    }
+}
+
+/// An address or a port as text, in a buffer of its own.
+#[derive(Debug)]
+struct Field {
+    bytes: [u8; Field::CAPACITY],
+    len: usize,
+}
+
+impl Field {
+    /// The longest IP address's text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    const CAPACITY: usize = 45;
+
+    fn new(value: impl fmt::Display) -> Self {
+        let mut field = Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        };
+        write!(field, "{value}").expect("an IP address or a port is at most 45 bytes");
+        field
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("only whole strs are written")
+    }
+}
+
+impl fmt::Write for Field {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -119,13 +176,46 @@ mod tests {
 
     #[test]
     fn client_variables() {
-        let env = client_env(
+        let env = ClientEnv::new(
             "[::1]:4000".parse().expect("valid"),
             "[::1]:7".parse().expect("valid"),
         );
-        assert_eq!(env[0], ("CLIENT_IP", "::1".to_owned()));
-        assert_eq!(env[1], ("CLIENT_PORT", "4000".to_owned()));
-        assert_eq!(env[2], ("PROTO", "TCP".to_owned()));
-        assert_eq!(env[6], ("TCPLOCALPORT", "7".to_owned()));
+        assert_eq!(
+            env.vars(),
+            [
+                ("CLIENT_IP", "::1"),
+                ("CLIENT_PORT", "4000"),
+                ("PROTO", "TCP"),
+                ("TCPREMOTEIP", "::1"),
+                ("TCPREMOTEPORT", "4000"),
+                ("TCPLOCALIP", "::1"),
+                ("TCPLOCALPORT", "7"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_longest_addresses_fit() {
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let peer = SocketAddr::new(longest.parse().expect("valid"), 65535);
+        let local = SocketAddr::new("255.255.255.255".parse().expect("valid"), 65535);
+        let env = ClientEnv::new(peer, local);
+        assert_eq!(env.vars()[0], ("CLIENT_IP", longest));
+        assert_eq!(env.vars()[1], ("CLIENT_PORT", "65535"));
+        assert_eq!(env.vars()[5], ("TCPLOCALIP", "255.255.255.255"));
+        // Compatible and mapped addresses show their IPv4 part dotted.
+        let mapped = "::ffff:255.255.255.255".parse().expect("valid");
+        assert_eq!(
+            Field::new(std::net::IpAddr::V6(mapped)).as_str(),
+            "::ffff:255.255.255.255"
+        );
+    }
+
+    #[test]
+    fn a_field_refuses_what_does_not_fit() {
+        let mut field = Field::new("");
+        assert!(field.write_str(&"x".repeat(Field::CAPACITY)).is_ok());
+        assert!(field.write_str("x").is_err());
+        assert_eq!(field.as_str().len(), Field::CAPACITY);
     }
 }

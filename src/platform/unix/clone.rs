@@ -724,7 +724,7 @@ fn status_of(info: &libc::siginfo_t) -> ExitStatus {
 pub fn spawn(
     spec: &ChildSpec,
     socket: Socket,
-    client_env: &[(&str, String)],
+    client_env: &[(&str, &str)],
     reaper: &Reaper,
 ) -> io::Result<Child> {
     let image = spec
@@ -830,7 +830,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
 fn fill(
     slot: &mut Slot,
     image: &Image,
-    client_env: &[(&str, String)],
+    client_env: &[(&str, &str)],
     stdio: [RawFd; 3],
     reset: u64,
     failure: &Failure,
@@ -1222,10 +1222,7 @@ mod tests {
         let failure = Failure::default();
         let mut slots = Vec::new();
         let slot = free_slot(&mut slots).expect("a slot");
-        let client = [
-            ("CLIENT_IP", "127.0.0.1".to_owned()),
-            ("CLIENT_PORT", "4000".to_owned()),
-        ];
+        let client = [("CLIENT_IP", "127.0.0.1"), ("CLIENT_PORT", "4000")];
         fill(slot, &image, &client, [5, 5, 6], 1 << 12, &failure);
         let l = &slot.launch;
         // SAFETY: pointers into the slot, which `fill` just wrote.

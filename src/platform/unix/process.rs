@@ -131,7 +131,7 @@ mod portable {
     pub fn spawn(
         spec: &ChildSpec,
         socket: Socket,
-        client_env: &[(&str, String)],
+        client_env: &[(&str, &str)],
         _reaper: &Reaper,
     ) -> io::Result<Child> {
         let (stdin, stdout, pipes) = match spec.stdio {

@@ -230,7 +230,7 @@ pub struct Hurry;
 pub fn spawn(
     spec: &ChildSpec,
     socket: Socket,
-    client_env: &[(&str, String)],
+    client_env: &[(&str, &str)],
     _reaper: &Reaper,
 ) -> io::Result<Child> {
     let mut env = spec.env_block.clone();

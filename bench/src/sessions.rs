@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::error::Error;
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -45,6 +46,11 @@ pub struct Args {
     /// A session that takes longer fails.
     #[arg(long, value_parser = crate::parse_duration, default_value = "5s")]
     timeout: Duration,
+    /// Also write each measured session to this file, a line each: when it
+    /// started (µs into the window) and its connect-to-first-byte time
+    /// (µs), in the order they completed; for looking at a tail.
+    #[arg(long)]
+    latencies: Option<std::path::PathBuf>,
     #[command(flatten)]
     cpu: procfs::CpuSource,
     #[command(flatten)]
@@ -64,9 +70,12 @@ enum Phase {
 struct State {
     phase: Cell<Phase>,
     started: Cell<u64>,
-    /// Sessions completed inside the window, and their latencies (ns).
+    /// Sessions completed inside the window, and for each when it started
+    /// (ns after the window opened) and its latency (ns).
     completed: Cell<u64>,
-    latencies: RefCell<Vec<u64>>,
+    latencies: RefCell<Vec<(u64, u64)>>,
+    /// When the window opened.
+    window_start: Cell<Option<Instant>>,
     /// Failures inside the window, and the first failure of the whole run.
     errors: Cell<u64>,
     first_error: RefCell<Option<String>>,
@@ -81,6 +90,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         started: Cell::new(0),
         completed: Cell::new(0),
         latencies: RefCell::new(Vec::with_capacity(1 << 16)),
+        window_start: Cell::new(None),
         errors: Cell::new(0),
         first_error: RefCell::new(None),
     });
@@ -93,6 +103,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         let daemon0 = args.cpu.sample()?;
         let client0 = procfs::self_thread_ns();
         let start = Instant::now();
+        state.window_start.set(Some(start));
         state.phase.set(Phase::Measuring);
         tokio::time::sleep(args.duration).await;
         state.phase.set(Phase::Done);
@@ -110,7 +121,20 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     })?;
 
     let completed = state.completed.get();
-    let mut latencies = state.latencies.take();
+    let sessions = state.latencies.take();
+    if let Some(path) = &args.latencies {
+        let mut text = String::with_capacity(sessions.len() * 16);
+        for (start, latency) in &sessions {
+            let _ = writeln!(
+                text,
+                "{:.1} {:.1}",
+                *start as f64 / 1e3,
+                *latency as f64 / 1e3
+            );
+        }
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut latencies: Vec<u64> = sessions.iter().map(|&(_, latency)| latency).collect();
     latencies.sort_unstable();
     let secs = window.as_secs_f64();
     let per_session_us = |ns: u64| match completed {
@@ -172,11 +196,15 @@ async fn worker(state: Rc<State>, config: Config) {
             Ok(first_byte) => {
                 if measuring {
                     state.completed.set(state.completed.get() + 1);
-                    let ns = first_byte.duration_since(t0).as_nanos();
+                    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                    let since = state
+                        .window_start
+                        .get()
+                        .map_or(0, |w| ns(t0.saturating_duration_since(w)));
                     state
                         .latencies
                         .borrow_mut()
-                        .push(u64::try_from(ns).unwrap_or(u64::MAX));
+                        .push((since, ns(first_byte.duration_since(t0))));
                 }
             }
             Err(e) => {

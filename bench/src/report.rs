@@ -176,6 +176,18 @@ impl Data {
         (!values.is_empty()).then_some((met, values.len()))
     }
 
+    /// Each peer's median of `metric`, with its name, for the peers that
+    /// have one.
+    fn peer_medians(&self, filter: &[(&str, &str)], metric: &str) -> Vec<(f64, &str)> {
+        self.peers()
+            .filter_map(|peer| {
+                let mut f = filter.to_vec();
+                f.push(("server", peer));
+                Some((self.median(&f, metric)?, peer))
+            })
+            .collect()
+    }
+
     /// The best peer's median of `metric` (the highest if `higher`, else the
     /// lowest) and its name.
     fn best_peer(
@@ -184,12 +196,8 @@ impl Data {
         metric: &str,
         higher: bool,
     ) -> Option<(f64, &str)> {
-        self.peers()
-            .filter_map(|peer| {
-                let mut f = filter.to_vec();
-                f.push(("server", peer));
-                Some((self.median(&f, metric)?, peer))
-            })
+        self.peer_medians(filter, metric)
+            .into_iter()
             .reduce(|a, b| if (b.0 > a.0) == higher { b } else { a })
     }
 
@@ -198,12 +206,9 @@ impl Data {
     /// servers should not differ.
     fn peers_median(&self, filter: &[(&str, &str)], metric: &str) -> Option<Spread> {
         let medians: Vec<f64> = self
-            .peers()
-            .filter_map(|peer| {
-                let mut f = filter.to_vec();
-                f.push(("server", peer));
-                self.median(&f, metric)
-            })
+            .peer_medians(filter, metric)
+            .into_iter()
+            .map(|(v, _)| v)
             .collect();
         Some(Spread {
             low: medians.iter().copied().reduce(f64::min)?,

@@ -122,18 +122,6 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
 
     let completed = state.completed.get();
     let sessions = state.latencies.take();
-    if let Some(path) = &args.latencies {
-        let mut text = String::with_capacity(sessions.len() * 16);
-        for (start, latency) in &sessions {
-            let _ = writeln!(
-                text,
-                "{:.1} {:.1}",
-                *start as f64 / 1e3,
-                *latency as f64 / 1e3
-            );
-        }
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
     let mut latencies: Vec<u64> = sessions.iter().map(|&(_, latency)| latency).collect();
     latencies.sort_unstable();
     let secs = window.as_secs_f64();
@@ -159,6 +147,11 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         line.field("first_error", error.replace(char::is_whitespace, "_"));
     }
     line.print();
+    // After the figures, so that a bad path loses only the dump.
+    if let Some(path) = &args.latencies {
+        std::fs::write(path, latency_lines(&sessions))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     if completed == 0 {
         return Err("no session completed in the window".into());
     }
@@ -254,6 +247,21 @@ async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
     first_byte.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
 }
 
+/// What `--latencies` writes: a line a session, its start (µs into the
+/// window) and its connect-to-first-byte time (µs).
+fn latency_lines(sessions: &[(u64, u64)]) -> String {
+    let mut text = String::with_capacity(sessions.len() * 16);
+    for &(start, latency) in sessions {
+        let _ = writeln!(
+            text,
+            "{:.1} {:.1}",
+            start as f64 / 1e3,
+            latency as f64 / 1e3
+        );
+    }
+    text
+}
+
 /// The nearest-rank percentile `p` of sorted `values`.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
@@ -273,6 +281,13 @@ fn micros(ns: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_lines_give_start_and_latency_in_microseconds() {
+        let text = latency_lines(&[(0, 272_140), (1_500_000, 1_073_000)]);
+        assert_eq!(text, "0.0 272.1\n1500.0 1073.0\n");
+        assert_eq!(latency_lines(&[]), "");
+    }
 
     #[test]
     fn nearest_rank() {

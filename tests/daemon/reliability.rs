@@ -1181,7 +1181,15 @@ fn exited_children_are_reaped_while_clients_keep_coming() {
 /// Clients enough that a connection is always waiting (48, each starting
 /// its next session at once): the accept loop, which starts programs
 /// itself on Linux, still lets the reapers run, so exited children never
-/// pile up. At most one zombie per client can exist at a time.
+/// pile up.
+///
+/// The bound is two zombies per client. A program's exit closes the
+/// connection before the process becomes a zombie (the kernel closes its
+/// files first), so its client can be accepted again while it is still
+/// exiting; the `waitid` of that accept then finds nothing, and the child
+/// waits for a later accept or the reaper's next sweep (10 ms). One
+/// zombie per client, the bound this test had first, was exceeded in one
+/// CI run (51 with 48 clients); quiet runs peak at 17 to 45.
 ///
 /// Pins a defect of the first version that started programs on the
 /// runtime thread without waiting for their exec: with the backlog never
@@ -1197,7 +1205,7 @@ fn children_are_reaped_while_the_backlog_never_empties() {
     let peak = peak.expect("sampled");
     eprintln!("{CLIENTS} clients: {sessions} sessions, peak {peak:?}");
     assert!(
-        peak.zombies <= CLIENTS,
+        peak.zombies <= 2 * CLIENTS,
         "{} zombies at once with {CLIENTS} clients: exited children wait to be reaped",
         peak.zombies
     );

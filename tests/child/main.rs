@@ -22,6 +22,8 @@ modes:
   env [VAR...]      print `VAR=value` or `VAR unset` (no VAR: the whole environment)
   fds               print `fds N N N` (open fds) then one `fd N TARGET` line each
   ids               print uid, gid, groups, pid, pgid, sid (Linux: from /proc)
+  tty               open /dev/tty, the controlling terminal: print `tty=open`,
+                    or `tty=error:ERRNO` (ENXIO when there is none)
   stderr TEXT       write TEXT and a newline to stderr
   exit N            print `exiting pid=PID code=N`, exit with status N
   read-timeout      print `reading`, then `read ok N` or `read error KIND after=MS`
@@ -65,6 +67,7 @@ fn run(mode: &str, rest: &[String]) -> ExitCode {
         ("env", names) => print_env(names),
         ("fds", []) => fds(),
         ("ids", []) => ids(),
+        ("tty", []) => tty(),
         ("stderr", [text]) => to_stderr(text),
         ("exit", [code]) => return exit_with(code),
         ("read-timeout", []) => read_timeout(),
@@ -258,6 +261,17 @@ fn no_term(_secs: &str) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "no-term needs Unix",
     ))
+}
+
+fn tty() -> io::Result<()> {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    {
+        Ok(_) => say("tty=open"),
+        Err(err) => say(&format!("tty=error:{}", err.raw_os_error().unwrap_or(-1))),
+    }
 }
 
 fn grandchild(secs: &str) -> io::Result<()> {

@@ -242,6 +242,7 @@ pub struct DaemonBuilder {
     file_name: String,
     write_config: bool,
     debug: bool,
+    terminal: bool,
 }
 
 impl DaemonBuilder {
@@ -314,6 +315,15 @@ impl DaemonBuilder {
         self
     }
 
+    /// Starts the daemon in a session of its own whose controlling terminal
+    /// is a new pseudo-terminal, as when an operator runs it in a shell
+    /// (its stdout and stderr are still the harness's pipes).
+    #[cfg(unix)]
+    pub fn controlling_terminal(mut self) -> Self {
+        self.terminal = true;
+        self
+    }
+
     /// Passes `--cfgfile` a path where no file exists.
     pub fn missing_config(mut self) -> Self {
         self.write_config = false;
@@ -373,9 +383,16 @@ impl DaemonBuilder {
             .stderr(Stdio::piped())
             .env_remove("NOTIFY_SOCKET");
         #[cfg(unix)]
+        let terminal = self.terminal.then(|| unix::pseudo_terminal(&mut command));
+        #[cfg(not(unix))]
+        let terminal: Option<()> = None;
+        #[cfg(unix)]
         {
-            // Its own process group, so drop can kill whatever it leaves.
-            command.process_group(0);
+            // Its own process group, so drop can kill whatever it leaves
+            // (a session of its own, which is a group too, with a terminal).
+            if terminal.is_none() {
+                command.process_group(0);
+            }
             // If the test process dies without dropping the daemon (a
             // harness timeout kills it), the daemon must not outlive it.
             #[allow(unsafe_code)]
@@ -415,6 +432,7 @@ impl DaemonBuilder {
             stdout,
             stderr,
             dir,
+            _terminal: terminal,
         }
     }
 
@@ -470,6 +488,12 @@ pub struct Daemon {
     stdout: Arc<Captured>,
     stderr: Arc<Captured>,
     dir: tempfile::TempDir,
+    /// The controlling terminal's master side, kept open as long as the
+    /// daemon runs ([`DaemonBuilder::controlling_terminal`]).
+    #[cfg(unix)]
+    _terminal: Option<std::os::fd::OwnedFd>,
+    #[cfg(not(unix))]
+    _terminal: Option<()>,
 }
 
 impl Daemon {
@@ -484,6 +508,7 @@ impl Daemon {
             file_name: "wininetd.conf".to_owned(),
             write_config: true,
             debug: true,
+            terminal: false,
         }
     }
 
@@ -1534,6 +1559,46 @@ mod unix {
     // Processes (/proc, signals, limits)
     // ---------------------------------------------------------------------------
 
+    /// Makes a new pseudo-terminal and has `command` start in a session of
+    /// its own with the terminal as its controlling terminal. Returns the
+    /// master side, which must stay open while the process runs (closing it
+    /// hangs the terminal up).
+    pub fn pseudo_terminal(command: &mut Command) -> std::os::fd::OwnedFd {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        #[allow(unsafe_code)]
+        // SAFETY: posix_openpt returns a new descriptor or -1; grantpt,
+        // unlockpt and ptsname_r act on that descriptor and write only into
+        // `name`, a buffer of the length given.
+        let (master, slave) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            assert!(fd >= 0, "posix_openpt: {}", io::Error::last_os_error());
+            let master = OwnedFd::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0, "grantpt");
+            assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0, "ptsname_r");
+            let slave = libc::open(
+                name.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            assert!(slave >= 0, "open the pty: {}", io::Error::last_os_error());
+            (master, OwnedFd::from_raw_fd(slave))
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: runs between fork and exec; setsid(2) and ioctl(2) are
+        // async-signal-safe; `slave` is moved into the closure and stays
+        // open until the exec closes it (close-on-exec).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        master
+    }
+
     /// Sends `signal` to `pid` (a negative pid names a process group).
     pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
         #[allow(unsafe_code)]
@@ -1572,16 +1637,19 @@ mod unix {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        // `rlim_t` is 32 bits wide on 32-bit Linux.
+        #[allow(clippy::unnecessary_cast)]
         let new = libc::rlimit {
-            rlim_cur: soft,
+            rlim_cur: soft as libc::rlim_t,
             rlim_max: old.rlim_max,
         };
         #[allow(unsafe_code)]
         // SAFETY: `new` is a valid rlimit that outlives the call; the old
         // value is not asked for (null).
         let rc = unsafe { libc::prlimit(pid as i32, resource, &new, std::ptr::null_mut()) };
+        #[allow(clippy::unnecessary_cast)]
         if rc == 0 {
-            Ok(old.rlim_cur)
+            Ok(old.rlim_cur as u64)
         } else {
             Err(io::Error::last_os_error())
         }

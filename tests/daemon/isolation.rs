@@ -51,6 +51,11 @@ fn child_leads_its_own_process_group() {
         .and_then(|p| p.parse().ok())
         .expect("pgid in ids");
     assert_eq!(pgid, pid, "the child leads its process group: {ids}");
+    assert_eq!(
+        field(&ids, "sid"),
+        Some(pid.to_string().as_str()),
+        "the child leads a session of its own: {ids}"
+    );
     assert_ne!(
         process_group(daemon.pid()),
         Some(pgid),
@@ -58,6 +63,36 @@ fn child_leads_its_own_process_group() {
     );
     let (_, logged_pid) = daemon.session_start(client);
     assert_eq!(logged_pid, pid, "the start line names the child's pid");
+}
+
+/// Regression (issue 16, item 1): a program stayed in the daemon's session,
+/// so when the daemon ran on a terminal (`--debug` in a shell) a service
+/// running as an unprivileged user could open `/dev/tty` and, with
+/// TIOCSTI, type commands into root's shell. Each program now leads a
+/// session of its own with no controlling terminal.
+#[test]
+fn a_program_cannot_reach_the_daemons_terminal() {
+    let daemon = Daemon::builder()
+        .service("none", &child("tty"))
+        .service("none", &child("ids"))
+        .controlling_terminal()
+        .start();
+    // The daemon itself has the terminal: what is checked is not vacuous.
+    let tty_nr = std::fs::read_to_string(format!("/proc/{}/stat", daemon.pid()))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(4).map(str::to_owned)
+        });
+    assert_ne!(tty_nr.as_deref(), Some("0"), "the daemon has a terminal");
+    let line = read_line(&mut connect(daemon.port(0)), WAIT);
+    assert_eq!(
+        line,
+        format!("tty=error:{}", libc::ENXIO),
+        "opening /dev/tty must fail"
+    );
+    let ids = read_line(&mut connect(daemon.port(1)), WAIT);
+    assert_eq!(field(&ids, "sid"), field(&ids, "pid"), "a session leader: {ids}");
 }
 
 /// `--timeout 1` puts SO_RCVTIMEO on the socket: the child's blocking read

@@ -223,6 +223,49 @@ mod sys {
     }
 }
 
+/// The system calls that set and read the user and group IDs, in their
+/// 32-bit-ID form. On 32-bit x86 and Arm the plain numbers are the old
+/// 16-bit calls: `setgroups` would read the list as 16-bit entries (a user
+/// with two groups got group 0) and IDs above 65535 would be cut. Other
+/// architectures have only 32-bit calls under the plain names; one not
+/// listed here is not built until its numbers are checked.
+mod ids {
+    #[cfg(any(target_arch = "x86", target_arch = "arm"))]
+    pub use libc::{
+        SYS_getegid32 as GETEGID, SYS_geteuid32 as GETEUID, SYS_getgid32 as GETGID,
+        SYS_getgroups32 as GETGROUPS, SYS_getuid32 as GETUID, SYS_setgid32 as SETGID,
+        SYS_setgroups32 as SETGROUPS, SYS_setuid32 as SETUID,
+    };
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+        target_arch = "mips64",
+    ))]
+    pub use libc::{
+        SYS_getegid as GETEGID, SYS_geteuid as GETEUID, SYS_getgid as GETGID,
+        SYS_getgroups as GETGROUPS, SYS_getuid as GETUID, SYS_setgid as SETGID,
+        SYS_setgroups as SETGROUPS, SYS_setuid as SETUID,
+    };
+    #[cfg(not(any(
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+        target_arch = "mips64",
+    )))]
+    compile_error!(
+        "the 32-bit-ID system calls of this architecture are not checked: add them to `ids`"
+    );
+}
+
 /// A service's program as the kernel wants it, built at load: NUL-ended
 /// strings with their offsets, and the run-as credentials.
 #[derive(Debug)]
@@ -258,10 +301,17 @@ impl Image {
             .map(|(key, value)| [key.as_bytes(), b"=", value.as_bytes()].concat())
             .collect();
         let working_dir = spec.working_dir.as_ref().map(|d| d.as_os_str().as_bytes());
-        let user = spec.user.as_ref().map(|user| Credentials {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: user.groups.iter().map(|g| g.as_raw()).collect(),
+        let user = spec.user.as_ref().map(|user| {
+            // Sorted as the kernel keeps them, so that the child can check
+            // what it got against this list.
+            let mut groups: Vec<libc::gid_t> = user.groups.iter().map(|g| g.as_raw()).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            Credentials {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+                groups,
+            }
         });
         Self::from_parts(program, &argv, &env, working_dir, user)
     }
@@ -306,7 +356,7 @@ impl Image {
 #[repr(u8)]
 enum Step {
     None,
-    ProcessGroup,
+    Session,
     Stdio,
     Groups,
     Gid,
@@ -321,7 +371,7 @@ impl Step {
     fn from_u8(value: u8) -> Self {
         [
             Self::None,
-            Self::ProcessGroup,
+            Self::Session,
             Self::Stdio,
             Self::Groups,
             Self::Gid,
@@ -408,6 +458,9 @@ struct Launch {
     gid: libc::gid_t,
     groups: *const libc::gid_t,
     group_count: usize,
+    /// Room for `group_count + 1` groups, where the child reads back the
+    /// groups it has.
+    seen_groups: *mut libc::gid_t,
     /// The signals to set back to their default, as in [`Reapers::reset`].
     reset: u64,
     /// The descriptor limit to give back (soft, hard), when the daemon
@@ -479,6 +532,8 @@ struct Slot {
     /// argv pointers and a null, then envp pointers and a null.
     pointers: Vec<*const c_char>,
     groups: Vec<libc::gid_t>,
+    /// Where the child reads back its groups: one more than `groups`.
+    seen_groups: Vec<libc::gid_t>,
 }
 
 /// A thread's slots. A busy slot is never freed: at thread exit it is
@@ -501,8 +556,8 @@ thread_local! {
     static POOL: RefCell<Pool> = const { RefCell::new(Pool(Vec::new())) };
 }
 
-/// A running child: one session's program, leader of its own process
-/// group.
+/// A running child: one session's program, leader of its own session and
+/// process group.
 #[derive(Debug)]
 pub struct Child {
     record: Arc<Record>,
@@ -718,7 +773,7 @@ fn status_of(info: &libc::siginfo_t) -> ExitStatus {
 }
 
 /// Starts `spec` with `socket` as its stdin, stdout and stderr, in a new
-/// process group, with `spec.env` plus `client_env`. The caller's copy of
+/// session (and so process group) with no controlling terminal, with `spec.env` plus `client_env`. The caller's copy of
 /// the socket is closed when this returns. A failure at exec (or at a step
 /// before it) is found when the child is reaped: [`Child::start_error`].
 pub fn spawn(
@@ -811,6 +866,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                     gid: 0,
                     groups: ptr::null(),
                     group_count: 0,
+                    seen_groups: ptr::null_mut(),
                     reset: 0,
                     nofile: None,
                     failure: ptr::null(),
@@ -818,6 +874,7 @@ fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                 strings: Vec::new(),
                 pointers: Vec::new(),
                 groups: Vec::new(),
+                seen_groups: Vec::new(),
             }));
             slots.len() - 1
         }
@@ -872,6 +929,8 @@ fn fill(
     if let Some(c) = credentials {
         slot.groups.extend_from_slice(&c.groups);
     }
+    slot.seen_groups.clear();
+    slot.seen_groups.resize(slot.groups.len() + 1, 0);
     slot.launch = Launch {
         program,
         argv: pointers.as_ptr(),
@@ -888,6 +947,7 @@ fn fill(
         gid: credentials.map_or(0, |c| c.gid),
         groups: slot.groups.as_ptr(),
         group_count: slot.groups.len(),
+        seen_groups: slot.seen_groups.as_mut_ptr(),
         reset,
         nofile: super::program_nofile(),
         failure,
@@ -1007,9 +1067,12 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             }
         };
         let call = |nr: c_long, a: usize, b: usize, c: usize, d: usize| sys::call(nr, a, b, c, d);
-        let r = call(libc::SYS_setpgid, 0, 0, 0, 0);
+        // A session of its own, as xinetd and systemd give: the program
+        // leads its process group and has no controlling terminal, so it
+        // cannot reach the terminal the daemon was started from (TIOCSTI).
+        let r = call(libc::SYS_setsid, 0, 0, 0, 0);
         if r < 0 {
-            fail(Step::ProcessGroup, r);
+            fail(Step::Session, r);
         }
         for (to, from) in (0..).zip(l.stdio) {
             let r = if from == to {
@@ -1038,27 +1101,39 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             }
         }
         if l.switch_user {
-            let r = call(libc::SYS_setgroups, l.group_count, l.groups as usize, 0, 0);
+            let r = call(ids::SETGROUPS, l.group_count, l.groups as usize, 0, 0);
             if r < 0 {
                 fail(Step::Groups, r);
             }
-            let r = call(libc::SYS_setgid, l.gid as usize, 0, 0, 0);
+            let r = call(ids::SETGID, l.gid as usize, 0, 0, 0);
             if r < 0 {
                 fail(Step::Gid, r);
             }
-            let r = call(libc::SYS_setuid, l.uid as usize, 0, 0, 0);
+            let r = call(ids::SETUID, l.uid as usize, 0, 0, 0);
             if r < 0 {
                 fail(Step::Uid, r);
             }
-            let ids = [
-                call(libc::SYS_getuid, 0, 0, 0, 0),
-                call(libc::SYS_geteuid, 0, 0, 0, 0),
-                call(libc::SYS_getgid, 0, 0, 0, 0),
-                call(libc::SYS_getegid, 0, 0, 0, 0),
+            let current = [
+                call(ids::GETUID, 0, 0, 0, 0),
+                call(ids::GETEUID, 0, 0, 0, 0),
+                call(ids::GETGID, 0, 0, 0, 0),
+                call(ids::GETEGID, 0, 0, 0, 0),
             ];
             let expected = [l.uid, l.uid, l.gid, l.gid].map(|id| id as isize);
-            if ids != expected {
+            if current != expected {
                 fail(Step::IdentityCheck, -(libc::EPERM as isize));
+            }
+            // The supplementary groups too: the kernel keeps them sorted,
+            // as `Image` sorted them. One more entry of room shows a list
+            // longer than ours (the call fails with EINVAL then).
+            let n = call(ids::GETGROUPS, l.group_count + 1, l.seen_groups as usize, 0, 0);
+            if n != l.group_count as isize {
+                fail(Step::IdentityCheck, -(libc::EPERM as isize));
+            }
+            for i in 0..l.group_count {
+                if *l.seen_groups.add(i) != *l.groups.add(i) {
+                    fail(Step::IdentityCheck, -(libc::EPERM as isize));
+                }
             }
         }
         if !l.working_dir.is_null() {
@@ -1165,7 +1240,7 @@ impl Child {
         let what = match step {
             Step::None => return None,
             Step::Exec => return Some(os),
-            Step::ProcessGroup => "cannot start a process group".to_owned(),
+            Step::Session => "cannot start a session".to_owned(),
             Step::Stdio => "cannot give the connection to the program".to_owned(),
             Step::Groups | Step::Gid | Step::Uid => {
                 // EAGAIN here is the user's RLIMIT_NPROC: keep it readable as

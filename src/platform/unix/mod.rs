@@ -365,7 +365,9 @@ fn raise_descriptor_limit() {
         return;
     };
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        let _ = PROGRAM_NOFILE.set([soft, hard]);
+        // `rlim_t` is 32 bits wide on 32-bit Linux; prlimit64 takes 64.
+        #[allow(clippy::useless_conversion)]
+        let _ = PROGRAM_NOFILE.set([u64::from(soft), u64::from(hard)]);
     }
 }
 

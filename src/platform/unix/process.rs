@@ -115,8 +115,8 @@ mod portable {
     #[derive(Debug)]
     pub struct Hurry;
 
-    /// A running child: one session's program, leader of its own process
-    /// group.
+    /// A running child: one session's program, leader of its own session
+    /// and process group.
     #[derive(Debug)]
     pub struct Child {
         inner: tokio::process::Child,
@@ -125,7 +125,7 @@ mod portable {
 
     /// Starts `spec` with `socket` as its stdin, stdout and stderr (or,
     /// in pipe mode, with pipes a relay task connects to it), in a new
-    /// process group, with `spec.env` plus `client_env`. The caller's copy
+    /// session, with `spec.env` plus `client_env`. The caller's copy
     /// of the socket is closed when this returns. Without a user the
     /// standard library spawns with `posix_spawn`; with one it must fork.
     pub fn spawn(
@@ -170,8 +170,14 @@ mod portable {
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
             .stderr(stderr)
-            .process_group(0)
             .kill_on_drop(false);
+        // SAFETY: the closure runs in the child before exec and makes one
+        // async-signal-safe system call. A session of its own: the program
+        // leads its process group and has no controlling terminal, so it
+        // cannot reach the terminal the daemon was started from.
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        }
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }

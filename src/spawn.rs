@@ -34,6 +34,13 @@ pub fn prepare(service: &Service, daemon_env: &[(OsString, OsString)]) -> ChildS
     if let Some(user) = &service.user {
         added.extend(platform::user_environment(user));
     }
+    if let Some(dir) = &service.working_dir {
+        // Shells and programs trust PWD over getcwd(): it must not name the
+        // daemon's directory (a service's own `env` may still set it).
+        if !added.iter().any(|(k, _)| k == "PWD") {
+            added.push(("PWD".into(), dir.clone().into_os_string()));
+        }
+    }
     let overridden = |key: &OsString| {
         CLIENT_VARIABLES.iter().any(|v| key == v)
             || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)

@@ -1576,7 +1576,11 @@ mod unix {
             assert_eq!(libc::grantpt(fd), 0, "grantpt");
             assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
             let mut name = [0 as libc::c_char; 128];
-            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0, "ptsname_r");
+            assert_eq!(
+                libc::ptsname_r(fd, name.as_mut_ptr(), name.len()),
+                0,
+                "ptsname_r"
+            );
             let slave = libc::open(
                 name.as_ptr(),
                 libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,

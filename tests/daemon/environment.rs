@@ -8,8 +8,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::common::{
-    Daemon, WAIT, child, client_variables, connect, connect_from, connect_v6, parse_env, peer_text,
-    read_to_eof, v4,
+    Daemon, WAIT, child, child_argv, client_variables, connect, connect_from, connect_v6,
+    parse_env, peer_text, read_line, read_to_eof, toml_service, toml_str, v4,
 };
 
 const MODE: &str = "env CLIENT_IP CLIENT_PORT PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT WININETD_TEST_INHERITED";
@@ -110,4 +110,38 @@ fn concurrent_clients_each_see_their_own_address() {
     daemon.wait_for_count("`session end`", CLIENTS.into(), WAIT, |l| {
         l.contains("session end")
     });
+}
+
+/// Regression (issue 16, item 18): with `working_dir` the program's `PWD`
+/// was the daemon's directory, so a shell or a program that trusts `PWD`
+/// worked in the wrong place. It is the service's directory now; without
+/// `working_dir` it stays the daemon's.
+#[test]
+fn pwd_is_the_working_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().canonicalize().expect("canonical temp dir");
+    let daemon = Daemon::builder()
+        .toml(&format!(
+            "{}\n{}",
+            toml_service(
+                "in-dir",
+                "{port0}",
+                &child_argv(&["env", "PWD"]),
+                &[&format!(
+                    "working_dir = {}",
+                    toml_str(&path.display().to_string())
+                )],
+            ),
+            toml_service("no-dir", "{port1}", &child_argv(&["env", "PWD"]), &[]),
+        ))
+        .env("PWD", "/daemon/own/dir")
+        .start();
+    assert_eq!(
+        read_line(&mut connect(daemon.port(0)), WAIT),
+        format!("PWD={}", path.display())
+    );
+    assert_eq!(
+        read_line(&mut connect(daemon.port(1)), WAIT),
+        "PWD=/daemon/own/dir"
+    );
 }

@@ -92,7 +92,11 @@ fn a_program_cannot_reach_the_daemons_terminal() {
         "opening /dev/tty must fail"
     );
     let ids = read_line(&mut connect(daemon.port(1)), WAIT);
-    assert_eq!(field(&ids, "sid"), field(&ids, "pid"), "a session leader: {ids}");
+    assert_eq!(
+        field(&ids, "sid"),
+        field(&ids, "pid"),
+        "a session leader: {ids}"
+    );
 }
 
 /// `--timeout 1` puts SO_RCVTIMEO on the socket: the child's blocking read

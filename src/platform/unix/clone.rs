@@ -230,12 +230,6 @@ mod sys {
 /// architectures have only 32-bit calls under the plain names; one not
 /// listed here is not built until its numbers are checked.
 mod ids {
-    #[cfg(any(target_arch = "x86", target_arch = "arm"))]
-    pub use libc::{
-        SYS_getegid32 as GETEGID, SYS_geteuid32 as GETEUID, SYS_getgid32 as GETGID,
-        SYS_getgroups32 as GETGROUPS, SYS_getuid32 as GETUID, SYS_setgid32 as SETGID,
-        SYS_setgroups32 as SETGROUPS, SYS_setuid32 as SETUID,
-    };
     #[cfg(any(
         target_arch = "x86_64",
         target_arch = "aarch64",
@@ -249,6 +243,12 @@ mod ids {
         SYS_getegid as GETEGID, SYS_geteuid as GETEUID, SYS_getgid as GETGID,
         SYS_getgroups as GETGROUPS, SYS_getuid as GETUID, SYS_setgid as SETGID,
         SYS_setgroups as SETGROUPS, SYS_setuid as SETUID,
+    };
+    #[cfg(any(target_arch = "x86", target_arch = "arm"))]
+    pub use libc::{
+        SYS_getegid32 as GETEGID, SYS_geteuid32 as GETEUID, SYS_getgid32 as GETGID,
+        SYS_getgroups32 as GETGROUPS, SYS_getuid32 as GETUID, SYS_setgid32 as SETGID,
+        SYS_setgroups32 as SETGROUPS, SYS_setuid32 as SETUID,
     };
     #[cfg(not(any(
         target_arch = "x86",
@@ -1126,7 +1126,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             // The supplementary groups too: the kernel keeps them sorted,
             // as `Image` sorted them. One more entry of room shows a list
             // longer than ours (the call fails with EINVAL then).
-            let n = call(ids::GETGROUPS, l.group_count + 1, l.seen_groups as usize, 0, 0);
+            let n = call(
+                ids::GETGROUPS,
+                l.group_count + 1,
+                l.seen_groups as usize,
+                0,
+                0,
+            );
             if n != l.group_count as isize {
                 fail(Step::IdentityCheck, -(libc::EPERM as isize));
             }

@@ -50,9 +50,6 @@ struct Shared {
     admission: Admission,
     stop: watch::Receiver<bool>,
     shutdown_grace: Duration,
-    /// Set when starting a program failed for lack of a resource: accepting
-    /// pauses until then (the next start would fail the same way).
-    spawn_backoff: std::sync::Mutex<Option<(Instant, Duration)>>,
     reaper: platform::Reaper,
 }
 
@@ -66,7 +63,18 @@ struct Active {
     user: Option<Arc<str>>,
     spec: ChildSpec,
     gate: Arc<Gate>,
+    /// Set when starting this service's program failed for lack of a
+    /// resource: this service pauses accepting (its next start would fail
+    /// the same way); the others go on.
+    backoff: SpawnBackoff,
 }
+
+/// The pause before a service accepts again after its program could not
+/// start for lack of a resource (descriptors, memory, its user's processes).
+/// Per service: one run-as user at its RLIMIT_NPROC must not slow the
+/// services of other users.
+#[derive(Debug, Default)]
+struct SpawnBackoff(std::sync::Mutex<Option<(Instant, Duration)>>);
 
 /// A listening address's accept task and the channel that gives it new
 /// settings on reload.
@@ -111,7 +119,6 @@ pub async fn serve(
             admission: Admission::new(max_sessions),
             stop: stop_rx,
             shutdown_grace: settings.shutdown_grace,
-            spawn_backoff: std::sync::Mutex::new(None),
             // After `stop` and `reload` have set up their signals: the
             // reaper notes which signals children must reset.
             reaper: platform::Reaper::start().map_err(Error::Reaper)?,
@@ -224,6 +231,7 @@ impl Server {
                     spec: spawn::prepare(service, &self.daemon_env),
                     service: Arc::clone(service),
                     gate,
+                    backoff: SpawnBackoff::default(),
                 };
                 (service.name.clone(), Arc::new(active))
             })
@@ -531,10 +539,12 @@ async fn accept_loop(
             source,
         };
         let shared_for_spawn = Arc::clone(&shared);
+        let active_for_spawn = Arc::clone(&active);
         let start = move || {
+            let active = active_for_spawn;
             if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, bound, slots) {
                 if platform::is_resource_exhaustion(&e) {
-                    shared_for_spawn.note_spawn_exhaustion();
+                    active.backoff.note();
                 }
             }
         };
@@ -549,7 +559,7 @@ async fn accept_loop(
             // core; no hand-off to another thread.
             start();
         }
-        if let Some(pause) = shared.spawn_pause() {
+        if let Some(pause) = active.backoff.pause() {
             // The connection that failed is closed; the next would fail the
             // same way, so do not accept it yet.
             tokio::time::sleep(pause).await;
@@ -557,11 +567,11 @@ async fn accept_loop(
     }
 }
 
-impl Shared {
+impl SpawnBackoff {
     /// Records that a program could not start for lack of a resource: the
     /// pause before the next accept doubles, up to [`BACKOFF_MAX`].
-    fn note_spawn_exhaustion(&self) {
-        let mut backoff = self.spawn_backoff.lock().expect("never poisoned");
+    fn note(&self) {
+        let mut backoff = self.0.lock().expect("never poisoned");
         let pause = match *backoff {
             Some((_, pause)) => (pause * 2).min(BACKOFF_MAX),
             None => BACKOFF_MIN,
@@ -571,8 +581,8 @@ impl Shared {
 
     /// How long to pause before accepting, after a start failed for lack of
     /// a resource; clears the record once the pause has passed.
-    fn spawn_pause(&self) -> Option<Duration> {
-        let mut backoff = self.spawn_backoff.lock().expect("never poisoned");
+    fn pause(&self) -> Option<Duration> {
+        let mut backoff = self.0.lock().expect("never poisoned");
         let (until, _) = (*backoff)?;
         let now = Instant::now();
         if now < until {
@@ -688,13 +698,12 @@ fn start_session(
     let stop = shared.stop.clone();
     let grace = shared.shutdown_grace;
     let active = Arc::clone(active);
-    let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let (port, pid) = (session.info.port, session.info.pid);
         if let Some(e) = reap::supervise(session, stop, grace).await {
             log_start_failure(&active, port, peer, Some(pid), &e);
             if platform::is_resource_exhaustion(&e) {
-                shared.note_spawn_exhaustion();
+                active.backoff.note();
             }
         }
     });

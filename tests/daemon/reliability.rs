@@ -695,6 +695,69 @@ fn process_limit_of_the_run_as_user_fails_cleanly_and_recovers() {
     }
 }
 
+/// Regression (issue 16, item 4): the back-off after a start failed for
+/// lack of a resource was daemon-wide, so while one run-as service was
+/// flooded at its user's RLIMIT_NPROC, an unrelated root service went from
+/// 300 connections in 0.2 s to 20 in 9.9 s. The back-off is the failing
+/// service's own: the other keeps serving at its pace meanwhile.
+#[test]
+fn one_users_process_limit_does_not_slow_other_services() {
+    const LIMIT: u64 = 2;
+    const OTHERS: usize = 40;
+    let Some(user) = TestUser::create("nproc2") else {
+        return;
+    };
+    let daemon = Daemon::builder()
+        .service(&user.name, &child("pid"))
+        .service("none", &child("pid"))
+        .start();
+    let _cleanup = KillUsersProcesses(user.uid);
+    let (limited, other) = (daemon.port(0), daemon.port(1));
+    set_process_limit(daemon.pid(), LIMIT).expect("lower the daemon's RLIMIT_NPROC");
+    // Fill the user's process limit, until a start fails.
+    let mut held = Vec::new();
+    while let (stream, Some(_), _) = pid_or_close(limited) {
+        held.push(stream);
+        assert!(held.len() as u64 <= LIMIT + 1, "the limit does not hold");
+    }
+    // Flood the limited service from one thread, while another measures
+    // the other service.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut attempts = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = pid_or_close(limited);
+                attempts += 1;
+            }
+            attempts
+        })
+    };
+    daemon.wait_for_count("containing `cannot start`", 3, WAIT, |l| {
+        l.contains("cannot start")
+    });
+    let began = Instant::now();
+    for i in 0..OTHERS {
+        let (_, pid, outcome) = pid_or_close(other);
+        assert!(pid.is_some(), "other service, client {i}: {outcome:?}");
+    }
+    let took = began.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = flood.join().expect("the flood does not panic");
+    eprintln!(
+        "{OTHERS} sessions of the other service in {took:?}, beside {attempts} refused starts"
+    );
+    // Each client of a service in back-off waits up to a second; the other
+    // service's clients must not: 40 in well under 40 s, with a wide margin
+    // for a loaded machine.
+    assert!(
+        took < Duration::from_secs(8),
+        "{OTHERS} sessions of an unrelated service took {took:?} while another backed off"
+    );
+    drop(held);
+}
+
 // ---------------------------------------------------------------------------
 // Misbehaving children and clients
 // ---------------------------------------------------------------------------

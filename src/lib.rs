@@ -56,7 +56,7 @@ where
         .max_blocking_threads(2 * cores)
         .build()
         .map_err(Error::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let stop = stop();
         let reload = match platform::Reload::listen() {
             Ok(reload) => Some(reload),
@@ -66,5 +66,9 @@ where
             }
         };
         server::serve(config, settings, stop, reload, loader).await
-    })
+    });
+    // Every session has ended; a reload may still be reading its file on
+    // the blocking pool (a stuck file system): do not wait for it.
+    runtime.shutdown_background();
+    result
 }

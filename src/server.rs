@@ -84,6 +84,15 @@ struct Endpoint {
     current: watch::Sender<Arc<Active>>,
 }
 
+impl Endpoint {
+    /// Ends the accept task and waits until it is gone, and its listening
+    /// socket closed, so that the port can be bound again at once.
+    async fn close(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         // Ending the task drops its listener: the port closes at once.
@@ -99,7 +108,8 @@ struct Server {
     endpoints: HashMap<ListenAddr, Endpoint>,
     max_sessions: usize,
     log_format: crate::config::LogFormat,
-    loader: Loader,
+    /// Shared with the blocking thread that loads the config on reload.
+    loader: Arc<std::sync::Mutex<Loader>>,
 }
 
 /// Binds every service's addresses, announces them, then serves until
@@ -128,7 +138,7 @@ pub async fn serve(
         endpoints: HashMap::new(),
         max_sessions,
         log_format: config.log_format,
-        loader,
+        loader: Arc::new(std::sync::Mutex::new(loader)),
     };
     warn_if_descriptors_short(&config, max_sessions);
     let actives = server.activate(&config);
@@ -171,7 +181,23 @@ pub async fn serve(
     let signal = loop {
         tokio::select! {
             signal = &mut stop => break signal,
-            Some(()) = next_reload(&mut reload) => server.reload(),
+            Some(()) = next_reload(&mut reload) => {
+                info!("reload requested");
+                // Reading the file may block (a slow or stuck file system):
+                // never on the thread that accepts, and a stop does not
+                // wait for it.
+                let loader = Arc::clone(&server.loader);
+                let load = tokio::task::spawn_blocking(move || {
+                    (loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner))()
+                });
+                tokio::select! {
+                    signal = &mut stop => break signal,
+                    loaded = load => match loaded {
+                        Ok(loaded) => server.reload(loaded).await,
+                        Err(e) => error!(error = %e, "reload failed: the config could not be loaded"),
+                    },
+                }
+            }
         }
     };
     info!(
@@ -192,6 +218,11 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
         Some(reload) => reload.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Binds `addr` for `active`'s service and registers it with the runtime.
+fn bind_listener(addr: ListenAddr, active: &Active) -> std::io::Result<Listener> {
+    listen::bind(addr, &active.service.socket, active.service.stdio).and_then(Listener::new)
 }
 
 /// Every (address, service) pair to listen on.
@@ -244,12 +275,14 @@ impl Server {
         self.endpoints.insert(addr, Endpoint { task, current });
     }
 
-    /// Loads the config again and applies it; with any error the old one
-    /// keeps running. Listening sockets of addresses still in use are kept,
-    /// so no connection is refused; running sessions are not touched.
-    fn reload(&mut self) {
-        info!("reload requested");
-        let loaded = (self.loader)();
+    /// Applies a reloaded config; with any error the old one keeps running.
+    /// Listening sockets of addresses still in use are kept (with the new
+    /// settings), so no connection is refused; running sessions are not
+    /// touched. An address that takes the port of one that goes away (or
+    /// needs another kind of socket) is bound once that one is closed; if
+    /// it cannot be, what was closed is bound again and the old config
+    /// keeps running.
+    async fn reload(&mut self, loaded: Loaded) {
         for d in &loaded.diagnostics {
             match d.severity {
                 Severity::Error => error!("{d}"),
@@ -269,74 +302,76 @@ impl Server {
         warn_if_descriptors_short(&config, self.max_sessions);
         let actives = self.activate(&config);
         let plan = listen_plan(&actives);
+        let wanted: HashMap<ListenAddr, Arc<Active>> = plan.iter().cloned().collect();
 
-        // Bind what is new first: if that fails, nothing has changed yet.
+        // The old listeners that must close: gone from the config, or whose
+        // service now needs another kind of socket.
+        let closing: Vec<ListenAddr> = self
+            .endpoints
+            .iter()
+            .filter(|(addr, endpoint)| match wanted.get(*addr) {
+                None => true,
+                Some(new) => !platform::same_listener(
+                    endpoint.current.borrow().service.stdio,
+                    new.service.stdio,
+                ),
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        // Bind what is new and clashes with nothing first: if that fails,
+        // nothing has changed yet. What needs a closing listener's port
+        // waits for it.
         let mut bound = Vec::new();
         let mut after_close = Vec::new();
         for (addr, active) in &plan {
-            if self.endpoints.contains_key(addr) {
+            let kept = self.endpoints.contains_key(addr) && !closing.contains(addr);
+            if kept {
                 continue;
             }
-            if self.endpoints.keys().any(|old| old.overlaps(addr)) {
-                // Its port is held by an address that goes away: bind it
-                // once that listener is closed.
+            if closing.iter().any(|old| old.overlaps(addr)) {
                 after_close.push((*addr, Arc::clone(active)));
                 continue;
             }
-            match listen::bind(*addr, &active.service.socket, active.service.stdio)
-                .and_then(Listener::new)
-            {
+            match bind_listener(*addr, active) {
                 Ok(listener) => bound.push((*addr, Arc::clone(active), listener)),
                 Err(e) => {
-                    error!(%addr, error = %e, "reload failed: cannot listen; the old config keeps running");
+                    error!(%addr, service = %active.name, error = %e, "reload failed: cannot listen; the old config keeps running");
                     return;
                 }
             }
         }
 
-        let wanted: HashMap<ListenAddr, Arc<Active>> = plan.into_iter().collect();
-        let before = self.endpoints.len();
-        // An address whose service changes stdio mode needs another kind of
-        // listening socket (Windows): close it and bind it again.
-        let rebind: Vec<ListenAddr> = self
-            .endpoints
-            .iter()
-            .filter(|(addr, endpoint)| {
-                wanted
-                    .get(*addr)
-                    .is_some_and(|new| new.service.stdio != endpoint.current.borrow().service.stdio)
-            })
-            .map(|(addr, _)| *addr)
-            .collect();
-        for addr in rebind {
-            self.endpoints.remove(&addr);
-            after_close.push((addr, Arc::clone(&wanted[&addr])));
+        // Close, wait until the sockets are closed, then bind in their place.
+        let mut closed = Vec::new();
+        for addr in &closing {
+            if let Some(endpoint) = self.endpoints.remove(addr) {
+                let old = Arc::clone(&endpoint.current.borrow());
+                endpoint.close().await;
+                closed.push((*addr, old));
+            }
         }
-        self.endpoints.retain(|addr, _| wanted.contains_key(addr));
-        let closed = before - self.endpoints.len();
+        let mut rebound = Vec::new();
+        for (addr, active) in after_close {
+            match bind_listener(addr, &active) {
+                Ok(listener) => rebound.push((addr, active, listener)),
+                Err(e) => {
+                    error!(%addr, service = %active.name, error = %e, "reload failed: cannot listen; the old config keeps running");
+                    drop((bound, rebound));
+                    self.restore(closed);
+                    return;
+                }
+            }
+        }
+
         for (addr, endpoint) in &self.endpoints {
             if let Some(active) = wanted.get(addr) {
                 endpoint.current.send_replace(Arc::clone(active));
             }
         }
-        for (addr, active, listener) in bound {
+        for (addr, active, listener) in bound.into_iter().chain(rebound) {
             self.announce(&listener, &active);
             self.start_endpoint(addr, active, listener);
         }
-        for (addr, active) in after_close {
-            match listen::bind(addr, &active.service.socket, active.service.stdio)
-                .and_then(Listener::new)
-            {
-                Ok(listener) => {
-                    self.announce(&listener, &active);
-                    self.start_endpoint(addr, active, listener);
-                }
-                Err(e) => {
-                    error!(%addr, service = %active.name, error = %e, "reload: cannot listen")
-                }
-            }
-        }
-
         let names = |pick: &dyn Fn(&String) -> bool, from: &HashMap<String, Arc<Active>>| {
             let mut names: Vec<&str> = from
                 .keys()
@@ -352,16 +387,35 @@ impl Server {
         let same = |n: &String| old.get(n).is_some_and(|o| o.service == actives[n].service);
         let changed = names(&|n| old.contains_key(n) && !same(n), &actives);
         let unchanged = names(&|n| same(n), &actives);
+        let listeners_closed = closed
+            .iter()
+            .filter(|(a, _)| !wanted.contains_key(a))
+            .count();
         info!(
             %added,
             %removed,
             %changed,
             %unchanged,
-            listeners_closed = closed,
+            listeners_closed,
             listeners = self.endpoints.len(),
             "reload done"
         );
         self.services = actives;
+    }
+
+    /// Binds again the listeners a failed reload closed, with the settings
+    /// they had. Should one of their ports have been taken meanwhile, that
+    /// address is left without a listener, and said so.
+    fn restore(&mut self, closed: Vec<(ListenAddr, Arc<Active>)>) {
+        for (addr, active) in closed {
+            match bind_listener(addr, &active) {
+                Ok(listener) => self.start_endpoint(addr, active, listener),
+                Err(e) => error!(
+                    %addr, service = %active.name, error = %e,
+                    "cannot listen again after a failed reload: the service has no listener there"
+                ),
+            }
+        }
     }
 
     fn announce(&self, listener: &Listener, active: &Active) {

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, attempt, child_argv, connect, connection_refused, is_alive, read_line,
-    read_to_eof, request, toml_service, v4, wait_refused,
+    Daemon, WAIT, attempt, child_argv, connect, connect_to, connection_refused, is_alive,
+    read_line, read_to_eof, request, toml_service, v4, wait_refused,
 };
 
 fn echo_service(name: &str, port: &str, extra: &[&str]) -> String {
@@ -260,4 +260,155 @@ fn reloads_under_load_lose_no_connection() {
     assert_eq!(request(daemon.port(1), b""), "arg[0]=a\nargc=1\n");
     assert!(!connection_refused(v4(port)), "`steady` still listens");
     eprintln!("{done} requests across {RELOADS} reloads, none failed");
+}
+
+/// Runs `one_request` on `port` from a thread until the returned closure is
+/// called; that returns how many ran and the failures.
+fn requests_meanwhile(port: u16) -> impl FnOnce() -> (usize, Vec<String>) {
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (load, stop) = (Arc::clone(&load), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(failure) = one_request(port, n) {
+                    load.failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(failure);
+                }
+                load.done.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        })
+    };
+    move || {
+        stop.store(true, Ordering::Relaxed);
+        client.join().expect("the load thread does not panic");
+        let failures = load.failures.lock().unwrap_or_else(|p| p.into_inner());
+        (load.done.load(Ordering::Relaxed), failures.clone())
+    }
+}
+
+/// Regression (issue 16, item 8): a reload that changed a service's
+/// `stdio` left it with no listener (the new socket was bound before the
+/// old one was closed: "Address already in use"), while the log said
+/// "reload done". The listening socket is kept now: no connection is
+/// refused, and new sessions get the new mode.
+#[test]
+fn a_stdio_change_keeps_the_listener() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    let finish = requests_meanwhile(port);
+    let outcome = daemon.reload(&echo_service("svc", "{port0}", &["stdio = \"pipe\""]));
+    let (done, failures) = finish();
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert!(
+        failures.is_empty(),
+        "{failures:?} of {done} requests failed"
+    );
+    assert_eq!(daemon.count(|l| l.contains("cannot listen")), 0);
+    let kinds = toml_service(
+        "svc",
+        "{port0}",
+        &child_argv(&["stdio-kinds"]),
+        &["stdio = \"pipe\""],
+    );
+    assert!(daemon.reload(&kinds).contains("reload done"));
+    let answer = request(port, b"");
+    assert!(
+        answer.starts_with("fd0=fifo:"),
+        "pipe mode after the reload: {answer}"
+    );
+}
+
+/// Regression (issue 16, item 8): moving a service from every address to
+/// one address on the same port (`20703` → `"127.0.0.1:20703"`) failed
+/// the same way. The old listener is closed first, then the new address
+/// is bound.
+#[test]
+fn a_listen_address_on_the_same_port_is_bound_after_the_old_one_closes() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    assert_eq!(request(port, b"before\n"), "before\n");
+    let outcome = daemon.reload(&echo_service("svc", "\"127.0.0.1:{port0}\"", &[]));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert_eq!(daemon.count(|l| l.contains("cannot listen")), 0);
+    daemon.wait_for_line(&format!("listening on 127.0.0.1:{port}"), WAIT);
+    assert_eq!(request(port, b"after\n"), "after\n");
+    // Back to every address.
+    let outcome = daemon.reload(&echo_service("svc", "{port0}", &[]));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert_eq!(request(port, b"and back\n"), "and back\n");
+}
+
+/// When the address that replaces a closed one cannot be bound, the
+/// reload fails as a whole: `reload failed` at error level, the old
+/// listener is bound again, and the old config keeps serving.
+#[test]
+fn a_failed_rebind_puts_the_old_listener_back() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: its bind fails,
+    // after the old listener on the same port has been closed. Nothing is
+    // ever sent to it.
+    let outcome = daemon.reload(&echo_service(
+        "svc",
+        "[\"127.0.0.1:{port0}\", \"192.0.2.1:{port0}\"]",
+        &["env = { NEW = \"1\" }"],
+    ));
+    assert!(outcome.contains("reload failed"), "{outcome}");
+    assert!(outcome.contains("ERROR"), "at error level: {outcome}");
+    assert_eq!(daemon.count(|l| l.contains("reload done")), 0);
+    assert_eq!(request(port, b"old config\n"), "old config\n");
+    let v6 = crate::common::v6(port);
+    if !connection_refused(v6) {
+        // The old listener is back on every address (where this host has
+        // IPv6 loopback).
+        let mut stream = connect_to(v6);
+        echo_line(&mut stream, "over IPv6");
+    }
+}
+
+/// Regression (issue 16, item 9): a reload read the config on the thread
+/// that accepts, so a FIFO as the config stopped all accepting, and a
+/// SIGTERM waited until someone wrote to it. The config is read on a
+/// thread of its own now (and only a regular file is read at all): the
+/// daemon serves meanwhile and stops at once.
+#[test]
+fn a_fifo_as_config_stops_neither_serving_nor_stopping() {
+    let mut daemon = Daemon::builder()
+        .toml(&echo_service("svc", "{port0}", &[]))
+        .start();
+    let port = daemon.port(0);
+    let path = daemon.config_path().to_owned();
+    std::fs::remove_file(&path).expect("remove the config");
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    #[allow(unsafe_code)]
+    // SAFETY: a valid C string; mkfifo(3) touches nothing else.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo: {}", io::Error::last_os_error());
+    daemon.send_signal(libc::SIGHUP);
+    daemon.wait_for_line("reload requested", WAIT);
+    // The daemon serves meanwhile.
+    for i in 0..3 {
+        let line = format!("while the reload waits {i}\n");
+        assert_eq!(request(port, line.as_bytes()), line);
+    }
+    let began = Instant::now();
+    daemon.send_signal(libc::SIGTERM);
+    let status = daemon.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        began.elapsed()
+    );
 }

@@ -141,6 +141,12 @@ pub fn tcp_socket(domain: socket2::Domain, _stdio: StdioMode) -> io::Result<Sock
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
 }
 
+/// Whether a listener made for `old` stdio mode serves `new` too: always
+/// on Unix, where the mode does not change the socket.
+pub fn same_listener(_old: StdioMode, _new: StdioMode) -> bool {
+    true
+}
+
 /// Options every listening socket gets before `bind`: SO_REUSEADDR, so a
 /// restart is not refused while old connections are in TIME_WAIT (on Unix
 /// it does not let another process take a port that is in use).

@@ -268,6 +268,12 @@ pub fn is_executable(path: &Path) -> bool {
 
 // -------------------------------------------------------------- sockets --
 
+/// Whether a listener made for `old` stdio mode serves `new` too: the
+/// socket kinds differ (overlapped or not, see [`tcp_socket`]).
+pub fn same_listener(old: StdioMode, new: StdioMode) -> bool {
+    old == new
+}
+
 /// A TCP socket that no child inherits. For `--stdio socket` it is created
 /// without `WSA_FLAG_OVERLAPPED`, because only such a socket (and the
 /// sockets it accepts) can be a child's standard handle (KB Q131623); for

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admit::{Permit, ServiceSlot, SourceSlot};
@@ -50,63 +51,108 @@ pub struct Session {
 /// The longest stderr line logged as one event; longer ones are split.
 const MAX_STDERR_LINE: u64 = 8 * 1024;
 
-/// How a session's wait ended.
-enum Ending {
-    Exited(std::io::Result<platform::ExitStatus>),
+/// Why a session is being ended before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
     Stopping,
     TooOld,
 }
 
-/// Waits for the session's child and logs its end. When `stop` turns true,
-/// or `max_lifetime` passes, ends the child's whole process tree: SIGTERM,
-/// then SIGKILL after `grace`. If the program never ran (its exec failed,
-/// found only now where starting does not wait for the exec), logs nothing
-/// and returns why, for the caller to report.
+/// The longest pause between two looks at whether a session's process
+/// group still has a member, once its program has exited.
+const LEFTOVER_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// Waits for the session to end and logs its end. A session ends when its
+/// program has exited, everything the program left running in its process
+/// group has exited too, and its stderr (`stderr = "log"`) is drained: until
+/// then it keeps its slots, so what a program leaves behind counts against
+/// the caps. When `stop` turns true, or `max_lifetime` passes, ends the
+/// whole process group, whether or not the program itself is still there:
+/// SIGTERM, then SIGKILL after `grace`. If the program never ran (its exec
+/// failed, found only now where starting does not wait for the exec), logs
+/// nothing and returns why, for the caller to report.
 pub async fn supervise(
     mut session: Session,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<std::io::Error> {
-    if let Some(stderr) = session.child.take_stderr() {
-        tokio::spawn(log_stderr(stderr, session.info.clone()));
-    }
+    let mut output = session
+        .child
+        .take_stderr()
+        .map(|stderr| tokio::spawn(log_stderr(stderr, session.info.clone())));
     let lifetime = async {
         match session.max_lifetime {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
-    let ending = tokio::select! {
-        status = session.child.wait() => Ending::Exited(status),
-        () = stopping(&mut stop) => Ending::Stopping,
-        () = lifetime => Ending::TooOld,
-    };
-    let info = &session.info;
-    let status = match ending {
-        Ending::Exited(status) => status,
-        Ending::Stopping | Ending::TooOld => {
-            if matches!(ending, Ending::TooOld) {
-                warn!(
-                    service = %info.service,
-                    pid = info.pid,
-                    max_lifetime = ?session.max_lifetime.unwrap_or_default(),
-                    "session reached max_lifetime: ending its processes"
-                );
-            }
-            session.child.terminate_tree();
-            match tokio::time::timeout(grace, session.child.wait()).await {
-                Ok(status) => status,
-                Err(_elapsed) => {
-                    warn!(service = %info.service, pid = info.pid, grace = ?grace, "session did not stop in time: killing its processes");
-                    session.child.kill_tree();
-                    session.child.wait().await
+    tokio::pin!(lifetime);
+
+    let mut status = None;
+    let cut = tokio::select! {
+        exited = session.child.wait() => {
+            if let Some(error) = session.child.start_error() {
+                if let Some(task) = output {
+                    task.abort();
                 }
+                return Some(error);
+            }
+            status = Some(exited);
+            // The program is gone; what it left in its group and its
+            // stderr still belong to the session.
+            tokio::select! {
+                () = leftovers_gone(&mut session.child, &mut output) => None,
+                () = stopping(&mut stop) => Some(Cut::Stopping),
+                () = &mut lifetime => Some(Cut::TooOld),
             }
         }
+        () = stopping(&mut stop) => Some(Cut::Stopping),
+        () = &mut lifetime => Some(Cut::TooOld),
     };
-    if let Some(error) = session.child.start_error() {
-        return Some(error);
+    let info = &session.info;
+    if let Some(cut) = cut {
+        if cut == Cut::TooOld {
+            warn!(
+                service = %info.service,
+                pid = info.pid,
+                max_lifetime = ?session.max_lifetime.unwrap_or_default(),
+                "session reached max_lifetime: ending its processes"
+            );
+        }
+        session.child.terminate_tree();
+        let child = &mut session.child;
+        let ended = tokio::time::timeout(grace, async {
+            let exited = child.wait().await;
+            leftovers_gone(child, &mut output).await;
+            exited
+        })
+        .await;
+        let exited = match ended {
+            Ok(exited) => exited,
+            Err(_elapsed) => {
+                warn!(service = %info.service, pid = info.pid, grace = ?grace, "session did not stop in time: killing its processes");
+                session.child.kill_tree();
+                let exited = session.child.wait().await;
+                // A killed group is gone at once; what holds the stderr
+                // pipe outside the group (a process that left it) is not
+                // waited for.
+                let _ = tokio::time::timeout(
+                    LEFTOVER_POLL_MAX,
+                    leftovers_gone(&mut session.child, &mut None),
+                )
+                .await;
+                exited
+            }
+        };
+        status.get_or_insert(exited);
+        if let Some(error) = session.child.start_error() {
+            return Some(error);
+        }
     }
+    if let Some(task) = output {
+        task.abort();
+    }
+    let status = status.expect("set once the program has exited");
     let duration = session.started.elapsed();
     match (status, &info.user) {
         (Ok(status), None) => info!(
@@ -140,6 +186,23 @@ pub async fn supervise(
     }
     drop(session.slots);
     None
+}
+
+/// Resolves once nothing is left of the session but its record: its
+/// stderr is drained (`output` taken) and its process group has no member.
+/// The group is looked at with a signal 0, more rarely as time goes on: a
+/// program that leaves something running is rare, and one look is all
+/// most sessions cost.
+async fn leftovers_gone(child: &mut platform::Child, output: &mut Option<JoinHandle<()>>) {
+    if let Some(task) = output {
+        let _ = task.await;
+        *output = None;
+    }
+    let mut pause = Duration::from_millis(5);
+    while child.tree_alive() {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LEFTOVER_POLL_MAX);
+    }
 }
 
 /// Resolves once the server is stopping.

@@ -355,9 +355,10 @@ impl Server {
             match bind_listener(addr, &active) {
                 Ok(listener) => rebound.push((addr, active, listener)),
                 Err(e) => {
-                    error!(%addr, service = %active.name, error = %e, "reload failed: cannot listen; the old config keeps running");
+                    // Put the old listeners back before saying so.
                     drop((bound, rebound));
                     self.restore(closed);
+                    error!(%addr, service = %active.name, error = %e, "reload failed: cannot listen; the old config keeps running");
                     return;
                 }
             }

@@ -5,8 +5,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, child, children_of, connect, field, has_token, kill, read_line, read_to_eof,
-    request,
+    Daemon, WAIT, child, children_of, connect, field, has_token, kill, open_fds, read_line,
+    read_to_eof, request, wait_gone,
 };
 
 #[test]
@@ -111,4 +111,117 @@ fn no_zombies_after_hundreds_of_sessions() {
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A program that starts a process which ignores SIGTERM, leaves it
+/// running (holding the connection) and exits at once, then prints that
+/// process's pid.
+const LEAVES_A_PROCESS: &str =
+    r#"["/bin/sh", "-c", "(trap '' TERM; exec sleep 30) & echo left=$!; exit 0"]"#;
+
+/// The pid a `LEAVES_A_PROCESS` session printed.
+fn left_behind(stream: &mut std::net::TcpStream) -> u32 {
+    let line = read_line(stream, WAIT);
+    line.strip_prefix("left=")
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("left=PID: {line:?}"))
+}
+
+/// Regression (issue 16, item 7): SIGKILL after `max_lifetime` went only to
+/// a program still alive, so what it left behind kept its client connected
+/// past `max_lifetime`. The whole process group gets SIGTERM and, after
+/// the grace, SIGKILL, whether or not the program itself has exited.
+#[test]
+fn max_lifetime_ends_what_the_program_left_behind() {
+    let daemon = Daemon::builder()
+        .toml(&format!(
+            "[[service]]\nname = \"bg\"\nlisten = {{port0}}\ncommand = {LEAVES_A_PROCESS}\nmax_lifetime = 1\n"
+        ))
+        .args(&["--shutdown-grace", "1"])
+        .start();
+    let began = Instant::now();
+    let mut stream = connect(daemon.port(0));
+    let left = left_behind(&mut stream);
+    read_to_eof(&mut stream, WAIT).expect("EOF once the group is ended");
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "ended after {:?}, before max_lifetime",
+        began.elapsed()
+    );
+    wait_gone(left, WAIT);
+    daemon.wait_for_line("max_lifetime", WAIT);
+    daemon.wait_for_line("killing its processes", WAIT);
+    daemon.wait_for_line("session end", WAIT);
+}
+
+/// Regression (issue 16, item 7): what a program left behind survived the
+/// daemon's stop. The stop ends every session's whole process group.
+#[test]
+fn stop_ends_what_the_program_left_behind() {
+    let mut daemon = Daemon::builder()
+        .toml(&format!(
+            "[[service]]\nname = \"bg\"\nlisten = {{port0}}\ncommand = {LEAVES_A_PROCESS}\n"
+        ))
+        .args(&["--shutdown-grace", "1"])
+        .start();
+    let mut stream = connect(daemon.port(0));
+    let left = left_behind(&mut stream);
+    assert!(
+        crate::common::is_alive(left),
+        "the process left behind runs"
+    );
+    daemon.send_signal(libc::SIGTERM);
+    let status = daemon.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+    wait_gone(left, Duration::from_secs(1));
+    read_to_eof(&mut stream, WAIT).expect("EOF");
+}
+
+/// Regression (issue 16, item 7): a session ended when its program exited,
+/// even though what the program left behind still held its stderr pipe in
+/// the daemon: 20 such sessions held 20 extra descriptors at
+/// `max_sessions = 5`. A session now lasts until its process group is
+/// empty and its stderr drained, so the cap bounds both.
+#[test]
+fn what_a_program_leaves_behind_counts_against_the_caps() {
+    const CAP: usize = 3;
+    let daemon = Daemon::builder()
+        .toml(&format!(
+            "[[service]]\nname = \"bg\"\nlisten = {{port0}}\ncommand = {LEAVES_A_PROCESS}\n\
+             stderr = \"log\"\nmax_sessions = {CAP}\n"
+        ))
+        .start();
+    let baseline = open_fds(daemon.pid()).len();
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = connect(daemon.port(0));
+        left_behind(&mut stream);
+        held.push(stream);
+    }
+    // More clients wait in the backlog: none is served while the first
+    // sessions' processes live.
+    let mut waiting: Vec<_> = (0..CAP).map(|_| connect(daemon.port(0))).collect();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon.count(|l| l.contains("session start")),
+        CAP,
+        "sessions started while {CAP} left processes behind"
+    );
+    let fds = open_fds(daemon.pid()).len();
+    assert!(
+        fds <= baseline + CAP,
+        "the daemon holds {fds} descriptors, {baseline} before {CAP} sessions"
+    );
+    assert_eq!(daemon.count(|l| l.contains("session end")), 0);
+    // Once what the first one left ends, its session ends and the next
+    // client is served.
+    let first_pid = daemon
+        .lines()
+        .iter()
+        .find(|l| l.contains("session start"))
+        .and_then(|l| field(l, "pid").and_then(|p| p.parse::<i32>().ok()))
+        .expect("a start line with a pid");
+    kill(-first_pid, libc::SIGKILL).expect("kill the first session's group");
+    daemon.session_end(first_pid as u32);
+    left_behind(&mut waiting[0]);
 }

@@ -272,10 +272,27 @@ impl Child {
         self.signal_tree(Signal::SIGKILL);
     }
 
+    /// Whether the child's process group still has a member: the program
+    /// itself, or what it started and left running (a zombie not yet
+    /// reaped counts too). While it has one, its number is not given to
+    /// another process, so the group can be signalled safely.
+    pub fn tree_alive(&self) -> bool {
+        // Signal 0 sends nothing; the daemon runs as root or as the user
+        // of its children, so EPERM cannot hide a member.
+        killpg(self.group(), None).is_ok()
+    }
+
+    fn group(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.id()).expect("pids fit in pid_t"))
+    }
+
     fn signal_tree(&self, signal: Signal) {
-        let pgid = Pid::from_raw(i32::try_from(self.id()).expect("pids fit in pid_t"));
-        // ESRCH: the group is already gone; nothing else can fail here.
-        let _ = killpg(pgid, signal);
+        // Once the program has been reaped, its number may serve another
+        // group only when nothing of this one is left: look first.
+        if self.tree_alive() {
+            // ESRCH: the group has just gone; nothing else can fail here.
+            let _ = killpg(self.group(), signal);
+        }
     }
 }
 
@@ -306,6 +323,16 @@ pub fn init_process() {
     let _ = signals::block(&[Signal::SIGCHLD]);
     #[cfg(target_os = "linux")]
     raise_descriptor_limit();
+    // What a session's program leaves running when it exits becomes the
+    // daemon's child rather than init's: the reaper reaps it when it ends,
+    // so no zombie of it stays a member of the session's process group
+    // (which the session waits to be empty) where init does not reap.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: prctl with integer arguments; changes only this process's
+    // attribute.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
     // Descriptors 0, 1 and 2 are always open (on /dev/null if the daemon
     // was started without them), so an accepted socket is never one of them
     // and cannot be lost when it is moved onto a child's stdio.

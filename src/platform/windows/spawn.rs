@@ -198,6 +198,13 @@ impl Child {
         // SAFETY: a valid job handle. Failure (the job is empty) is harmless.
         unsafe { TerminateJobObject(self.job.as_raw_handle(), KILLED_EXIT_CODE) };
     }
+
+    /// Whether something the program started is left to wait for: never,
+    /// since the job (kill-on-close) ends every process it holds when the
+    /// session drops the child.
+    pub fn tree_alive(&self) -> bool {
+        false
+    }
 }
 
 /// [`spawn`] blocks (logon, CreateProcess, the job), so the server calls it

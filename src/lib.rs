@@ -28,6 +28,7 @@ pub mod platform;
 pub mod reap;
 pub mod server;
 pub mod spawn;
+pub mod stderr_log;
 
 use std::future::Future;
 

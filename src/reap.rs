@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admit::{Permit, ServiceSlot, SourceSlot};
 use crate::platform::{self, Child};
+use crate::stderr_log;
 
 /// Who a session is, for its log lines.
 #[derive(Debug, Clone)]
@@ -47,9 +47,6 @@ pub struct Session {
     pub max_lifetime: Option<Duration>,
 }
 
-/// The longest stderr line logged as one event; longer ones are split.
-const MAX_STDERR_LINE: u64 = 8 * 1024;
-
 /// How a session's wait ended.
 enum Ending {
     Exited(std::io::Result<platform::ExitStatus>),
@@ -67,9 +64,10 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<std::io::Error> {
-    if let Some(stderr) = session.child.take_stderr() {
-        tokio::spawn(log_stderr(stderr, session.info.clone()));
-    }
+    let _stderr_log = session
+        .child
+        .take_stderr()
+        .map(|stderr| stderr_log::start(stderr, session.info.clone()));
     let lifetime = async {
         match session.max_lifetime {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -146,28 +144,4 @@ pub async fn supervise(
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens at exit.
     let _ = stop.wait_for(|&stop| stop).await.map(drop);
-}
-
-/// Logs each line the child writes to its stderr (`stderr = "log"`).
-async fn log_stderr(mut stderr: platform::StderrPipe, info: SessionInfo) {
-    if platform::stderr_ready(&mut stderr).await.is_err() {
-        return;
-    }
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_STDERR_LINE)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\n', '\r']);
-                info!(service = %info.service, pid = info.pid, stream = "stderr", "{text}");
-            }
-        }
-    }
 }

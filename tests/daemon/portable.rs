@@ -9,10 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::common::{
-    CHILD, Daemon, DaemonBuilder, Started, WAIT, attempt, connect, connect_to, daemon_path, field,
-    get, is_event, json_events, must, peer_text, read_line, read_to_eof, v4, v6, wait_event,
-    wait_gone,
+    CHILD, Daemon, DaemonBuilder, Started, WAIT, attempt, child_argv, connect, connect_to,
+    daemon_path, field, get, is_event, json_events, must, peer_text, read_line, read_to_eof,
+    toml_service, v4, v6, wait_event, wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -50,6 +52,34 @@ fn path_with_the_child() -> String {
         .expect("no separator in a directory")
         .into_string()
         .expect("a UTF-8 PATH")
+}
+
+/// `line` as a JSON object, or a panic that shows it.
+fn json(line: &str) -> serde_json::Map<String, Value> {
+    match serde_json::from_str(line) {
+        Ok(Value::Object(members)) => members,
+        _ => panic!("not one JSON object: {line:?}"),
+    }
+}
+
+/// Waits for a JSON line for which `matches` holds and returns it parsed.
+fn wait_json(
+    daemon: &Daemon,
+    what: &str,
+    matches: impl Fn(&serde_json::Map<String, Value>) -> bool,
+) -> serde_json::Map<String, Value> {
+    let line = daemon.wait_for(what, WAIT, |l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v.as_object().map(&matches))
+            .unwrap_or(false)
+    });
+    json(&line)
+}
+
+/// `bytes` in hex, as the test child's `stderr-hex` mode takes them.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A daemon of tests/data/portable.toml, with the test child on its `PATH`.
@@ -166,28 +196,62 @@ fn the_portable_config_is_checked_and_served() {
     let events = json_events(&daemon);
     assert!(events.len() >= 10, "{} events", events.len());
 
-    // The child's stderr line: an INFO event with the service and the pid
-    // (that its message is exactly the line is the next test's).
+    // The child's stderr line: a `program output` INFO event with the
+    // service, the pid and the line in `output`.
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is_event(e, "portable-stderr-line", "logged")
+        is_event(e, "program output", "logged")
     });
     assert_eq!(must(&stderr, "pid"), logged_pid);
     assert_eq!(must(&stderr, "level"), "INFO");
+    assert_eq!(must(&stderr, "output"), "portable-stderr-line");
 }
 
-/// The contract: with `stderr = "log"`, "each line the child writes to
-/// stderr is logged (INFO) with service and pid, message is the line". In
-/// JSON the `message` member is the line, with nothing added.
+/// Issue 16 item 2, in JSON: a program's stderr line was the event's
+/// `message`, so a program could write events of the daemon's own. It is
+/// now the `output` member of a `program output` event, any control
+/// character escaped by JSON, bytes that are not UTF-8 replaced.
 #[test]
-fn the_portable_stderr_events_message_is_the_line() {
-    let daemon = portable_builder().start();
-    let mut stream = connect(daemon.port(4));
-    stream.shutdown(Shutdown::Write).expect("half-close");
-    read_to_eof(&mut stream, WAIT).expect("EOF");
-    let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is_event(e, "portable-stderr-line", "logged")
+fn program_output_is_its_own_member_in_json() {
+    const FORGED: &[u8] =
+        b"session end service=ssh pid=1 status=exit 0\r\t\0 \"q\" \\ \x1b[2J \xff";
+    let mut bytes = FORGED.to_vec();
+    bytes.push(b'\n');
+    let config = [
+        "log_format = \"json\"\n\n".to_owned(),
+        toml_service(
+            "forger",
+            "\"127.0.0.1:{port0}\"",
+            &child_argv(&["stderr-hex", &hex(&bytes)]),
+            &[r#"stderr = "log""#],
+        ),
+    ]
+    .concat();
+    let daemon = Daemon::builder().toml(&config).start();
+    assert_eq!(request_to(v4(daemon.port(0)), b""), "");
+    let start = wait_json(&daemon, "`session start`", |e| {
+        e["message"] == "session start" && e["service"] == "forger"
     });
-    assert_eq!(must(&stderr, "message"), "portable-stderr-line");
+    let output = wait_json(&daemon, "the program's output", |e| {
+        e["message"] == "program output"
+    });
+    assert_eq!(output["service"], "forger");
+    assert_eq!(output["pid"], start["pid"]);
+    assert_eq!(output["level"], "INFO");
+    assert_eq!(output["stream"], "stderr");
+    assert_eq!(
+        output["output"].as_str(),
+        Some(&*String::from_utf8_lossy(FORGED))
+    );
+    wait_json(&daemon, "`session end`", |e| {
+        e["message"] == "session end" && e["service"] == "forger"
+    });
+    // (The `listening on` lines are plain text.)
+    let events = daemon.lines();
+    for line in events.iter().filter(|l| !l.starts_with("listening on ")) {
+        assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+        let event = json(line);
+        assert_ne!(event.get("service"), Some(&Value::from("ssh")), "{line}");
+    }
 }
 
 /// A log nobody reads loses its lines and nothing else, on both systems:

@@ -66,6 +66,12 @@ where
                 None
             }
         };
+        // From here on no log write may block serving (see `logging`);
+        // the guard writes what is queued when serving ends. Its thread is
+        // started only now, after `stop` and `reload` have blocked their
+        // signals on this thread: it inherits the mask, so it cannot take
+        // a signal meant for the runtime's signalfd.
+        let _log = logging::Background::start();
         server::serve(config, settings, stop, reload, loader).await
     })
 }

@@ -6,13 +6,27 @@
 //! escaped, never written raw. The `listening on ADDR (CMDLINE)` lines are
 //! not log events but an announcement tests and supervisors read: they
 //! always go to stderr, see [`announce`].
+//!
+//! While the server runs (a [`Background`] guard is alive), lines are not
+//! written by the thread that logs them but queued for a thread of their
+//! own: a log reader that stops reading (a stopped `tee`, a journal that
+//! has fallen behind) must never block the runtime thread that accepts
+//! connections. The queue is bounded; when it is full, lines are dropped
+//! and counted, and the count is logged where the gap is, once there is
+//! room again. Before and after (loading the config, `--check`, the errors
+//! that end the process) lines are written at once, so none is lost at
+//! exit.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 use crate::config::LogFormat;
 use crate::platform::{self, Priority, SystemLog};
@@ -29,6 +43,15 @@ pub enum Target {
     System,
 }
 
+/// The most lines the queue holds while the log reader does not keep up.
+const QUEUE_LINES: usize = 4096;
+/// The most bytes the queue holds (a bound on its memory).
+const QUEUE_BYTES: usize = 1 << 20;
+/// How long the end of [`Background`] waits for the queued lines to be
+/// written: a reader that stopped for good must not keep the daemon from
+/// exiting.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// How the daemon logs, as [`init`] set it up.
 #[derive(Debug, Clone, Copy)]
 struct Setup {
@@ -41,6 +64,10 @@ struct Setup {
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
 static SYSTEM_LOG: OnceLock<SystemLog> = OnceLock::new();
+/// The queue and its writer thread, started by the first [`Background`].
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+/// Whether lines go through [`QUEUE`] now.
+static QUEUED: AtomicBool = AtomicBool::new(false);
 
 /// Picks the target: the console for `--debug` (and `--check`), otherwise
 /// the journal if stderr is connected to it, else the system log, if there
@@ -111,12 +138,46 @@ pub fn init(target: Target, format: LogFormat) {
 /// Writes an announcement line to stderr (and the system log when that is
 /// the target), whatever the log target.
 pub fn announce(line: &str) {
-    Line::new(
+    emit(Line::new(
         Priority::Info,
         Destination::Announcement,
         one_record(line, false),
-    )
-    .write();
+    ));
+}
+
+/// While a `Background` is alive, log lines are queued for a thread of
+/// their own instead of written by the thread that logs them. Dropping it
+/// waits (a while, see [`FLUSH_WAIT`]) for the queued lines to be written,
+/// and lines are written at once again: what the process logs as it ends
+/// (its exit error) comes after them, and is not lost.
+#[derive(Debug)]
+#[must_use = "lines are queued only while the guard lives"]
+pub struct Background {
+    _private: (),
+}
+
+impl Background {
+    /// Queues log lines from now on. If the writer thread cannot be
+    /// started, lines are written at once, as before.
+    pub fn start() -> Self {
+        if queue().is_some() {
+            QUEUED.store(true, Ordering::SeqCst);
+        }
+        Self { _private: () }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let Some(queue) = queue() else {
+            return;
+        };
+        let deadline = Instant::now() + FLUSH_WAIT;
+        queue.flush(deadline);
+        QUEUED.store(false, Ordering::SeqCst);
+        // Lines queued by another thread between the flush and the switch.
+        queue.flush(deadline);
+    }
 }
 
 fn setup() -> Setup {
@@ -125,6 +186,22 @@ fn setup() -> Setup {
         format: LogFormat::Text,
         ansi: false,
     })
+}
+
+/// The queue, its writer thread started; `None` if no thread can be.
+fn queue() -> Option<&'static Queue> {
+    let queue = QUEUE.get_or_init(Queue::default);
+    let mut state = queue.lock();
+    if !state.writer {
+        let started = std::thread::Builder::new()
+            .name("wininetd-log".to_owned())
+            .spawn(move || queue.write_lines());
+        if started.is_err() {
+            return None;
+        }
+        state.writer = true;
+    }
+    Some(queue)
 }
 
 fn priority(level: &Level) -> Priority {
@@ -159,6 +236,27 @@ impl Line {
         Self { priority, to, text }
     }
 
+    /// The line that says `lines` lines were dropped, where they were.
+    fn dropped(lines: u64) -> Self {
+        let message = "log lines dropped: the log reader did not keep up";
+        let setup = setup();
+        let text = match setup.format {
+            LogFormat::Json => json_line(Level::WARN, message, &[("lines", Value::Count(lines))]),
+            LogFormat::Text => {
+                let mut text = String::new();
+                if setup.target == Target::Console {
+                    let mut time = String::new();
+                    let _ = SystemTime
+                        .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut time));
+                    let _ = write!(text, "{time}  WARN ");
+                }
+                let _ = write!(text, "{message} lines={lines}");
+                text
+            }
+        };
+        Self::new(Priority::Warning, Destination::Log(setup.target), text)
+    }
+
     /// Writes the line where it goes; errors lose the line.
     fn write(&self) {
         let to_stderr = |prefix: &str| {
@@ -184,6 +282,138 @@ impl Line {
             }
         }
     }
+}
+
+/// Writes `line` now, or queues it while a [`Background`] lives.
+fn emit(line: Line) {
+    match QUEUE.get() {
+        Some(queue) if QUEUED.load(Ordering::SeqCst) => queue.push(line),
+        _ => line.write(),
+    }
+}
+
+/// The lines waiting for the writer thread.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when a line is queued.
+    queued: Condvar,
+    /// Signalled when the writer has written everything.
+    idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    lines: VecDeque<Line>,
+    bytes: usize,
+    /// Lines dropped since the last "dropped" line.
+    dropped: u64,
+    /// The writer is writing a line it took.
+    busy: bool,
+    /// The writer thread has been started.
+    writer: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock leaves nothing half-done that
+        // matters: a line more or less.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `line`, or drops and counts it when the queue is full. The
+    /// first line queued after some were dropped is preceded by the count.
+    fn push(&self, line: Line) {
+        let mut state = self.lock();
+        let full = state.lines.len() >= QUEUE_LINES || state.bytes + line.text.len() > QUEUE_BYTES;
+        if full {
+            state.dropped = state.dropped.saturating_add(1);
+            return;
+        }
+        if state.dropped > 0 {
+            let dropped = Line::dropped(std::mem::take(&mut state.dropped));
+            state.bytes += dropped.text.len();
+            state.lines.push_back(dropped);
+        }
+        state.bytes += line.text.len();
+        state.lines.push_back(line);
+        drop(state);
+        self.queued.notify_one();
+    }
+
+    /// The writer thread: writes lines as they come; once it has caught
+    /// up, says how many were dropped, if any.
+    fn write_lines(&self) {
+        let mut state = self.lock();
+        loop {
+            let line = match state.lines.pop_front() {
+                Some(line) => {
+                    state.bytes -= line.text.len();
+                    line
+                }
+                None if state.dropped > 0 => Line::dropped(std::mem::take(&mut state.dropped)),
+                None => {
+                    state.busy = false;
+                    self.idle.notify_all();
+                    state = self
+                        .queued
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+            };
+            state.busy = true;
+            drop(state);
+            line.write();
+            state = self.lock();
+        }
+    }
+
+    /// Waits until every queued line is written, or `deadline`.
+    fn flush(&self, deadline: Instant) {
+        let mut state = self.lock();
+        while state.busy || !state.lines.is_empty() || state.dropped > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            // Wake the writer for a count of dropped lines with no line after.
+            self.queued.notify_one();
+            state = self
+                .idle
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// A value in a line [`json_line`] writes.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Count(u64),
+}
+
+/// A JSON log line as the subscriber writes one: time stamp, level,
+/// message, then the fields.
+fn json_line(level: Level, message: &str, fields: &[(&str, Value)]) -> String {
+    let string = |s: &str| serde_json::to_string(s).expect("a string always serializes");
+    let mut time = String::new();
+    let _ = SystemTime.format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut time));
+    let mut line = format!(
+        "{{\"timestamp\":{},\"level\":{},\"message\":{}",
+        string(&time),
+        string(level.as_str()),
+        string(message)
+    );
+    for (key, value) in fields {
+        let value = match value {
+            Value::Count(n) => n.to_string(),
+        };
+        let _ = write!(line, ",{}:{value}", string(key));
+    }
+    line.push('}');
+    line
 }
 
 /// `text` as one record: the control characters that would end a line or
@@ -261,12 +491,11 @@ impl Drop for LineWriter {
             return;
         }
         let setup = setup();
-        Line::new(
+        emit(Line::new(
             self.priority,
             Destination::Log(setup.target),
             one_record(text, setup.ansi),
-        )
-        .write();
+        ));
     }
 }
 
@@ -284,6 +513,53 @@ mod tests {
         assert_eq!(
             one_record("\x1b[32mINFO\x1b[0m x\ny", true),
             "\x1b[32mINFO\x1b[0m x\\ny"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_and_keep_numbers() {
+        let line = json_line(Level::WARN, "a \"b\"\n", &[("lines", Value::Count(3))]);
+        assert!(line.starts_with("{\"timestamp\":\""), "{line}");
+        assert!(
+            line.ends_with(r#""level":"WARN","message":"a \"b\"\n","lines":3}"#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_then_counts_where_the_gap_is() {
+        let queue = Queue::default();
+        let line = |text: &str| {
+            Line::new(
+                Priority::Info,
+                Destination::Log(Target::Console),
+                text.to_owned(),
+            )
+        };
+        for i in 0..QUEUE_LINES + 3 {
+            queue.push(line(&format!("line {i}")));
+        }
+        {
+            let state = queue.lock();
+            assert_eq!(state.lines.len(), QUEUE_LINES);
+            assert_eq!(state.dropped, 3);
+        }
+        queue.lock().lines.pop_front();
+        queue.push(line("after"));
+        let state = queue.lock();
+        assert_eq!(state.dropped, 0);
+        let texts: Vec<&str> = state
+            .lines
+            .iter()
+            .rev()
+            .take(2)
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(texts[0], "after");
+        assert!(
+            texts[1].contains("log lines dropped") && texts[1].ends_with("lines=3"),
+            "{}",
+            texts[1]
         );
     }
 }

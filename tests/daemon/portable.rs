@@ -4,17 +4,19 @@
 //! Linux and on Windows (under Wine here).
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common::{
-    CHILD, Daemon, DaemonBuilder, Started, WAIT, attempt, child_argv, connect, connect_to,
-    daemon_path, field, get, is_event, json_events, must, peer_text, read_line, read_to_eof,
-    toml_service, v4, v6, wait_event, wait_gone,
+    CHILD, DAEMON, Daemon, DaemonBuilder, Started, WAIT, attempt, child_argv, connect, connect_to,
+    daemon_path, field, free_port, get, is_event, json_events, must, peer_text, read_line,
+    read_to_eof, toml_service, v4, v6, wait_connectable, wait_event, wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -252,6 +254,91 @@ fn program_output_is_its_own_member_in_json() {
         let event = json(line);
         assert_ne!(event.get("service"), Some(&Value::from("ssh")), "{line}");
     }
+}
+
+/// Issue 16 item 5: log lines were written on the runtime thread, so a log
+/// reader that stopped reading (not closed: a stopped `tee`) blocked every
+/// accept once the pipe was full. The daemon's stderr here is a pipe the
+/// test holds unread while sessions log thousands of lines (four services
+/// whose programs write 200 lines each to the log, within their budgets):
+/// every session is still served. Then the test reads, and finds the
+/// count of the lines that were dropped.
+#[test]
+fn a_log_reader_that_stops_reading_blocks_no_session() {
+    const CHATTY: usize = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let echo = free_port();
+    let chatty: Vec<u16> = (0..CHATTY).map(|_| free_port()).collect();
+    let mut config = toml_service(
+        "echo",
+        &format!("\"127.0.0.1:{echo}\""),
+        &child_argv(&["echo"]),
+        &[],
+    );
+    for (i, port) in chatty.iter().enumerate() {
+        config.push_str(&toml_service(
+            &format!("chatty{i}"),
+            &format!("\"127.0.0.1:{port}\""),
+            &child_argv(&["stderr-lines", "200"]),
+            &[r#"stderr = "log""#],
+        ));
+    }
+    let path = dir.path().join("wininetd.toml");
+    fs::write(&path, &config).expect("write the config");
+    let mut daemon = Started(
+        Command::new(DAEMON)
+            .arg("--debug")
+            .arg("--cfgfile")
+            .arg(daemon_path(&path))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wininetd"),
+    );
+    // Held, not read: the `listening on` lines are in it.
+    let stderr = daemon.stderr.take().expect("stderr is piped");
+    wait_connectable(echo);
+
+    // 10 rounds of 4 x 200 lines: 8000 lines, more than a pipe and the
+    // daemon's queue of 4096 lines hold. Each round ends with an echo.
+    for round in 0..10 {
+        for port in &chatty {
+            assert_eq!(request_to(v4(*port), b""), "", "round {round}");
+        }
+        let answer = request_to(v4(echo), b"still served\n");
+        assert_eq!(answer, "still served\n", "round {round}");
+    }
+    let running = daemon.try_wait().expect("wait");
+    assert!(running.is_none(), "wininetd exited: {running:?}");
+
+    // Now read: the queued lines come, then the count of those dropped.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut seen = 0;
+    let dropped = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("log lines dropped") => break line,
+            Ok(_) => seen += 1,
+            Err(e) => panic!("no count of dropped lines after {seen} lines: {e}"),
+        }
+    };
+    let count: u64 = field(&dropped, "lines")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lines=N in {dropped:?}"));
+    assert!(count > 0, "{dropped}");
+    assert!(dropped.contains(" WARN "), "{dropped}");
+    // Reading again, the daemon serves and logs as before.
+    assert_eq!(request_to(v4(echo), b"again\n"), "again\n");
 }
 
 /// A log nobody reads loses its lines and nothing else, on both systems:

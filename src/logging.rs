@@ -3,9 +3,10 @@
 //!
 //! Every event is one line, and one record in the journal or the system
 //! log: a control character inside a line (a newline in a path, say) is
-//! escaped, never written raw. The `listening on ADDR (CMDLINE)` lines are
-//! not log events but an announcement tests and supervisors read: they
-//! always go to stderr, see [`announce`].
+//! escaped, never written raw. The `listening on` lines are an announcement
+//! that tests and supervisors read: they always go to stderr (and to the
+//! system log when that is the target), see [`announce`]; with
+//! `log_format = "json"` they are JSON like every other line.
 //!
 //! While the server runs (a [`Background`] guard is alive), lines are not
 //! written by the thread that logs them but queued for a thread of their
@@ -20,6 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -135,13 +137,29 @@ pub fn init(target: Target, format: LogFormat) {
     };
 }
 
-/// Writes an announcement line to stderr (and the system log when that is
-/// the target), whatever the log target.
-pub fn announce(line: &str) {
+/// Announces that `service` listens on `address`, serving `command`: the
+/// line tests and supervisors wait for. It goes to stderr (and to the
+/// system log when that is the target), whatever the log target and level.
+/// In text, `listening on ADDRESS (COMMAND)`; in JSON, an object with the
+/// message `listening on` and `service`, `address` and `command` members.
+pub fn announce(service: &str, address: SocketAddr, command: &str) {
+    let setup = setup();
+    let text = match setup.format {
+        LogFormat::Text => format!("listening on {address} ({command})"),
+        LogFormat::Json => json_line(
+            Level::INFO,
+            "listening on",
+            &[
+                ("service", Value::Text(service)),
+                ("address", Value::Text(&address.to_string())),
+                ("command", Value::Text(command)),
+            ],
+        ),
+    };
     emit(Line::new(
         Priority::Info,
         Destination::Announcement,
-        one_record(line, false),
+        one_record(&text, false),
     ));
 }
 
@@ -390,13 +408,14 @@ impl Queue {
 
 /// A value in a line [`json_line`] writes.
 #[derive(Debug, Clone, Copy)]
-enum Value {
+enum Value<'a> {
+    Text(&'a str),
     Count(u64),
 }
 
 /// A JSON log line as the subscriber writes one: time stamp, level,
 /// message, then the fields.
-fn json_line(level: Level, message: &str, fields: &[(&str, Value)]) -> String {
+fn json_line(level: Level, message: &str, fields: &[(&str, Value<'_>)]) -> String {
     let string = |s: &str| serde_json::to_string(s).expect("a string always serializes");
     let mut time = String::new();
     let _ = SystemTime.format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut time));
@@ -408,6 +427,7 @@ fn json_line(level: Level, message: &str, fields: &[(&str, Value)]) -> String {
     );
     for (key, value) in fields {
         let value = match value {
+            Value::Text(text) => string(text),
             Value::Count(n) => n.to_string(),
         };
         let _ = write!(line, ",{}:{value}", string(key));
@@ -518,10 +538,19 @@ mod tests {
 
     #[test]
     fn json_lines_escape_and_keep_numbers() {
-        let line = json_line(Level::WARN, "a \"b\"\n", &[("lines", Value::Count(3))]);
+        let line = json_line(
+            Level::INFO,
+            "listening on",
+            &[
+                ("command", Value::Text("a \"b\"\n")),
+                ("lines", Value::Count(3)),
+            ],
+        );
         assert!(line.starts_with("{\"timestamp\":\""), "{line}");
         assert!(
-            line.ends_with(r#""level":"WARN","message":"a \"b\"\n","lines":3}"#),
+            line.ends_with(
+                r#""level":"INFO","message":"listening on","command":"a \"b\"\n","lines":3}"#
+            ),
             "{line}"
         );
     }

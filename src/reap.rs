@@ -114,7 +114,7 @@ pub async fn supervise(
             local = %info.local,
             pid = info.pid,
             status = %platform::describe_exit(&status),
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end"
         ),
         (Ok(status), Some(user)) => info!(
@@ -125,14 +125,14 @@ pub async fn supervise(
             pid = info.pid,
             user = %user,
             status = %platform::describe_exit(&status),
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end"
         ),
         (Err(e), _) => error!(
             service = %info.service,
             pid = info.pid,
             error = %e,
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end: cannot wait for the program"
         ),
     }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    CHILD, DAEMON, Daemon, DaemonBuilder, Started, WAIT, attempt, child_argv, connect, connect_to,
-    daemon_path, field, free_port, get, is_event, json_events, must, peer_text, read_line,
-    read_to_eof, toml_service, v4, v6, wait_connectable, wait_event, wait_gone,
+    CHILD, DAEMON, Daemon, DaemonBuilder, Started, WAIT, attempt, child, child_argv, connect,
+    connect_to, daemon_path, field, free_port, get, is_event, json_events, must, peer_text,
+    read_line, read_to_eof, toml_service, v4, v6, wait_connectable, wait_event, wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -194,7 +194,6 @@ fn the_portable_config_is_checked_and_served() {
         is_event(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
     });
     assert_eq!(must(&end, "status"), "exit 0");
-    assert!(!must(&end, "duration").is_empty());
     let events = json_events(&daemon);
     assert!(events.len() >= 10, "{} events", events.len());
 
@@ -206,6 +205,79 @@ fn the_portable_config_is_checked_and_served() {
     assert_eq!(must(&stderr, "pid"), logged_pid);
     assert_eq!(must(&stderr, "level"), "INFO");
     assert_eq!(must(&stderr, "output"), "portable-stderr-line");
+}
+
+/// Issue 16 item 17: with `log_format = "json"` every line is JSON, the
+/// `listening on` lines too (they were plain text), and they name the
+/// service, the address and the command; `duration` is a number of
+/// seconds (it was a string such as `"1.2ms"`).
+#[test]
+fn json_lines_all_parse_and_name_what_listens() {
+    let daemon = portable_builder().start();
+    let (echo, lifetime) = (daemon.port(0), daemon.port(5));
+    assert_eq!(request_to(v4(echo), b"json\n"), "json\n");
+    wait_json(&daemon, "`session end` of `echo`", |e| {
+        e["message"] == "session end" && e["service"] == "echo"
+    });
+
+    let lines = daemon.lines();
+    let events: Vec<_> = lines.iter().map(|l| json(l)).collect();
+    let listening: Vec<_> = events
+        .iter()
+        .filter(|e| e["message"] == "listening on")
+        .collect();
+    // Seven addresses: echo has two.
+    assert_eq!(listening.len(), 7, "{lines:#?}");
+    for event in &listening {
+        assert_eq!(event["level"], "INFO", "{event:?}");
+        assert!(event["timestamp"].is_string(), "{event:?}");
+        let address: SocketAddr = event["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {event:?}"));
+        let command = event["command"].as_str().expect("a command");
+        assert!(command.starts_with("wininetd-testchild"), "{event:?}");
+        if address.port() == lifetime {
+            assert_eq!(event["service"], "lifetime", "{event:?}");
+            assert_eq!(command, "wininetd-testchild sleep 30");
+        }
+    }
+    let mut services: Vec<&str> = listening
+        .iter()
+        .map(|e| e["service"].as_str().expect("a service name"))
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    assert_eq!(
+        services,
+        ["echo", "env", "guarded", "lifetime", "logged", "rated"]
+    );
+
+    let end = events
+        .iter()
+        .find(|e| e["message"] == "session end" && e["service"] == "echo")
+        .expect("waited for above");
+    let duration = end["duration"].as_f64().unwrap_or_else(|| {
+        panic!("duration is not a number: {end:?}");
+    });
+    assert!((0.0..WAIT.as_secs_f64()).contains(&duration), "{end:?}");
+}
+
+/// Issue 16 item 17, in text: `duration=` is seconds, a plain number (it
+/// was Rust's `Debug` of a `Duration`, e.g. `1.234567ms`).
+#[test]
+fn text_duration_is_seconds() {
+    let daemon = Daemon::builder().service("none", &child("echo")).start();
+    let mut stream = connect(daemon.port(0));
+    let client = stream.local_addr().expect("local_addr");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    read_to_eof(&mut stream, WAIT).expect("EOF");
+    let (_, pid) = daemon.session_start(client);
+    let end = daemon.session_end(pid);
+    let duration: f64 = field(&end, "duration")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration=SECONDS in {end:?}"));
+    assert!((0.0..WAIT.as_secs_f64()).contains(&duration), "{end:?}");
 }
 
 /// Issue 16 item 2, in JSON: a program's stderr line was the event's
@@ -247,11 +319,9 @@ fn program_output_is_its_own_member_in_json() {
     wait_json(&daemon, "`session end`", |e| {
         e["message"] == "session end" && e["service"] == "forger"
     });
-    // (The `listening on` lines are plain text.)
-    let events = daemon.lines();
-    for line in events.iter().filter(|l| !l.starts_with("listening on ")) {
+    for line in daemon.lines() {
         assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
-        let event = json(line);
+        let event = json(&line);
         assert_ne!(event.get("service"), Some(&Value::from("ssh")), "{line}");
     }
 }

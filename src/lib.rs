@@ -67,10 +67,11 @@ where
             }
         };
         // From here on no log write may block serving (see `logging`);
-        // the guard writes what is queued when serving ends. Its thread is
-        // started only now, after `stop` and `reload` have blocked their
-        // signals on this thread: it inherits the mask, so it cannot take
-        // a signal meant for the runtime's signalfd.
+        // the guard writes what is queued when serving ends. Only now, as
+        // `stop` and `reload` have blocked their signals on this thread:
+        // the writer thread, started with the first line, inherits the
+        // mask, so it cannot take a signal meant for the runtime's
+        // signalfd.
         let _log = logging::Background::start();
         server::serve(config, settings, stop, reload, loader).await
     })

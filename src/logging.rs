@@ -66,7 +66,8 @@ struct Setup {
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
 static SYSTEM_LOG: OnceLock<SystemLog> = OnceLock::new();
-/// The queue and its writer thread, started by the first [`Background`].
+/// The queue, made by the first [`Background`]; its writer thread starts
+/// with the first line queued.
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 /// Whether lines go through [`QUEUE`] now.
 static QUEUED: AtomicBool = AtomicBool::new(false);
@@ -175,19 +176,25 @@ pub struct Background {
 }
 
 impl Background {
-    /// Queues log lines from now on. If the writer thread cannot be
-    /// started, lines are written at once, as before.
+    /// Queues log lines from now on.
+    ///
+    /// The writer thread starts with the first line queued (if it cannot,
+    /// lines are written at once, as before), and inherits the signal mask
+    /// of the thread that logs it. Call this only once the signals the
+    /// runtime reads from a signalfd are blocked, so that the writer cannot
+    /// take them; and log nothing before the platform's `Reaper` has
+    /// started: glibc installs a signal handler at the first thread it
+    /// starts, which would make every later spawn block all signals.
     pub fn start() -> Self {
-        if queue().is_some() {
-            QUEUED.store(true, Ordering::SeqCst);
-        }
+        QUEUE.get_or_init(Queue::default);
+        QUEUED.store(true, Ordering::SeqCst);
         Self { _private: () }
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let Some(queue) = queue() else {
+        let Some(queue) = QUEUE.get() else {
             return;
         };
         let deadline = Instant::now() + FLUSH_WAIT;
@@ -204,22 +211,6 @@ fn setup() -> Setup {
         format: LogFormat::Text,
         ansi: false,
     })
-}
-
-/// The queue, its writer thread started; `None` if no thread can be.
-fn queue() -> Option<&'static Queue> {
-    let queue = QUEUE.get_or_init(Queue::default);
-    let mut state = queue.lock();
-    if !state.writer {
-        let started = std::thread::Builder::new()
-            .name("wininetd-log".to_owned())
-            .spawn(move || queue.write_lines());
-        if started.is_err() {
-            return None;
-        }
-        state.writer = true;
-    }
-    Some(queue)
 }
 
 fn priority(level: &Level) -> Priority {
@@ -304,10 +295,14 @@ impl Line {
 
 /// Writes `line` now, or queues it while a [`Background`] lives.
 fn emit(line: Line) {
-    match QUEUE.get() {
-        Some(queue) if QUEUED.load(Ordering::SeqCst) => queue.push(line),
-        _ => line.write(),
-    }
+    let line = match QUEUE.get() {
+        Some(queue) if QUEUED.load(Ordering::SeqCst) => match queue.push(line) {
+            Ok(()) => return,
+            Err(line) => line,
+        },
+        _ => line,
+    };
+    line.write();
 }
 
 /// The lines waiting for the writer thread.
@@ -328,8 +323,18 @@ struct QueueState {
     dropped: u64,
     /// The writer is writing a line it took.
     busy: bool,
-    /// The writer thread has been started.
-    writer: bool,
+    writer: Writer,
+}
+
+/// The writer thread's state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Not started: nothing was queued yet.
+    #[default]
+    Unborn,
+    Running,
+    /// It could not be started: lines are written at once.
+    Failed,
 }
 
 impl Queue {
@@ -341,12 +346,28 @@ impl Queue {
 
     /// Queues `line`, or drops and counts it when the queue is full. The
     /// first line queued after some were dropped is preceded by the count.
-    fn push(&self, line: Line) {
+    /// Starts the writer thread with the first line; gives the line back
+    /// if there is no writer thread.
+    fn push(&'static self, line: Line) -> Result<(), Line> {
         let mut state = self.lock();
+        match state.writer {
+            Writer::Running => {}
+            Writer::Failed => return Err(line),
+            Writer::Unborn => {
+                let started = std::thread::Builder::new()
+                    .name("wininetd-log".to_owned())
+                    .spawn(move || self.write_lines());
+                if started.is_err() {
+                    state.writer = Writer::Failed;
+                    return Err(line);
+                }
+                state.writer = Writer::Running;
+            }
+        }
         let full = state.lines.len() >= QUEUE_LINES || state.bytes + line.text.len() > QUEUE_BYTES;
         if full {
             state.dropped = state.dropped.saturating_add(1);
-            return;
+            return Ok(());
         }
         if state.dropped > 0 {
             let dropped = Line::dropped(std::mem::take(&mut state.dropped));
@@ -357,6 +378,7 @@ impl Queue {
         state.lines.push_back(line);
         drop(state);
         self.queued.notify_one();
+        Ok(())
     }
 
     /// The writer thread: writes lines as they come; once it has caught
@@ -557,7 +579,9 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_then_counts_where_the_gap_is() {
-        let queue = Queue::default();
+        // A writer said to run, but none: the test reads what is queued.
+        let queue: &'static Queue = Box::leak(Box::default());
+        queue.lock().writer = Writer::Running;
         let line = |text: &str| {
             Line::new(
                 Priority::Info,
@@ -566,7 +590,7 @@ mod tests {
             )
         };
         for i in 0..QUEUE_LINES + 3 {
-            queue.push(line(&format!("line {i}")));
+            queue.push(line(&format!("line {i}"))).expect("a writer");
         }
         {
             let state = queue.lock();
@@ -574,7 +598,7 @@ mod tests {
             assert_eq!(state.dropped, 3);
         }
         queue.lock().lines.pop_front();
-        queue.push(line("after"));
+        queue.push(line("after")).expect("a writer");
         let state = queue.lock();
         assert_eq!(state.dropped, 0);
         let texts: Vec<&str> = state

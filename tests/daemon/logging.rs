@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     DAEMON, Daemon, Started, WAIT, child, child_argv, connect, cpu_time, field, free_port,
-    has_field, kill, read_line, read_to_eof, request, toml_service, wait_connectable,
+    has_field, kill, open_fds, read_line, read_to_eof, request, toml_service, wait_connectable,
 };
 
 /// Waits until the file holds a line that `matches`, and returns all lines.
@@ -444,4 +444,51 @@ fn a_flooding_program_is_bounded_and_slows_no_other_service() {
         flooded,
         "every line the program wrote is logged or counted"
     );
+}
+
+/// A process that outlives its session and holds the session's stderr
+/// (here one that left the session's process group with `setsid`, which
+/// ending the group cannot reach) kept the pipe's reading end open in the
+/// daemon, a descriptor per session, for as long as it lived: the log
+/// task read until EOF. The reading now ends with the session.
+#[test]
+fn a_process_left_behind_keeps_no_descriptor_of_the_daemon() {
+    const LEFT: usize = 5;
+    assert!(
+        std::path::Path::new("/usr/bin/setsid").exists(),
+        "this test needs setsid(1)"
+    );
+    let config = toml_service(
+        "leaver",
+        "{port0}",
+        r#"["/bin/sh", "-c", "setsid sleep 10 </dev/null >/dev/null & exit 0"]"#,
+        &[r#"stderr = "log""#],
+    );
+    let daemon = Daemon::builder().toml(&config).start();
+    let baseline = open_fds(daemon.pid());
+    for _ in 0..LEFT {
+        let mut stream = connect(daemon.port(0));
+        let client = stream.local_addr().expect("local_addr");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        read_to_eof(&mut stream, WAIT).expect("EOF");
+        let (_, pid) = daemon.session_start(client);
+        daemon.session_end(pid);
+    }
+    // The sleeps live on for seconds; the daemon's pipes must not.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = open_fds(daemon.pid());
+        if now.len() <= baseline.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors after {LEFT} sessions ended, {} before: {now:?}",
+            now.len(),
+            baseline.len()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }

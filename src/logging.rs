@@ -321,7 +321,8 @@ struct QueueState {
     bytes: usize,
     /// Lines dropped since the last "dropped" line.
     dropped: u64,
-    /// The writer is writing a line it took.
+    /// The writer is writing a line it took (otherwise it waits, or is
+    /// about to, for `queued`).
     busy: bool,
     writer: Writer,
 }
@@ -376,8 +377,13 @@ impl Queue {
         }
         state.bytes += line.text.len();
         state.lines.push_back(line);
+        // A busy writer takes the line when it is done with the one it
+        // writes: no wake-up (a system call) for it.
+        let idle = !state.busy;
         drop(state);
-        self.queued.notify_one();
+        if idle {
+            self.queued.notify_one();
+        }
         Ok(())
     }
 

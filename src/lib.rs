@@ -28,6 +28,7 @@ pub mod platform;
 pub mod reap;
 pub mod server;
 pub mod spawn;
+pub mod stderr_log;
 
 use std::future::Future;
 
@@ -65,6 +66,13 @@ where
                 None
             }
         };
+        // From here on no log write may block serving (see `logging`);
+        // the guard writes what is queued when serving ends. Only now, as
+        // `stop` and `reload` have blocked their signals on this thread:
+        // the writer thread, started with the first line, inherits the
+        // mask, so it cannot take a signal meant for the runtime's
+        // signalfd.
+        let _log = logging::Background::start();
         server::serve(config, settings, stop, reload, loader).await
     });
     // Every session has ended; a reload may still be reading its file on

@@ -10,13 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admit::{Permit, ServiceSlot, SourceSlot};
 use crate::platform::{self, Child};
+use crate::stderr_log::{self, StderrLog};
 
 /// Who a session is, for its log lines.
 #[derive(Debug, Clone)]
@@ -48,9 +47,6 @@ pub struct Session {
     pub max_lifetime: Option<Duration>,
 }
 
-/// The longest stderr line logged as one event; longer ones are split.
-const MAX_STDERR_LINE: u64 = 8 * 1024;
-
 /// Why a session is being ended before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -79,7 +75,7 @@ pub async fn supervise(
     let mut output = session
         .child
         .take_stderr()
-        .map(|stderr| tokio::spawn(log_stderr(stderr, session.info.clone())));
+        .map(|stderr| stderr_log::start(stderr, session.info.clone()));
     let lifetime = async {
         match session.max_lifetime {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -92,9 +88,6 @@ pub async fn supervise(
     let cut = tokio::select! {
         exited = session.child.wait() => {
             if let Some(error) = session.child.start_error() {
-                if let Some(task) = output {
-                    task.abort();
-                }
                 return Some(error);
             }
             status = Some(exited);
@@ -149,9 +142,9 @@ pub async fn supervise(
             return Some(error);
         }
     }
-    if let Some(task) = output {
-        task.abort();
-    }
+    // Ends the reading of stderr, if a process outside the group still
+    // holds the pipe: the daemon's end closes with the session.
+    drop(output);
     let status = status.expect("set once the program has exited");
     let duration = session.started.elapsed();
     match (status, &info.user) {
@@ -162,7 +155,7 @@ pub async fn supervise(
             local = %info.local,
             pid = info.pid,
             status = %platform::describe_exit(&status),
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end"
         ),
         (Ok(status), Some(user)) => info!(
@@ -173,14 +166,14 @@ pub async fn supervise(
             pid = info.pid,
             user = %user,
             status = %platform::describe_exit(&status),
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end"
         ),
         (Err(e), _) => error!(
             service = %info.service,
             pid = info.pid,
             error = %e,
-            duration = ?duration,
+            duration = duration.as_secs_f64(),
             "session end: cannot wait for the program"
         ),
     }
@@ -193,10 +186,9 @@ pub async fn supervise(
 /// The group is looked at with a signal 0, more rarely as time goes on: a
 /// program that leaves something running is rare, and one look is all
 /// most sessions cost.
-async fn leftovers_gone(child: &mut platform::Child, output: &mut Option<JoinHandle<()>>) {
-    if let Some(task) = output {
-        let _ = task.await;
-        *output = None;
+async fn leftovers_gone(child: &mut platform::Child, output: &mut Option<StderrLog>) {
+    if let Some(log) = output {
+        log.drained().await;
     }
     let mut pause = Duration::from_millis(5);
     while child.tree_alive() {
@@ -209,28 +201,4 @@ async fn leftovers_gone(child: &mut platform::Child, output: &mut Option<JoinHan
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens at exit.
     let _ = stop.wait_for(|&stop| stop).await.map(drop);
-}
-
-/// Logs each line the child writes to its stderr (`stderr = "log"`).
-async fn log_stderr(mut stderr: platform::StderrPipe, info: SessionInfo) {
-    if platform::stderr_ready(&mut stderr).await.is_err() {
-        return;
-    }
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_STDERR_LINE)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\n', '\r']);
-                info!(service = %info.service, pid = info.pid, stream = "stderr", "{text}");
-            }
-        }
-    }
 }

@@ -163,10 +163,7 @@ pub async fn serve(
         };
         let listener = Listener::new(socket).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
-        logging::announce(&format!(
-            "listening on {local} ({})",
-            active.service.cmdline
-        ));
+        logging::announce(&active.name, local, &active.service.cmdline);
         listeners.push((addr, active, listener));
     }
     if let Err(e) = platform::notify_ready() {
@@ -421,10 +418,7 @@ impl Server {
 
     fn announce(&self, listener: &Listener, active: &Active) {
         if let Ok(local) = listener.local_addr() {
-            logging::announce(&format!(
-                "listening on {local} ({})",
-                active.service.cmdline
-            ));
+            logging::announce(&active.name, local, &active.service.cmdline);
         }
     }
 }

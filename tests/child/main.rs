@@ -25,6 +25,10 @@ modes:
   tty               open /dev/tty, the controlling terminal: print `tty=open`,
                     or `tty=error:ERRNO` (ENXIO when there is none)
   stderr TEXT       write TEXT and a newline to stderr
+  stderr-hex HEX    write the bytes HEX spells (two hex digits each) to stderr
+  stderr-lines N    write N lines `line I of N` to stderr
+  stderr-flood SECS write `flood I` lines to stderr as fast as it can for SECS
+                    seconds (as `yes >&2` does), then print `flooded lines=N`
   exit N            print `exiting pid=PID code=N`, exit with status N
   read-timeout      print `reading`, then `read ok N` or `read error KIND after=MS`
   sleep SECS        print `sleeping pid=PID`, then sleep
@@ -69,6 +73,9 @@ fn run(mode: &str, rest: &[String]) -> ExitCode {
         ("ids", []) => ids(),
         ("tty", []) => tty(),
         ("stderr", [text]) => to_stderr(text),
+        ("stderr-hex", [hex]) => stderr_hex(hex),
+        ("stderr-lines", [n]) => stderr_lines(n),
+        ("stderr-flood", [secs]) => stderr_flood(secs),
         ("exit", [code]) => return exit_with(code),
         ("read-timeout", []) => read_timeout(),
         ("sleep", [secs]) => sleep(secs),
@@ -206,6 +213,47 @@ fn to_stderr(text: &str) -> io::Result<()> {
     let mut err = io::stderr().lock();
     writeln!(err, "{text}")?;
     err.flush()
+}
+
+fn stderr_hex(hex: &str) -> io::Result<()> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, "not hex");
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect::<io::Result<Vec<u8>>>()?;
+    let mut err = io::stderr().lock();
+    err.write_all(&bytes)?;
+    err.flush()
+}
+
+fn stderr_lines(n: &str) -> io::Result<()> {
+    let n: u64 = n
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a count"))?;
+    let mut err = io::BufWriter::new(io::stderr().lock());
+    for i in 1..=n {
+        writeln!(err, "line {i} of {n}")?;
+    }
+    err.flush()
+}
+
+fn stderr_flood(secs: &str) -> io::Result<()> {
+    let until = Instant::now() + secs_arg(secs)?;
+    // Buffered as `yes` is: the writes are as large as a pipe takes.
+    let mut err = io::BufWriter::with_capacity(8192, io::stderr().lock());
+    let mut lines = 0u64;
+    while Instant::now() < until {
+        for _ in 0..256 {
+            lines += 1;
+            writeln!(err, "flood {lines}")?;
+        }
+    }
+    err.flush()?;
+    say(&format!("flooded lines={lines}"))
 }
 
 fn exit_with(code: &str) -> ExitCode {

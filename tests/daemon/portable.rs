@@ -4,15 +4,19 @@
 //! Linux and on Windows (under Wine here).
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::common::{
-    CHILD, Daemon, DaemonBuilder, Started, WAIT, attempt, connect, connect_to, daemon_path, field,
-    get, is_event, json_events, must, peer_text, read_line, read_to_eof, v4, v6, wait_event,
-    wait_gone,
+    CHILD, DAEMON, Daemon, DaemonBuilder, Started, WAIT, attempt, child, child_argv, connect,
+    connect_to, daemon_path, field, free_port, get, is_event, json_events, must, peer_text,
+    read_line, read_to_eof, toml_service, v4, v6, wait_connectable, wait_event, wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
@@ -50,6 +54,34 @@ fn path_with_the_child() -> String {
         .expect("no separator in a directory")
         .into_string()
         .expect("a UTF-8 PATH")
+}
+
+/// `line` as a JSON object, or a panic that shows it.
+fn json(line: &str) -> serde_json::Map<String, Value> {
+    match serde_json::from_str(line) {
+        Ok(Value::Object(members)) => members,
+        _ => panic!("not one JSON object: {line:?}"),
+    }
+}
+
+/// Waits for a JSON line for which `matches` holds and returns it parsed.
+fn wait_json(
+    daemon: &Daemon,
+    what: &str,
+    matches: impl Fn(&serde_json::Map<String, Value>) -> bool,
+) -> serde_json::Map<String, Value> {
+    let line = daemon.wait_for(what, WAIT, |l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v.as_object().map(&matches))
+            .unwrap_or(false)
+    });
+    json(&line)
+}
+
+/// `bytes` in hex, as the test child's `stderr-hex` mode takes them.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A daemon of tests/data/portable.toml, with the test child on its `PATH`.
@@ -162,32 +194,221 @@ fn the_portable_config_is_checked_and_served() {
         is_event(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
     });
     assert_eq!(must(&end, "status"), "exit 0");
-    assert!(!must(&end, "duration").is_empty());
     let events = json_events(&daemon);
     assert!(events.len() >= 10, "{} events", events.len());
 
-    // The child's stderr line: an INFO event with the service and the pid
-    // (that its message is exactly the line is the next test's).
+    // The child's stderr line: a `program output` INFO event with the
+    // service, the pid and the line in `output`.
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is_event(e, "portable-stderr-line", "logged")
+        is_event(e, "program output", "logged")
     });
     assert_eq!(must(&stderr, "pid"), logged_pid);
     assert_eq!(must(&stderr, "level"), "INFO");
+    assert_eq!(must(&stderr, "output"), "portable-stderr-line");
 }
 
-/// The contract: with `stderr = "log"`, "each line the child writes to
-/// stderr is logged (INFO) with service and pid, message is the line". In
-/// JSON the `message` member is the line, with nothing added.
+/// Issue 16 item 17: with `log_format = "json"` every line is JSON, the
+/// `listening on` lines too (they were plain text), and they name the
+/// service, the address and the command; `duration` is a number of
+/// seconds (it was a string such as `"1.2ms"`).
 #[test]
-fn the_portable_stderr_events_message_is_the_line() {
+fn json_lines_all_parse_and_name_what_listens() {
     let daemon = portable_builder().start();
-    let mut stream = connect(daemon.port(4));
+    let (echo, lifetime) = (daemon.port(0), daemon.port(5));
+    assert_eq!(request_to(v4(echo), b"json\n"), "json\n");
+    wait_json(&daemon, "`session end` of `echo`", |e| {
+        e["message"] == "session end" && e["service"] == "echo"
+    });
+
+    let lines = daemon.lines();
+    let events: Vec<_> = lines.iter().map(|l| json(l)).collect();
+    let listening: Vec<_> = events
+        .iter()
+        .filter(|e| e["message"] == "listening on")
+        .collect();
+    // Seven addresses: echo has two.
+    assert_eq!(listening.len(), 7, "{lines:#?}");
+    for event in &listening {
+        assert_eq!(event["level"], "INFO", "{event:?}");
+        assert!(event["timestamp"].is_string(), "{event:?}");
+        let address: SocketAddr = event["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {event:?}"));
+        let command = event["command"].as_str().expect("a command");
+        assert!(command.starts_with("wininetd-testchild"), "{event:?}");
+        if address.port() == lifetime {
+            assert_eq!(event["service"], "lifetime", "{event:?}");
+            assert_eq!(command, "wininetd-testchild sleep 30");
+        }
+    }
+    let mut services: Vec<&str> = listening
+        .iter()
+        .map(|e| e["service"].as_str().expect("a service name"))
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    assert_eq!(
+        services,
+        ["echo", "env", "guarded", "lifetime", "logged", "rated"]
+    );
+
+    let end = events
+        .iter()
+        .find(|e| e["message"] == "session end" && e["service"] == "echo")
+        .expect("waited for above");
+    let duration = end["duration"].as_f64().unwrap_or_else(|| {
+        panic!("duration is not a number: {end:?}");
+    });
+    assert!((0.0..WAIT.as_secs_f64()).contains(&duration), "{end:?}");
+}
+
+/// Issue 16 item 17, in text: `duration=` is seconds, a plain number (it
+/// was Rust's `Debug` of a `Duration`, e.g. `1.234567ms`).
+#[test]
+fn text_duration_is_seconds() {
+    let daemon = Daemon::builder().service("none", &child("echo")).start();
+    let mut stream = connect(daemon.port(0));
+    let client = stream.local_addr().expect("local_addr");
     stream.shutdown(Shutdown::Write).expect("half-close");
     read_to_eof(&mut stream, WAIT).expect("EOF");
-    let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is_event(e, "portable-stderr-line", "logged")
+    let (_, pid) = daemon.session_start(client);
+    let end = daemon.session_end(pid);
+    let duration: f64 = field(&end, "duration")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration=SECONDS in {end:?}"));
+    assert!((0.0..WAIT.as_secs_f64()).contains(&duration), "{end:?}");
+}
+
+/// Issue 16 item 2, in JSON: a program's stderr line was the event's
+/// `message`, so a program could write events of the daemon's own. It is
+/// now the `output` member of a `program output` event, any control
+/// character escaped by JSON, bytes that are not UTF-8 replaced.
+#[test]
+fn program_output_is_its_own_member_in_json() {
+    const FORGED: &[u8] =
+        b"session end service=ssh pid=1 status=exit 0\r\t\0 \"q\" \\ \x1b[2J \xff";
+    let mut bytes = FORGED.to_vec();
+    bytes.push(b'\n');
+    let config = [
+        "log_format = \"json\"\n\n".to_owned(),
+        toml_service(
+            "forger",
+            "\"127.0.0.1:{port0}\"",
+            &child_argv(&["stderr-hex", &hex(&bytes)]),
+            &[r#"stderr = "log""#],
+        ),
+    ]
+    .concat();
+    let daemon = Daemon::builder().toml(&config).start();
+    assert_eq!(request_to(v4(daemon.port(0)), b""), "");
+    let start = wait_json(&daemon, "`session start`", |e| {
+        e["message"] == "session start" && e["service"] == "forger"
     });
-    assert_eq!(must(&stderr, "message"), "portable-stderr-line");
+    let output = wait_json(&daemon, "the program's output", |e| {
+        e["message"] == "program output"
+    });
+    assert_eq!(output["service"], "forger");
+    assert_eq!(output["pid"], start["pid"]);
+    assert_eq!(output["level"], "INFO");
+    assert_eq!(output["stream"], "stderr");
+    assert_eq!(
+        output["output"].as_str(),
+        Some(&*String::from_utf8_lossy(FORGED))
+    );
+    wait_json(&daemon, "`session end`", |e| {
+        e["message"] == "session end" && e["service"] == "forger"
+    });
+    for line in daemon.lines() {
+        assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+        let event = json(&line);
+        assert_ne!(event.get("service"), Some(&Value::from("ssh")), "{line}");
+    }
+}
+
+/// Issue 16 item 5: log lines were written on the runtime thread, so a log
+/// reader that stopped reading (not closed: a stopped `tee`) blocked every
+/// accept once the pipe was full. The daemon's stderr here is a pipe the
+/// test holds unread while sessions log thousands of lines (four services
+/// whose programs write 200 lines each to the log, within their budgets):
+/// every session is still served. Then the test reads, and finds the
+/// count of the lines that were dropped.
+#[test]
+fn a_log_reader_that_stops_reading_blocks_no_session() {
+    const CHATTY: usize = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let echo = free_port();
+    let chatty: Vec<u16> = (0..CHATTY).map(|_| free_port()).collect();
+    let mut config = toml_service(
+        "echo",
+        &format!("\"127.0.0.1:{echo}\""),
+        &child_argv(&["echo"]),
+        &[],
+    );
+    for (i, port) in chatty.iter().enumerate() {
+        config.push_str(&toml_service(
+            &format!("chatty{i}"),
+            &format!("\"127.0.0.1:{port}\""),
+            &child_argv(&["stderr-lines", "200"]),
+            &[r#"stderr = "log""#],
+        ));
+    }
+    let path = dir.path().join("wininetd.toml");
+    fs::write(&path, &config).expect("write the config");
+    let mut daemon = Started(
+        Command::new(DAEMON)
+            .arg("--debug")
+            .arg("--cfgfile")
+            .arg(daemon_path(&path))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wininetd"),
+    );
+    // Held, not read: the `listening on` lines are in it.
+    let stderr = daemon.stderr.take().expect("stderr is piped");
+    wait_connectable(echo);
+
+    // 10 rounds of 4 x 200 lines: 8000 lines, more than a pipe and the
+    // daemon's queue of 4096 lines hold. Each round ends with an echo.
+    for round in 0..10 {
+        for port in &chatty {
+            assert_eq!(request_to(v4(*port), b""), "", "round {round}");
+        }
+        let answer = request_to(v4(echo), b"still served\n");
+        assert_eq!(answer, "still served\n", "round {round}");
+    }
+    let running = daemon.try_wait().expect("wait");
+    assert!(running.is_none(), "wininetd exited: {running:?}");
+
+    // Now read: the queued lines come, then the count of those dropped.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut seen = 0;
+    let dropped = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("log lines dropped") => break line,
+            Ok(_) => seen += 1,
+            Err(e) => panic!("no count of dropped lines after {seen} lines: {e}"),
+        }
+    };
+    let count: u64 = field(&dropped, "lines")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lines=N in {dropped:?}"));
+    assert!(count > 0, "{dropped}");
+    assert!(dropped.contains(" WARN "), "{dropped}");
+    // Reading again, the daemon serves and logs as before.
+    assert_eq!(request_to(v4(echo), b"again\n"), "again\n");
 }
 
 /// A log nobody reads loses its lines and nothing else, on both systems:

@@ -401,17 +401,17 @@ fn json_log_lines_are_one_object_each() {
     let events = json_events(&daemon);
     assert!(events.len() >= 3, "{} events", events.len());
 
-    // stderr = "log": an INFO event with the service and the child's pid,
-    // whose message is the line (the contract's words).
+    // stderr = "log": a `program output` INFO event with the service, the
+    // child's pid and the line in `output` (issue 16: not the message).
     let start = wait_event(&daemon, "`session start` of `jsonerr`", |e| {
         is_event(e, "session start", "jsonerr")
     });
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
-        is_event(e, MARK, "jsonerr")
+        is_event(e, "program output", "jsonerr")
     });
     assert_eq!(must(&stderr, "pid"), must(&start, "pid"));
     assert_eq!(must(&stderr, "level"), "INFO");
-    assert_eq!(must(&stderr, "message"), MARK);
+    assert_eq!(must(&stderr, "output"), MARK);
     json_events(&daemon);
 }
 

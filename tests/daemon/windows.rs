@@ -57,6 +57,12 @@ pub(crate) const SERVICE: &str = "wininetd";
 // Harness: what only these tests need (the rest is tests/common/mod.rs)
 // ===========================================================================
 
+/// The account the tests run as: an account that exists (Wine knows few
+/// others), for configs whose users are looked up at load.
+fn existing_user() -> String {
+    std::env::var("USERNAME").expect("Windows sets USERNAME")
+}
+
 /// `%SystemRoot%\System32\cmd.exe`.
 fn cmd_exe() -> String {
     let root = std::env::var("SystemRoot").unwrap_or_else(|_| r"C:\Windows".to_owned());
@@ -678,12 +684,13 @@ fn a_program_that_cannot_start_closes_the_connection() {
 /// the marker can fail.
 #[test]
 fn a_failed_logon_refuses_the_connection_and_hides_the_password() {
-    const USER: &str = "wininetd-nobody";
     const PASSWORD: &str = "pw-SECRET-3141";
+    let user = existing_user();
+    let user = user.as_str();
     let cmd = cmd_exe();
     let daemon = Daemon::builder()
         .line(&format!(
-            r#"{{port0}} {USER}:{PASSWORD} "{cmd}" /c echo ran> "{{dir}}\run-as-marker""#
+            r#"{{port0}} {user}:{PASSWORD} "{cmd}" /c echo ran> "{{dir}}\run-as-marker""#
         ))
         .line(&format!(
             r#"{{port1}} none "{cmd}" /c echo ran> "{{dir}}\control-marker""#
@@ -696,8 +703,8 @@ fn a_failed_logon_refuses_the_connection_and_hides_the_password() {
     let client = stream.local_addr().expect("local_addr");
     let output = read_to_eof(&mut stream, WAIT).expect("the connection is closed");
     assert_eq!(String::from_utf8_lossy(&output), "", "nothing is served");
-    daemon.wait_for(&format!("`cannot` naming {USER}"), WAIT, |l| {
-        l.contains(USER) && l.contains("cannot")
+    daemon.wait_for(&format!("`cannot` naming {user}"), WAIT, |l| {
+        l.contains(&format!("user \"{user}\"")) && l.contains("cannot")
     });
 
     // The control: the same program, run as the daemon's account, runs.
@@ -788,7 +795,7 @@ fn check_reports_a_clean_config() {
     const PASSWORD: &str = "pw-SECRET-2718";
     let mut daemon = Daemon::builder()
         .service("none", &child("echo"))
-        .service(&format!("someone:{PASSWORD}"), &child("echo"))
+        .service(&format!("{}:{PASSWORD}", existing_user()), &child("echo"))
         .arg("--check")
         .no_debug()
         .spawn();
@@ -1165,5 +1172,53 @@ fn default_config_is_in_the_windows_directory() {
     assert!(
         stderr.contains(&expected),
         "{expected} not named in {stderr}"
+    );
+}
+
+/// Regression test: `--check` did not look Windows accounts up, so
+/// `nosuchuser:pw` passed and failed only when a client connected. It is
+/// an error with its line now, and the names print as written (one
+/// backslash, where `{:?}` doubled them).
+#[test]
+fn check_looks_windows_accounts_up() {
+    let echo = child("echo");
+    let mut daemon = Daemon::builder()
+        .service(&format!("{}:pw", existing_user()), &echo)
+        .service("wininetd-no-such-user-4711:pw", &echo)
+        .service(r"wininetd-no-such-domain-4711\alice:pw", &echo)
+        .arg("--check")
+        .no_debug()
+        .spawn();
+    assert_eq!(
+        daemon.wait_exit(WAIT).code(),
+        Some(1),
+        "{}",
+        daemon.report()
+    );
+    let file = daemon.config_name();
+    let lines = daemon.lines();
+    let line = |n: usize| {
+        let prefix = format!("{file}:{n}: error:");
+        lines
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{}", daemon.report()))
+            .clone()
+    };
+    assert!(
+        line(2).contains(r#"unknown user "wininetd-no-such-user-4711""#),
+        "{}",
+        line(2)
+    );
+    let third = line(3);
+    assert!(
+        third.contains(r#""wininetd-no-such-domain-4711\alice""#),
+        "the name as written: {third}"
+    );
+    assert!(!third.contains(r"\\"), "a doubled backslash: {third}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with(&format!("{file}:1:"))),
+        "the existing account passes:\n{}",
+        daemon.report()
     );
 }

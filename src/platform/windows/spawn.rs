@@ -51,6 +51,7 @@ use windows_sys::Win32::System::Threading::{
 
 use super::Identity;
 use crate::cli::StdioMode;
+use crate::error::Quoted;
 use crate::config::{Service, StderrMode};
 use crate::platform::relay;
 
@@ -325,7 +326,7 @@ fn logon(user: &Identity) -> io::Result<OwnedHandle> {
         };
         return Err(io::Error::new(
             error.kind(),
-            format!("cannot log on as user {:?}: {error}{hint}", user.name),
+            format!("cannot log on as user {}: {error}{hint}", Quoted(&user.name)),
         ));
     }
     // SAFETY: LogonUserW succeeded, so `token` is a handle we own.
@@ -506,8 +507,8 @@ fn create_process(
                 io::Error::new(
                     error.kind(),
                     format!(
-                        "cannot start the program as user {:?}: {error}{hint}",
-                        user.name
+                        "cannot start the program as user {}: {error}{hint}",
+                        Quoted(&user.name)
                     ),
                 )
             }

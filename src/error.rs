@@ -4,6 +4,7 @@
 //! start or install; 2 the command line is wrong (clap exits with it).
 
 use std::io;
+use std::path::PathBuf;
 
 use crate::platform;
 
@@ -28,6 +29,26 @@ pub enum Error {
     CurrentExe(#[source] io::Error),
     #[error(transparent)]
     Install(#[from] platform::InstallError),
+    /// `--install` checked the config first and found errors.
+    #[error("{count} error(s) in {file}: not installed (--force installs anyway)")]
+    InstallRefused { file: String, count: usize },
+    /// `--reload` checked the config first and found errors: the daemon
+    /// was not asked to reload, and keeps its config.
+    #[error("{count} error(s) in {file}: the running wininetd was not asked to reload")]
+    ReloadRefused { file: String, count: usize },
+    /// `--reload --cfgfile FILE` where the daemon reads another file.
+    #[error(
+        "the running wininetd reads {}, not {}: --reload checks and reloads the file the daemon reads",
+        .running.display(),
+        .given.display()
+    )]
+    ReloadOtherConfig { given: PathBuf, running: PathBuf },
+    #[error("cannot write the pid file {}", .path.display())]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("not started by the service manager (run with --debug to use the console, or --help)")]
     NotAService,
 }

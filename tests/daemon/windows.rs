@@ -951,11 +951,23 @@ fn service_install_start_serve_stop_remove() {
     let events = EventLog::begin();
 
     // The parameters given with --install persist as the service's launch
-    // arguments; installing again replaces them.
+    // arguments; installing again replaces them. The config is checked
+    // first, and a --timeout that socket mode ignores is warned about.
     let install = ["--install", "--cfgfile", &config_path, "--timeout", "30"];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{config_path}: ok, 1 service(s)")),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    assert!(
+        stdout.contains(&format!("warning: --timeout has no effect on {port}")),
         "{}",
         describe_run(DAEMON, &install, &out)
     );
@@ -971,7 +983,14 @@ fn service_install_start_serve_stop_remove() {
             "{expected:?} not in {command_line:?}"
         );
     }
-    let install = ["--install", "--cfgfile", &config_path, "--stdio", "pipe"];
+    let install = [
+        "--install",
+        "--cfgfile",
+        &config_path,
+        "--stdio",
+        "pipe",
+        "--log-sessions",
+    ];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
@@ -980,7 +999,9 @@ fn service_install_start_serve_stop_remove() {
     );
     let command_line = service_config().executable_path.display().to_string();
     assert!(
-        command_line.contains("--stdio pipe") && !command_line.contains("--timeout"),
+        command_line.contains("--stdio pipe")
+            && command_line.contains("--log-sessions")
+            && !command_line.contains("--timeout"),
         "not updated: {command_line:?}"
     );
 
@@ -1017,7 +1038,8 @@ fn service_install_start_serve_stop_remove() {
         "the port is closed once stopped"
     );
 
-    // What the service logged, in order.
+    // What the service logged, in order; with --log-sessions, the
+    // sessions too.
     let listening = format!("listening on [::]:{port}");
     events.wait_for(&format!("{listening:?}"), WAIT, |e| {
         e.contains(&listening) || e.contains(&format!("listening on 0.0.0.0:{port}"))
@@ -1055,7 +1077,25 @@ fn service_with_a_bad_config_stops_and_logs_why() {
     fs::write(&config_path, format!("# bad\n0 none {}\n", child("echo"))).expect("write");
     let events = EventLog::begin();
 
+    // --install checks the config first and refuses it (regression test:
+    // it installed a service that could not start); --force installs it.
     let install = ["--install", "--cfgfile", &config_path];
+    let out = run_daemon(&install);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{config_path}:2: error:"))
+            && stderr.contains("not installed (--force installs anyway)"),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    assert!(service_status().is_none(), "nothing was installed");
+    let install = ["--install", "--cfgfile", &config_path, "--force"];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
@@ -1082,6 +1122,120 @@ fn service_with_a_bad_config_stops_and_logs_why() {
             || e.contains(&format!("{escaped}:2: error:")))
             && e.contains("port")
     });
+}
+
+/// Regression test for two events per connection: without
+/// `--log-sessions` no session start or end reaches the Event Log, while
+/// the other lines (listening, reload, stop) still do. And `--reload`
+/// checks the service's config first (regression test: it printed success
+/// and exited 0 when the reload then failed in the service): a config with
+/// errors is reported and the service is not asked; a clean one is.
+#[test]
+fn service_logs_no_sessions_unless_asked_and_reload_checks_first() {
+    use windows_service::service::ServiceState;
+    let service = InstalledService::prepare();
+    let (port, second) = (free_port(), free_port());
+    let dir = tempfile::Builder::new()
+        .prefix("wininetd-service-")
+        .tempdir()
+        .expect("temp dir");
+    let config_path = windows_path(&dir.path().join("wininetd.conf").display().to_string());
+    let good = format!("{port} none {}\n", child("echo"));
+    fs::write(&config_path, &good).expect("write the config");
+    let events = EventLog::begin();
+
+    let install = ["--install", "--cfgfile", &config_path];
+    let out = run_daemon(&install);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let out = run_tool("net", &["start", SERVICE], WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run("net", &["start", SERVICE], &out)
+    );
+    wait_service_state(ServiceState::Running, WAIT);
+    assert_eq!(request(port, b"served\n"), "served\n");
+    assert_eq!(request(port, b"twice\n"), "twice\n");
+
+    fs::write(&config_path, format!("{good}0 none {}\n", child("echo"))).expect("break it");
+    let out = run_daemon(&["--reload"]);
+    let run = describe_run(DAEMON, &["--reload"], &out);
+    assert_eq!(out.status.code(), Some(1), "{run}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{config_path}:2: error:")),
+        "{run}"
+    );
+    assert!(stderr.contains("was not asked to reload"), "{run}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("asked"),
+        "{run}"
+    );
+
+    fs::write(
+        &config_path,
+        format!("{good}{second} none {}\n", child("echo")),
+    )
+    .expect("fix it");
+    let out = run_daemon(&["--reload"]);
+    let run = describe_run(DAEMON, &["--reload"], &out);
+    assert!(out.status.success(), "{run}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{config_path}: ok, 2 service(s)")),
+        "{run}"
+    );
+    assert!(
+        stdout.contains(&format!("asked service {SERVICE} to reload")),
+        "{run}"
+    );
+    events.wait_for("`reload done`", WAIT, |e| e.contains("reload done"));
+    assert_eq!(request(second, b"new\n"), "new\n");
+
+    let out = run_tool("sc", &["stop", SERVICE], WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run("sc", &["stop", SERVICE], &out)
+    );
+    wait_service_state(ServiceState::Stopped, WAIT);
+    events.wait_for("`stopped`", WAIT, |e| e.contains("stopped"));
+    let all = events.events();
+    let listening = format!(":{port}");
+    assert!(
+        all.iter()
+            .any(|e| e.contains("listening on") && e.contains(&listening)),
+        "the other information lines still go:\n{}",
+        all.join("\n")
+    );
+    let sessions: Vec<&String> = all
+        .iter()
+        .filter(|e| e.contains("session start") || e.contains("session end"))
+        .collect();
+    assert!(
+        sessions.is_empty(),
+        "session events without --log-sessions: {sessions:#?}"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|e| e.contains("reload requested"))
+            .count(),
+        1,
+        "only the checked reload reached the service:\n{}",
+        all.join("\n")
+    );
+
+    let out = run_daemon(&["--remove"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run(DAEMON, &["--remove"], &out)
+    );
+    drop(service);
 }
 
 /// `--timeout` in pipe mode: the relay gives up on a silent client after the
@@ -1221,4 +1375,21 @@ fn check_looks_windows_accounts_up() {
         "the existing account passes:\n{}",
         daemon.report()
     );
+}
+
+/// `/?` prints the help, as Windows tools do; the help speaks of Windows:
+/// the default config in the Windows directory, and no Unix signals.
+#[test]
+fn help_is_windows_help() {
+    for args in [&["/?"][..], &["--help"], &["--install", "/?"]] {
+        let out = run_daemon(args);
+        let run = describe_run(DAEMON, args, &out);
+        assert_eq!(out.status.code(), Some(0), "{run}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--cfgfile"), "{run}");
+        assert!(help.contains(r"%WINDIR%\wininetd.conf"), "{run}");
+        for unix in ["SIGTERM", "SIGKILL", "SIGHUP", "/etc/", "systemd", "/run/"] {
+            assert!(!help.contains(unix), "{unix:?} in the Windows help:\n{run}");
+        }
+    }
 }

@@ -16,9 +16,48 @@
 //!   child's exit, [`ExitStatus`] formatting; in `stdio = "pipe"` mode
 //!   the relay between the connection and the child's pipes;
 //! - the process: [`init_process`], [`descriptor_limit`], [`shutdown_signal`], [`notify_ready`],
-//!   the system log ([`SystemLog`]) and service installation.
+//!   the system log ([`SystemLog`]) and service installation;
+//! - the daemon as others find it: its pid file ([`PidFile`],
+//!   [`default_pidfile`]), which the Unix `--reload` reads;
+//! - the words of `--help` where the OSes differ ([`help`]).
+//!
+//! The pid file and the help texts keep both OSes' halves in one file
+//! each, beside this one.
 
+pub mod help;
+mod pidfile;
 mod relay;
+
+pub use pidfile::{PidFile, default_pidfile};
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What `request_reload` runs before it asks the daemon to reload: `main`'s
+/// check of the config the daemon will read, given the daemon's parameters
+/// (without the program name) and working directory when the OS shows them.
+/// An error stops the reload request.
+pub type ReloadCheck<'a> =
+    dyn FnMut(Option<&[OsString]>, Option<&Path>) -> Result<(), crate::Error> + 'a;
+
+/// `--log-sessions`, for the system log's writer (see [`set_log_sessions`]).
+static LOG_SESSIONS: AtomicBool = AtomicBool::new(false);
+
+/// `--log-sessions`: whether each session's start and end go to the system
+/// log. The Windows Event Log takes them only when asked (WinInetd sent
+/// only errors, and two events per connection rotate other programs'
+/// events out); on Unix every line goes to the journal or syslog, as under
+/// inetd, and this changes nothing. Set once, before logging starts.
+pub fn set_log_sessions(on: bool) {
+    LOG_SESSIONS.store(on, Ordering::Relaxed);
+}
+
+/// What [`set_log_sessions`] set.
+#[cfg_attr(unix, allow(dead_code))]
+pub(crate) fn log_sessions() -> bool {
+    LOG_SESSIONS.load(Ordering::Relaxed)
+}
 
 #[cfg(unix)]
 mod unix;

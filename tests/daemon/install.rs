@@ -365,3 +365,79 @@ fn unquoting_helper_undoes_systemd_quoting() {
         ]
     );
 }
+
+/// Regression test: `--install` accepted a config that was missing or
+/// broken, and the service then failed at its first start. It now runs the
+/// checks of `--check` first: errors are printed with their line, the exit
+/// code is 1 and nothing is written; `--force` installs anyway.
+#[test]
+fn install_checks_the_config_first_and_force_installs_anyway() {
+    let (root, work) = (temp(), temp());
+    fs::write(work.path().join("bad.conf"), "# a comment\n0 none x\n").expect("write");
+    let args = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--install".into(),
+            "--root".into(),
+            root.path().as_os_str().to_owned(),
+            "--cfgfile".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        args
+    };
+
+    let run = wininetd(work.path(), &args(&["bad.conf"]));
+    assert_eq!(run.output.status.code(), Some(1), "{run}");
+    assert!(run.stderr().contains("bad.conf:2: error:"), "{run}");
+    assert!(
+        run.stderr()
+            .contains("not installed (--force installs anyway)"),
+        "{run}"
+    );
+    assert!(!exists(&root.path().join(UNIT)), "nothing written\n{run}");
+
+    let run = wininetd(work.path(), &args(&["missing.conf"]));
+    assert_eq!(run.output.status.code(), Some(1), "{run}");
+    assert!(
+        run.stderr().contains("missing.conf: error: cannot read"),
+        "{run}"
+    );
+    assert!(!exists(&root.path().join(UNIT)), "nothing written\n{run}");
+
+    let run = wininetd(work.path(), &args(&["bad.conf", "--force"]));
+    assert!(run.output.status.success(), "{run}");
+    assert!(
+        run.stderr().contains("installing anyway (--force)"),
+        "{run}"
+    );
+    let words = exec_start(&read_unit(root.path()));
+    assert!(
+        !words.iter().any(|w| w == "--force"),
+        "--force does not persist: {words:?}"
+    );
+}
+
+/// A clean config is checked, said so, then installed; its warnings do not
+/// stop the install.
+#[test]
+fn install_says_the_config_passed_its_check() {
+    let (root, work) = (temp(), temp());
+    write_config(work.path(), "x.conf");
+    let run = wininetd(
+        work.path(),
+        &[
+            OsStr::new("--install"),
+            OsStr::new("--root"),
+            root.path().as_os_str(),
+            OsStr::new("--cfgfile"),
+            OsStr::new("x.conf"),
+        ],
+    );
+    assert!(run.output.status.success(), "{run}");
+    assert!(
+        run.stdout()
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("x.conf: ok, 1 service(s), 0 warning(s)")),
+        "{run}"
+    );
+}

@@ -57,6 +57,12 @@ pub(crate) const SERVICE: &str = "wininetd";
 // Harness: what only these tests need (the rest is tests/common/mod.rs)
 // ===========================================================================
 
+/// The account the tests run as: an account that exists (Wine knows few
+/// others), for configs whose users are looked up at load.
+fn existing_user() -> String {
+    std::env::var("USERNAME").expect("Windows sets USERNAME")
+}
+
 /// `%SystemRoot%\System32\cmd.exe`.
 fn cmd_exe() -> String {
     let root = std::env::var("SystemRoot").unwrap_or_else(|_| r"C:\Windows".to_owned());
@@ -678,12 +684,13 @@ fn a_program_that_cannot_start_closes_the_connection() {
 /// the marker can fail.
 #[test]
 fn a_failed_logon_refuses_the_connection_and_hides_the_password() {
-    const USER: &str = "wininetd-nobody";
     const PASSWORD: &str = "pw-SECRET-3141";
+    let user = existing_user();
+    let user = user.as_str();
     let cmd = cmd_exe();
     let daemon = Daemon::builder()
         .line(&format!(
-            r#"{{port0}} {USER}:{PASSWORD} "{cmd}" /c echo ran> "{{dir}}\run-as-marker""#
+            r#"{{port0}} {user}:{PASSWORD} "{cmd}" /c echo ran> "{{dir}}\run-as-marker""#
         ))
         .line(&format!(
             r#"{{port1}} none "{cmd}" /c echo ran> "{{dir}}\control-marker""#
@@ -696,8 +703,8 @@ fn a_failed_logon_refuses_the_connection_and_hides_the_password() {
     let client = stream.local_addr().expect("local_addr");
     let output = read_to_eof(&mut stream, WAIT).expect("the connection is closed");
     assert_eq!(String::from_utf8_lossy(&output), "", "nothing is served");
-    daemon.wait_for(&format!("`cannot` naming {USER}"), WAIT, |l| {
-        l.contains(USER) && l.contains("cannot")
+    daemon.wait_for(&format!("`cannot` naming {user}"), WAIT, |l| {
+        l.contains(&format!("user \"{user}\"")) && l.contains("cannot")
     });
 
     // The control: the same program, run as the daemon's account, runs.
@@ -788,7 +795,7 @@ fn check_reports_a_clean_config() {
     const PASSWORD: &str = "pw-SECRET-2718";
     let mut daemon = Daemon::builder()
         .service("none", &child("echo"))
-        .service(&format!("someone:{PASSWORD}"), &child("echo"))
+        .service(&format!("{}:{PASSWORD}", existing_user()), &child("echo"))
         .arg("--check")
         .no_debug()
         .spawn();
@@ -944,11 +951,23 @@ fn service_install_start_serve_stop_remove() {
     let events = EventLog::begin();
 
     // The parameters given with --install persist as the service's launch
-    // arguments; installing again replaces them.
+    // arguments; installing again replaces them. The config is checked
+    // first, and a --timeout that socket mode ignores is warned about.
     let install = ["--install", "--cfgfile", &config_path, "--timeout", "30"];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{config_path}: ok, 1 service(s)")),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    assert!(
+        stdout.contains(&format!("warning: --timeout has no effect on {port}")),
         "{}",
         describe_run(DAEMON, &install, &out)
     );
@@ -964,7 +983,14 @@ fn service_install_start_serve_stop_remove() {
             "{expected:?} not in {command_line:?}"
         );
     }
-    let install = ["--install", "--cfgfile", &config_path, "--stdio", "pipe"];
+    let install = [
+        "--install",
+        "--cfgfile",
+        &config_path,
+        "--stdio",
+        "pipe",
+        "--log-sessions",
+    ];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
@@ -973,7 +999,9 @@ fn service_install_start_serve_stop_remove() {
     );
     let command_line = service_config().executable_path.display().to_string();
     assert!(
-        command_line.contains("--stdio pipe") && !command_line.contains("--timeout"),
+        command_line.contains("--stdio pipe")
+            && command_line.contains("--log-sessions")
+            && !command_line.contains("--timeout"),
         "not updated: {command_line:?}"
     );
 
@@ -1010,7 +1038,8 @@ fn service_install_start_serve_stop_remove() {
         "the port is closed once stopped"
     );
 
-    // What the service logged, in order.
+    // What the service logged, in order; with --log-sessions, the
+    // sessions too.
     let listening = format!("listening on [::]:{port}");
     events.wait_for(&format!("{listening:?}"), WAIT, |e| {
         e.contains(&listening) || e.contains(&format!("listening on 0.0.0.0:{port}"))
@@ -1048,7 +1077,25 @@ fn service_with_a_bad_config_stops_and_logs_why() {
     fs::write(&config_path, format!("# bad\n0 none {}\n", child("echo"))).expect("write");
     let events = EventLog::begin();
 
+    // --install checks the config first and refuses it (regression test:
+    // it installed a service that could not start); --force installs it.
     let install = ["--install", "--cfgfile", &config_path];
+    let out = run_daemon(&install);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{config_path}:2: error:"))
+            && stderr.contains("not installed (--force installs anyway)"),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    assert!(service_status().is_none(), "nothing was installed");
+    let install = ["--install", "--cfgfile", &config_path, "--force"];
     let out = run_daemon(&install);
     assert!(
         out.status.success(),
@@ -1075,6 +1122,120 @@ fn service_with_a_bad_config_stops_and_logs_why() {
             || e.contains(&format!("{escaped}:2: error:")))
             && e.contains("port")
     });
+}
+
+/// Regression test for two events per connection: without
+/// `--log-sessions` no session start or end reaches the Event Log, while
+/// the other lines (listening, reload, stop) still do. And `--reload`
+/// checks the service's config first (regression test: it printed success
+/// and exited 0 when the reload then failed in the service): a config with
+/// errors is reported and the service is not asked; a clean one is.
+#[test]
+fn service_logs_no_sessions_unless_asked_and_reload_checks_first() {
+    use windows_service::service::ServiceState;
+    let service = InstalledService::prepare();
+    let (port, second) = (free_port(), free_port());
+    let dir = tempfile::Builder::new()
+        .prefix("wininetd-service-")
+        .tempdir()
+        .expect("temp dir");
+    let config_path = windows_path(&dir.path().join("wininetd.conf").display().to_string());
+    let good = format!("{port} none {}\n", child("echo"));
+    fs::write(&config_path, &good).expect("write the config");
+    let events = EventLog::begin();
+
+    let install = ["--install", "--cfgfile", &config_path];
+    let out = run_daemon(&install);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run(DAEMON, &install, &out)
+    );
+    let out = run_tool("net", &["start", SERVICE], WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run("net", &["start", SERVICE], &out)
+    );
+    wait_service_state(ServiceState::Running, WAIT);
+    assert_eq!(request(port, b"served\n"), "served\n");
+    assert_eq!(request(port, b"twice\n"), "twice\n");
+
+    fs::write(&config_path, format!("{good}0 none {}\n", child("echo"))).expect("break it");
+    let out = run_daemon(&["--reload"]);
+    let run = describe_run(DAEMON, &["--reload"], &out);
+    assert_eq!(out.status.code(), Some(1), "{run}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{config_path}:2: error:")),
+        "{run}"
+    );
+    assert!(stderr.contains("was not asked to reload"), "{run}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("asked"),
+        "{run}"
+    );
+
+    fs::write(
+        &config_path,
+        format!("{good}{second} none {}\n", child("echo")),
+    )
+    .expect("fix it");
+    let out = run_daemon(&["--reload"]);
+    let run = describe_run(DAEMON, &["--reload"], &out);
+    assert!(out.status.success(), "{run}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{config_path}: ok, 2 service(s)")),
+        "{run}"
+    );
+    assert!(
+        stdout.contains(&format!("asked service {SERVICE} to reload")),
+        "{run}"
+    );
+    events.wait_for("`reload done`", WAIT, |e| e.contains("reload done"));
+    assert_eq!(request(second, b"new\n"), "new\n");
+
+    let out = run_tool("sc", &["stop", SERVICE], WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run("sc", &["stop", SERVICE], &out)
+    );
+    wait_service_state(ServiceState::Stopped, WAIT);
+    events.wait_for("`stopped`", WAIT, |e| e.contains("stopped"));
+    let all = events.events();
+    let listening = format!(":{port}");
+    assert!(
+        all.iter()
+            .any(|e| e.contains("listening on") && e.contains(&listening)),
+        "the other information lines still go:\n{}",
+        all.join("\n")
+    );
+    let sessions: Vec<&String> = all
+        .iter()
+        .filter(|e| e.contains("session start") || e.contains("session end"))
+        .collect();
+    assert!(
+        sessions.is_empty(),
+        "session events without --log-sessions: {sessions:#?}"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|e| e.contains("reload requested"))
+            .count(),
+        1,
+        "only the checked reload reached the service:\n{}",
+        all.join("\n")
+    );
+
+    let out = run_daemon(&["--remove"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_run(DAEMON, &["--remove"], &out)
+    );
+    drop(service);
 }
 
 /// `--timeout` in pipe mode: the relay gives up on a silent client after the
@@ -1166,4 +1327,69 @@ fn default_config_is_in_the_windows_directory() {
         stderr.contains(&expected),
         "{expected} not named in {stderr}"
     );
+}
+
+/// Regression test: `--check` did not look Windows accounts up, so
+/// `nosuchuser:pw` passed and failed only when a client connected. It is
+/// an error with its line now, and the names print as written (one
+/// backslash, where `{:?}` doubled them).
+#[test]
+fn check_looks_windows_accounts_up() {
+    let echo = child("echo");
+    let mut daemon = Daemon::builder()
+        .service(&format!("{}:pw", existing_user()), &echo)
+        .service("wininetd-no-such-user-4711:pw", &echo)
+        .service(r"wininetd-no-such-domain-4711\alice:pw", &echo)
+        .arg("--check")
+        .no_debug()
+        .spawn();
+    assert_eq!(
+        daemon.wait_exit(WAIT).code(),
+        Some(1),
+        "{}",
+        daemon.report()
+    );
+    let file = daemon.config_name();
+    let lines = daemon.lines();
+    let line = |n: usize| {
+        let prefix = format!("{file}:{n}: error:");
+        lines
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{}", daemon.report()))
+            .clone()
+    };
+    assert!(
+        line(2).contains(r#"unknown user "wininetd-no-such-user-4711""#),
+        "{}",
+        line(2)
+    );
+    let third = line(3);
+    assert!(
+        third.contains(r#""wininetd-no-such-domain-4711\alice""#),
+        "the name as written: {third}"
+    );
+    assert!(!third.contains(r"\\"), "a doubled backslash: {third}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with(&format!("{file}:1:"))),
+        "the existing account passes:\n{}",
+        daemon.report()
+    );
+}
+
+/// `/?` prints the help, as Windows tools do; the help speaks of Windows:
+/// the default config in the Windows directory, and no Unix signals.
+#[test]
+fn help_is_windows_help() {
+    for args in [&["/?"][..], &["--help"], &["--install", "/?"]] {
+        let out = run_daemon(args);
+        let run = describe_run(DAEMON, args, &out);
+        assert_eq!(out.status.code(), Some(0), "{run}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--cfgfile"), "{run}");
+        assert!(help.contains(r"%WINDIR%\wininetd.conf"), "{run}");
+        for unix in ["SIGTERM", "SIGKILL", "SIGHUP", "/etc/", "systemd", "/run/"] {
+            assert!(!help.contains(unix), "{unix:?} in the Windows help:\n{run}");
+        }
+    }
 }

@@ -21,6 +21,8 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
+use crate::platform::pidfile::{DEFAULT_PIDFILE, PidFileError, read_pid};
+
 /// The unit's file name, and the name `systemctl` knows it by.
 const UNIT_NAME: &str = "wininetd.service";
 
@@ -50,9 +52,12 @@ pub struct InstallSpec {
     /// The daemon parameters to persist, already normalised by the caller
     /// (e.g. ["--cfgfile", "/srv/x.conf", "--timeout", "30"]); paths in them are absolute.
     pub args: Vec<OsString>,
-    /// `--auto-start`: a Windows choice. On Linux the unit is always
-    /// enabled (started at boot) where systemctl is present.
-    pub auto_start: bool,
+    /// `--auto-start`/`--demand-start`: a Windows choice. On Linux the
+    /// unit is always enabled (started at boot) where systemctl is present.
+    pub start: Option<crate::cli::StartType>,
+    /// Services that would get `--timeout` on a socket handed to their
+    /// program: a Windows concern (Unix sockets honour the timeout).
+    pub socket_timeouts: Vec<String>,
 }
 
 /// Why installing or removing the unit failed.
@@ -118,9 +123,36 @@ pub enum InstallError {
     /// `--remove` with no unit: the original's "service not installed".
     #[error("the service is not installed: {} does not exist", .path.display())]
     NotInstalled { path: PathBuf },
-    /// `--reload` without systemctl.
-    #[error("systemctl not found: send SIGHUP to the wininetd process to reload its config")]
-    NoSystemctl,
+    /// `--reload` found neither an active systemd unit nor a pid file.
+    #[error(
+        "no running wininetd found: {UNIT_NAME} is not active under systemd and there is no {}. \
+         A wininetd started otherwise writes {} when it runs as root without --debug, or the file \
+         given with --pidfile FILE: give the same --pidfile FILE to --reload, or send the daemon \
+         SIGHUP yourself (`kill -HUP PID`)",
+        DEFAULT_PIDFILE,
+        DEFAULT_PIDFILE
+    )]
+    NoDaemon,
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    /// The pid file names no process (the daemon stopped without removing
+    /// it, e.g. killed).
+    #[error("the pid file {} names process {pid}, which is not running", .path.display())]
+    NotRunning { path: PathBuf, pid: u32 },
+    /// The pid file names a process that is not wininetd: signalling it
+    /// could end it (SIGHUP's default action), so `--reload` refuses.
+    #[error("the pid file {} names process {pid}, which is {what}, not wininetd", .path.display())]
+    NotWininetd {
+        path: PathBuf,
+        pid: u32,
+        what: String,
+    },
+    #[error("cannot send SIGHUP to wininetd (pid {pid})")]
+    Signal {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
     /// `systemctl` is on `PATH` but could not be started.
     #[error("cannot run `{command}`")]
     RunSystemctl {
@@ -154,13 +186,169 @@ pub fn install(spec: &InstallSpec) -> Result<Vec<String>, InstallError> {
     install_with(spec, OsStr::new("systemctl"))
 }
 
-/// Asks the running service to reload its config: `systemctl reload
-/// wininetd.service`, which sends it SIGHUP (the unit's ExecReload).
-pub fn request_reload() -> Result<Vec<String>, InstallError> {
-    let systemctl = Systemctl::new(OsStr::new("systemctl"), Path::new("/"));
-    match systemctl.run(&["reload", UNIT_NAME])? {
-        Ran::Done => Ok(vec![format!("asked {UNIT_NAME} to reload its config")]),
-        Ran::NotFound => Err(InstallError::NoSystemctl),
+/// Finds the running daemon and asks it to reload its config once
+/// `check` has passed the config it will read; `check` gets the daemon's
+/// parameters (without the program name) and working directory, when they
+/// can be read (`/proc`), to check with them.
+///
+/// The daemon is, in this order: the process `pidfile` names (when given);
+/// the main process of the active unit `wininetd.service`, asked with
+/// `systemctl reload` (its ExecReload sends SIGHUP, and systemd shows the
+/// unit reloading); the process [`DEFAULT_PIDFILE`] names. A pid file must
+/// name a running wininetd, or nothing is sent.
+pub fn request_reload(
+    pidfile: Option<&Path>,
+    check: &mut crate::platform::ReloadCheck<'_>,
+) -> Result<Vec<String>, crate::Error> {
+    request_reload_with(
+        pidfile,
+        check,
+        OsStr::new("systemctl"),
+        Path::new(DEFAULT_PIDFILE),
+    )
+}
+
+/// [`request_reload`] with the `systemctl` program and the default pid
+/// file as parameters, for tests.
+fn request_reload_with(
+    pidfile: Option<&Path>,
+    check: &mut crate::platform::ReloadCheck<'_>,
+    systemctl: &OsStr,
+    default_pidfile: &Path,
+) -> Result<Vec<String>, crate::Error> {
+    if let Some(path) = pidfile {
+        return reload_by_pidfile(path, check);
+    }
+    let ctl = Systemctl::new(systemctl, Path::new("/"));
+    if let Some(pid) = ctl.main_pid(UNIT_NAME) {
+        let (args, cwd) = command_line(pid);
+        check(args.as_deref(), cwd.as_deref())?;
+        match ctl.run(&["reload", UNIT_NAME])? {
+            Ran::Done => {
+                return Ok(vec![format!(
+                    "asked {UNIT_NAME} (pid {pid}) to reload its config; its log says whether \
+                     the reload applied"
+                )]);
+            }
+            Ran::NotFound => {}
+        }
+    }
+    if fs::symlink_metadata(default_pidfile).is_ok() {
+        return reload_by_pidfile(default_pidfile, check);
+    }
+    Err(InstallError::NoDaemon.into())
+}
+
+/// Checks and signals the wininetd that the pid file at `path` names.
+fn reload_by_pidfile(
+    path: &Path,
+    check: &mut crate::platform::ReloadCheck<'_>,
+) -> Result<Vec<String>, crate::Error> {
+    let pid = read_pid(path).map_err(InstallError::from)?;
+    is_wininetd(path, pid)?;
+    let (args, cwd) = command_line(pid);
+    check(args.as_deref(), cwd.as_deref())?;
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("read_pid bounds it"));
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGHUP).map_err(|e| {
+        InstallError::Signal {
+            pid,
+            source: e.into(),
+        }
+    })?;
+    Ok(vec![format!(
+        "asked wininetd (pid {pid}, from {}) to reload its config; its log says whether the \
+         reload applied",
+        path.display()
+    )])
+}
+
+/// Whether process `pid` (named by the pid file at `path`) is a running
+/// wininetd: its executable has this program's file name (or
+/// `wininetd`). Anything else is refused: SIGHUP ends most programs.
+fn is_wininetd(path: &Path, pid: u32) -> Result<(), InstallError> {
+    let not_running = || InstallError::NotRunning {
+        path: path.to_owned(),
+        pid,
+    };
+    if pid == std::process::id() {
+        return Err(InstallError::NotWininetd {
+            path: path.to_owned(),
+            pid,
+            what: "this --reload itself".to_owned(),
+        });
+    }
+    let name = process_name(pid).ok_or_else(not_running)?;
+    let ours = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.file_name()?.to_string_lossy().into_owned()));
+    if name == "wininetd" || Some(&name) == ours.as_ref() {
+        Ok(())
+    } else {
+        Err(InstallError::NotWininetd {
+            path: path.to_owned(),
+            pid,
+            what: format!("`{name}`"),
+        })
+    }
+}
+
+/// The file name of process `pid`'s executable, `None` if there is no
+/// such process. Linux: `/proc/PID/exe` (an executable replaced since it
+/// started reads `NAME (deleted)`), else `/proc/PID/comm`, which an
+/// unprivileged caller may read for another user's process; elsewhere,
+/// `ps -o comm=`.
+fn process_name(pid: u32) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        if let Ok(exe) = fs::read_link(proc.join("exe")) {
+            let name = exe.file_name()?.to_string_lossy().into_owned();
+            return Some(name.strip_suffix(" (deleted)").unwrap_or(&name).to_owned());
+        }
+        let comm = fs::read_to_string(proc.join("comm")).ok()?;
+        Some(comm.trim_end_matches('\n').to_owned())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let out = Command::new("ps")
+            .args(["-o", "comm=", "-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let name = Path::new(&name).file_name()?.to_string_lossy().into_owned();
+        (out.status.success() && !name.is_empty()).then_some(name)
+    }
+}
+
+/// Process `pid`'s arguments after the program name, and its working
+/// directory, where the system shows them (`/proc` on Linux).
+fn command_line(pid: u32) -> (Option<Vec<OsString>>, Option<PathBuf>) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStringExt as _;
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let args = fs::read(proc.join("cmdline")).ok().map(|bytes| {
+            bytes
+                .split(|&b| b == 0)
+                .skip(1)
+                .map(|arg| OsString::from_vec(arg.to_vec()))
+                .collect::<Vec<_>>()
+        });
+        // The last argument ends with a NUL too: drop the empty piece.
+        let args = args.map(|mut args| {
+            if args.last().is_some_and(|a| a.is_empty()) {
+                args.pop();
+            }
+            args
+        });
+        (args, fs::read_link(proc.join("cwd")).ok())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        (None, None)
     }
 }
 
@@ -533,6 +721,20 @@ impl<'a> Systemctl<'a> {
         line
     }
 
+    /// The main process of `unit` when it is active on the live system;
+    /// `None` when it is not, or systemctl cannot tell (not installed,
+    /// systemd not running).
+    fn main_pid(&self, unit: &str) -> Option<u32> {
+        let out = Command::new(self.program)
+            .args(["show", "--property=MainPID", "--value", unit])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        (out.status.success() && pid > 1).then_some(pid)
+    }
+
     /// Runs `systemctl [--root ROOT] ARGS`, its output captured (it is only
     /// shown when it fails).
     fn run(&self, args: &[&str]) -> Result<Ran, InstallError> {
@@ -589,7 +791,8 @@ mod tests {
             root: root.to_owned(),
             exe: PathBuf::from("/usr/local/bin/wininetd"),
             args: os(args),
-            auto_start: false,
+            start: None,
+            socket_timeouts: Vec::new(),
         }
     }
 
@@ -932,6 +1135,107 @@ mod tests {
         assert_eq!(
             off.command_line(&["disable", UNIT_NAME]),
             "systemctl --root /tmp/r disable wininetd.service"
+        );
+    }
+
+    /// A `systemctl` that logs its arguments to `log` and answers `show`
+    /// with `show_output` (exit 0) and everything else with success.
+    fn fake_systemctl(dir: &Path, show_output: &str, show_status: i32) -> PathBuf {
+        let path = dir.join("systemctl");
+        let log = dir.join("log");
+        fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> '{}'\nif [ \"$1\" = show ]; then echo '{show_output}'; exit {show_status}; fi\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o755)).unwrap();
+        // A test thread that forks while the file is open for writing makes
+        // its exec fail with ETXTBSY until that child has exec'd: wait
+        // until it runs.
+        for _ in 0..100 {
+            match Command::new(&path).arg("--version").output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
+        path
+    }
+
+    /// Under systemd, --reload checks the config the unit's main process
+    /// reads (its arguments from /proc), and only then runs `systemctl
+    /// reload`.
+    #[test]
+    fn reload_under_systemd_checks_then_asks_systemctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let ctl = fake_systemctl(dir.path(), &me.to_string(), 0);
+        let none = dir.path().join("no.pid");
+        let log = || fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+
+        let mut seen = None;
+        let err = request_reload_with(
+            None,
+            &mut |args, cwd| {
+                seen = Some((args.map(<[OsString]>::to_vec), cwd.map(Path::to_owned)));
+                Err(crate::Error::ReloadRefused {
+                    file: "x".into(),
+                    count: 1,
+                })
+            },
+            ctl.as_os_str(),
+            &none,
+        )
+        .unwrap_err();
+        assert!(matches!(err, crate::Error::ReloadRefused { .. }), "{err:?}");
+        assert!(!log().contains("reload"), "{}", log());
+        let (args, cwd) = seen.expect("the check ran");
+        let own: Vec<OsString> = std::env::args_os().skip(1).collect();
+        assert_eq!(args, Some(own), "the main process's arguments");
+        assert_eq!(cwd, std::env::current_dir().ok());
+
+        let lines = request_reload_with(None, &mut |_, _| Ok(()), ctl.as_os_str(), &none).unwrap();
+        assert!(
+            log().lines().any(|l| l == "reload wininetd.service"),
+            "{}",
+            log()
+        );
+        assert!(lines[0].contains(&format!("(pid {me})")), "{lines:?}");
+    }
+
+    /// No systemd (systemctl fails, or names no main process) and no pid
+    /// file: an error that says what to do.
+    #[test]
+    fn reload_without_systemd_or_pid_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("no.pid");
+        for (output, status) in [("", 1), ("0", 0)] {
+            let ctl = fake_systemctl(dir.path(), output, status);
+            let err = request_reload_with(
+                None,
+                &mut |_, _| panic!("nothing to check"),
+                ctl.as_os_str(),
+                &none,
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("no running wininetd found"), "{text}");
+            assert!(text.contains("--pidfile FILE"), "{text}");
+        }
+        let err = request_reload_with(
+            None,
+            &mut |_, _| panic!("nothing to check"),
+            OsStr::new(NO_SYSTEMCTL),
+            &none,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("no running wininetd found"),
+            "{err}"
         );
     }
 }

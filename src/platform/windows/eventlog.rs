@@ -9,6 +9,11 @@
 //! from 1 to 1000 to `%1`, the event's first string: the line shows as
 //! written. This module owns those constants and the reporting; it does not
 //! write the registry.
+//!
+//! Session start and end lines are information events that only
+//! `--log-sessions` sends ([`is_session_line`]): WinInetd reported only
+//! errors, and two events per connection rotate the other programs' events
+//! out of the Application log. Errors and warnings always go.
 
 use std::io::{self, Write as _};
 use std::ptr;
@@ -90,8 +95,12 @@ impl SystemLog {
     }
 
     /// Reports `message` as one event; if that fails, writes it to stderr
-    /// (which a service does not have, but a console run does).
+    /// (which a service does not have, but a console run does). A session's
+    /// start and end are reported only with `--log-sessions`.
     pub fn write(&self, priority: Priority, message: &str) {
+        if !wanted(priority, message, crate::platform::log_sessions()) {
+            return;
+        }
         if self.report(priority, message).is_err() {
             let _ = writeln!(io::stderr().lock(), "{message}");
         }
@@ -139,6 +148,28 @@ impl Drop for SystemLog {
             }
         }
     }
+}
+
+/// Whether a line goes to the Event Log: everything but a session's start
+/// and end, which go only when `sessions` (`--log-sessions`) is set. An
+/// error at a session's end ("session end: cannot wait for the program")
+/// is an error, and goes.
+fn wanted(priority: Priority, message: &str, sessions: bool) -> bool {
+    sessions || priority != Priority::Info || !is_session_line(message)
+}
+
+/// A session start or end line: the event's message is `session start` or
+/// `session end`, the first words of a text line (the writer prints neither
+/// time nor level) or the `message` of a JSON one. A program's stderr line
+/// (`stderr = "log"`) that imitates one is at most dropped from the Event
+/// Log, never forged into it.
+fn is_session_line(message: &str) -> bool {
+    ["session start", "session end"].iter().any(|event| {
+        message
+            .strip_prefix(event)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+            || message.contains(&format!("\"message\":\"{event}\""))
+    })
 }
 
 /// No priority prefixes on Windows: stderr is never the journal.
@@ -248,6 +279,36 @@ mod tests {
         let text = event_text(&message);
         let text = String::from_utf16(&text[..text.len() - 1]).expect("valid UTF-16");
         assert_eq!(text, format!("{} [cut]", "a".repeat(MAX_MESSAGE_UNITS - 1)));
+    }
+
+    /// Regression test: every session's start and end went to the Event
+    /// Log, two events per connection. They go only with --log-sessions;
+    /// errors, warnings and the other information lines always go.
+    #[test]
+    fn sessions_go_to_the_event_log_only_when_asked() {
+        let start = "session start service=echo port=7 peer=127.0.0.1:5000 local=127.0.0.1:7 pid=4";
+        let end = "session end service=echo pid=4 status=exit 0 duration=1ms";
+        let json = r#"{"timestamp":"t","level":"INFO","message":"session end","service":"echo"}"#;
+        for line in [start, end, json, "session start"] {
+            assert!(!wanted(Priority::Info, line, false), "{line}");
+            assert!(wanted(Priority::Info, line, true), "{line}");
+        }
+        for line in [
+            "listening on [::]:7 (echo)",
+            "reload done: 1 service(s) kept",
+            "shutting down",
+            "session started by nobody",
+            r#"{"level":"INFO","message":"listening on [::]:7"}"#,
+        ] {
+            assert!(wanted(Priority::Info, line, false), "{line}");
+        }
+        for priority in [Priority::Error, Priority::Warning] {
+            assert!(wanted(
+                priority,
+                "session end: cannot wait for the program",
+                false
+            ));
+        }
     }
 
     #[test]

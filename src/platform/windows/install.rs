@@ -41,6 +41,7 @@ use windows_sys::Win32::System::Registry::{
 
 use super::eventlog::{MESSAGE_FILE, SOURCES_KEY, TYPES_SUPPORTED, wide_nul};
 use super::service::SERVICE_NAME;
+use crate::cli::StartType;
 
 /// What Services (services.msc) shows in its Name column.
 const DISPLAY_NAME: &str = "wininetd super-server";
@@ -67,8 +68,13 @@ pub struct InstallSpec {
     /// The daemon parameters to persist as the service's launch arguments,
     /// already normalised by the caller; paths in them are absolute.
     pub args: Vec<OsString>,
-    /// Start with Windows (automatic) rather than on demand.
-    pub auto_start: bool,
+    /// `--auto-start` or `--demand-start`; `None` keeps the start type of
+    /// an installed service (a new one starts on demand, as WinInetd's).
+    pub start: Option<StartType>,
+    /// Services that would get `--timeout` on a socket handed to their
+    /// program: Windows ignores it there (a synchronous socket takes no
+    /// SO_RCVTIMEO), so `--install` warns.
+    pub socket_timeouts: Vec<String>,
 }
 
 /// Why installing or removing the service failed. Each variant's source is
@@ -91,9 +97,13 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
-    /// `--remove` with no such service: the original's "service not installed".
+    /// `--remove` or `--reload` with no such service: the original's
+    /// "service not installed".
     #[error("service {name} is not installed")]
     NotInstalled { name: String },
+    /// `--reload` of a service that does not run.
+    #[error("service {name} is not running ({state:?}): start it with `net start {name}`")]
+    NotRunning { name: String, state: ServiceState },
     #[error("cannot register the event log source (HKLM\\{key}){}", admin_hint(.source))]
     RegisterSource {
         key: String,
@@ -181,14 +191,21 @@ pub(super) fn install_named(spec: &InstallSpec, name: &str) -> Result<Vec<String
             path: spec.exe.clone(),
         });
     }
-    let info = ServiceInfo {
+    if !spec.socket_timeouts.is_empty() {
+        lines.push(format!(
+            "warning: --timeout has no effect on {}: with --stdio socket the program gets a \
+             synchronous socket, which ignores send and receive timeouts on Windows; \
+             use --stdio pipe (or stdio = \"pipe\"), where the relay applies it",
+            spec.socket_timeouts.join(", ")
+        ));
+    }
+    let mut info = ServiceInfo {
         name: name.into(),
         display_name: display_name(name).into(),
         service_type: ServiceType::OWN_PROCESS,
-        start_type: if spec.auto_start {
-            ServiceStartType::AutoStart
-        } else {
-            ServiceStartType::OnDemand
+        start_type: match spec.start {
+            Some(StartType::Auto) => ServiceStartType::AutoStart,
+            Some(StartType::Demand) | None => ServiceStartType::OnDemand,
         },
         error_control: ServiceErrorControl::Normal,
         executable_path: spec.exe.clone(),
@@ -218,6 +235,12 @@ pub(super) fn install_named(spec: &InstallSpec, name: &str) -> Result<Vec<String
             let previous = service
                 .query_config()
                 .map_err(failed(ServiceAction::Query, name))?;
+            if spec.start.is_none() {
+                // Installing again changes the parameters, not how the
+                // service starts: an operator who made it automatic
+                // (`--auto-start`, services.msc) keeps that.
+                info.start_type = previous.start_type;
+            }
             service
                 .change_config(&info)
                 .map_err(failed(ServiceAction::Configure, name))?;
@@ -497,54 +520,89 @@ fn is(e: &windows_service::Error, code: u32) -> bool {
     matches!(e, windows_service::Error::Winapi(e) if e.raw_os_error() == Some(code as i32))
 }
 
-/// Asks the running service to reload its config: the service manager's
-/// ParamChange control, which the service handles as a reload.
-pub fn request_reload() -> Result<Vec<String>, InstallError> {
-    use super::service::SERVICE_NAME;
+/// Asks the running service to reload its config, once `check` has passed
+/// the config it will read: `check` gets the service's parameters (its
+/// launch arguments, as `--install` stored them). The request is the
+/// service manager's ParamChange control, which the service handles as a
+/// reload. `pidfile` is not used: the service manager finds the service.
+pub fn request_reload(
+    pidfile: Option<&Path>,
+    check: &mut crate::platform::ReloadCheck<'_>,
+) -> Result<Vec<String>, crate::Error> {
+    reload_named(pidfile, check, SERVICE_NAME)
+}
+
+/// [`request_reload`] for the service `name`.
+pub(super) fn reload_named(
+    pidfile: Option<&Path>,
+    check: &mut crate::platform::ReloadCheck<'_>,
+    name: &str,
+) -> Result<Vec<String>, crate::Error> {
     use windows_sys::Win32::System::Services::{
-        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, SC_MANAGER_CONNECT,
-        SERVICE_CONTROL_PARAMCHANGE, SERVICE_PAUSE_CONTINUE, SERVICE_STATUS,
+        ControlService, SERVICE_CONTROL_PARAMCHANGE, SERVICE_STATUS,
     };
-    let wide = |s: &str| {
-        s.encode_utf16()
-            .chain(std::iter::once(0))
-            .collect::<Vec<u16>>()
-    };
-    let name = wide(SERVICE_NAME);
-    // SAFETY: null machine and database names mean the local SCM.
-    let manager = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    if manager.is_null() {
-        return Err(InstallError::Manager {
-            source: std::io::Error::last_os_error(),
-        });
+    let mut lines = Vec::new();
+    if let Some(path) = pidfile {
+        lines.push(format!(
+            "note: --pidfile {} is not used on Windows: the service manager finds the service",
+            path.display()
+        ));
     }
-    // SAFETY: a valid manager handle and a NUL-terminated name.
-    let service = unsafe { OpenServiceW(manager, name.as_ptr(), SERVICE_PAUSE_CONTINUE) };
-    let result = if service.is_null() {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: plain data that ControlService fills in.
-        let mut status = unsafe { std::mem::zeroed::<SERVICE_STATUS>() };
-        // SAFETY: a valid service handle opened with the right access.
-        let ok = unsafe { ControlService(service, SERVICE_CONTROL_PARAMCHANGE, &mut status) };
-        let result = if ok == 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        };
-        // SAFETY: a handle we opened, closed once.
-        unsafe { CloseServiceHandle(service) };
-        result
+    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+        .map_err(|e| InstallError::Manager { source: os(e) })?;
+    let access =
+        ServiceAccess::QUERY_CONFIG | ServiceAccess::QUERY_STATUS | ServiceAccess::PAUSE_CONTINUE;
+    let service = manager.open_service(name, access).map_err(|e| {
+        match is(&e, ERROR_SERVICE_DOES_NOT_EXIST) {
+            true => InstallError::NotInstalled { name: name.into() },
+            false => failed(ServiceAction::Open, name)(e),
+        }
+    })?;
+    let state = service
+        .query_status()
+        .map_err(failed(ServiceAction::Query, name))?
+        .current_state;
+    if state != ServiceState::Running {
+        return Err(InstallError::NotRunning {
+            name: name.into(),
+            state,
+        }
+        .into());
+    }
+    let config = service
+        .query_config()
+        .map_err(failed(ServiceAction::Query, name))?;
+    let command_line = config.executable_path.to_string_lossy().into_owned();
+    let args = super::split_command_line(&command_line).ok().map(|argv| {
+        argv.into_iter()
+            .skip(1)
+            .map(OsString::from)
+            .collect::<Vec<_>>()
+    });
+    check(args.as_deref(), None)?;
+    // SAFETY: plain data that ControlService fills in.
+    let mut status = unsafe { std::mem::zeroed::<SERVICE_STATUS>() };
+    // SAFETY: a valid service handle, opened with SERVICE_PAUSE_CONTINUE
+    // (which ParamChange needs), and a valid out pointer.
+    let sent = unsafe {
+        ControlService(
+            service.raw_handle(),
+            SERVICE_CONTROL_PARAMCHANGE,
+            &mut status,
+        )
     };
-    // SAFETY: a handle we opened, closed once.
-    unsafe { CloseServiceHandle(manager) };
-    result
-        .map(|()| vec![format!("asked service {SERVICE_NAME} to reload its config")])
-        .map_err(|source| InstallError::Service {
+    if sent == 0 {
+        return Err(InstallError::Service {
             action: ServiceAction::Control,
-            name: SERVICE_NAME.to_owned(),
-            source,
-        })
+            name: name.into(),
+            source: io::Error::last_os_error(),
+        }
+        .into());
+    }
+    lines.push(format!(
+        "asked service {name} to reload its config; the Event Log says whether the reload applied"
+    ));
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -588,12 +646,13 @@ pub(super) mod tests {
         }
     }
 
-    fn spec(args: &[&str], auto_start: bool) -> InstallSpec {
+    fn spec(args: &[&str], start: Option<StartType>) -> InstallSpec {
         InstallSpec {
             root: PathBuf::from("/"),
             exe: std::env::current_exe().expect("test exe path"),
             args: args.iter().map(OsString::from).collect(),
-            auto_start,
+            start,
+            socket_timeouts: Vec::new(),
         }
     }
 
@@ -665,10 +724,7 @@ pub(super) mod tests {
         let key = source_key(&name);
 
         let lines = install_named(
-            &spec(
-                &["--cfgfile", r"C:\my dir\w.conf", "--timeout", "30"],
-                false,
-            ),
+            &spec(&["--cfgfile", r"C:\my dir\w.conf", "--timeout", "30"], None),
             &name,
         )
         .expect("install");
@@ -700,8 +756,11 @@ pub(super) mod tests {
         );
 
         // Installing again updates the parameters and the start type.
-        let lines =
-            install_named(&spec(&["--linger-timeout", "5"], true), &name).expect("install again");
+        let lines = install_named(
+            &spec(&["--linger-timeout", "5"], Some(StartType::Auto)),
+            &name,
+        )
+        .expect("install again");
         assert!(
             lines[0].starts_with(&format!("updated service {name}")),
             "{lines:?}"
@@ -719,9 +778,22 @@ pub(super) mod tests {
             "{command}"
         );
         assert_eq!(c.start_type, ServiceStartType::AutoStart);
-        let lines = install_named(&spec(&["--linger-timeout", "5"], true), &name)
+        // Regression test: installing again without --auto-start made an
+        // automatic service start on demand. Now it keeps its start type,
+        // and nothing else changed.
+        let lines = install_named(&spec(&["--linger-timeout", "5"], None), &name)
             .expect("install a third time");
         assert!(lines[0].contains("already installed as is"), "{lines:?}");
+        assert!(lines[0].contains("starts with Windows"), "{lines:?}");
+        assert_eq!(config(&name).start_type, ServiceStartType::AutoStart);
+        // --demand-start switches it back.
+        let lines = install_named(
+            &spec(&["--linger-timeout", "5"], Some(StartType::Demand)),
+            &name,
+        )
+        .expect("install with --demand-start");
+        assert!(lines[0].contains("starts on demand"), "{lines:?}");
+        assert_eq!(config(&name).start_type, ServiceStartType::OnDemand);
 
         let lines = remove_named(Path::new("/"), &name).expect("remove");
         assert_eq!(
@@ -762,7 +834,7 @@ pub(super) mod tests {
         let _scm = scm_lock();
         let name = unique_name("root");
         let _cleanup = Cleanup(name.clone());
-        let mut spec = spec(&[], false);
+        let mut spec = spec(&[], None);
         spec.root = PathBuf::from(r"C:\somewhere");
         let lines = install_named(&spec, &name).expect("install");
         assert!(
@@ -776,7 +848,7 @@ pub(super) mod tests {
     #[test]
     fn relative_executable_is_refused_before_anything_is_written() {
         let name = unique_name("relative");
-        let mut spec = spec(&[], false);
+        let mut spec = spec(&[], None);
         spec.exe = PathBuf::from(r"bin\wininetd.exe");
         let err = install_named(&spec, &name).expect_err("relative exe");
         assert!(

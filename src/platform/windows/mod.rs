@@ -31,6 +31,7 @@ use windows_sys::Win32::Networking::WinSock;
 
 use crate::cli::StdioMode;
 use crate::config::Secret;
+use crate::error::Quoted;
 
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, system_log_available};
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
@@ -88,18 +89,37 @@ pub struct Identity {
 /// Why a user cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    #[error("user name {0:?} is empty or has a NUL character")]
+    #[error("user name {} is empty or has a NUL character", Quoted(.0))]
     Invalid(String),
     /// Ignoring the group would run the program with more rights than the
     /// config asks for.
     #[error(
-        "`group = {0:?}` cannot be honoured on Windows (a program runs with its user's groups)"
+        "`group = {}` cannot be honoured on Windows (a program runs with its user's groups)",
+        Quoted(.0)
     )]
     Group(String),
+    /// LookupAccountNameW knows no such account (ERROR_NONE_MAPPED).
+    #[error("unknown user {}", Quoted(.0))]
+    Unknown(String),
+    /// A group, an alias, a domain: LogonUserW would refuse it at every
+    /// connection.
+    #[error("{} is a {kind}, not a user account", Quoted(.name))]
+    NotAUser { name: String, kind: &'static str },
+    #[error("cannot look up user {}", Quoted(.name))]
+    Lookup {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// Splits `DOMAIN\user`; `user@domain` and plain `user` go to LogonUserW
-/// as they are (a plain user is looked up on this machine, ".").
+/// Checks that `name` is a user account (LookupAccountNameW), as Unix looks
+/// its users up at load, so that a typo is a config error with its line
+/// rather than a refused connection later. `DOMAIN\user` and
+/// `user@domain` go to LogonUserW as they are; a plain `user` (or
+/// `.\user`) is logged on at this machine, ".". The password is checked
+/// only when the user is logged on, at each connection, as WinInetd did
+/// (so a changed password takes effect without a reload).
 pub fn lookup_user(
     name: &str,
     group: Option<&str>,
@@ -108,19 +128,103 @@ pub fn lookup_user(
     if let Some(group) = group {
         return Err(UserError::Group(group.to_owned()));
     }
-    let (domain, user) = match name.split_once('\\') {
-        Some((domain, user)) => (Some(domain.to_owned()), user.to_owned()),
-        None if name.contains('@') => (None, name.to_owned()),
-        None => (Some(".".to_owned()), name.to_owned()),
+    let (domain, user) = split_user(name)?;
+    // The local machine's "." is no name LookupAccountNameW knows: a plain
+    // name is looked up among the well-known, built-in and local accounts,
+    // then the domain's, which is where LogonUserW finds it too.
+    let account = if domain.as_deref() == Some(".") {
+        &user
+    } else {
+        name
     };
-    if user.is_empty() || name.contains('\0') {
-        return Err(UserError::Invalid(name.to_owned()));
-    }
+    check_account(name, account)?;
     Ok(Identity {
         name: name.to_owned(),
         user,
         domain,
         password: password.cloned().unwrap_or_else(|| Secret::new("")),
+    })
+}
+
+/// `DOMAIN\\user` as its domain and user; `user@domain` as no domain and
+/// the whole name (LogonUserW takes a UPN in its user argument); a plain
+/// `user` in the domain ".", this machine.
+fn split_user(name: &str) -> Result<(Option<String>, String), UserError> {
+    let (domain, user) = match name.split_once('\\') {
+        Some((domain, user)) => (Some(domain.to_owned()), user.to_owned()),
+        None if name.contains('@') => (None, name.to_owned()),
+        None => (Some(".".to_owned()), name.to_owned()),
+    };
+    if user.is_empty() || name.contains('\0') || domain.as_deref() == Some("") {
+        return Err(UserError::Invalid(name.to_owned()));
+    }
+    Ok((domain, user))
+}
+
+/// Looks `account` up (LookupAccountNameW); an error names the user as the
+/// config wrote it, `name`.
+fn check_account(name: &str, account: &str) -> Result<(), UserError> {
+    use windows_sys::Win32::Foundation::{ERROR_INSUFFICIENT_BUFFER, ERROR_NONE_MAPPED};
+    use windows_sys::Win32::Security::{
+        LookupAccountNameW, SID_NAME_USE, SidTypeAlias, SidTypeDeletedAccount, SidTypeDomain,
+        SidTypeGroup, SidTypeInvalid, SidTypeLabel, SidTypeLogonSession, SidTypeUnknown,
+        SidTypeWellKnownGroup,
+    };
+    let wide: Vec<u16> = account.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut sid = vec![0u8; 68];
+    let mut domain = vec![0u16; 64];
+    let mut kind: SID_NAME_USE = 0;
+    for _ in 0..3 {
+        let mut sid_len = u32::try_from(sid.len()).expect("a small buffer");
+        let mut domain_len = u32::try_from(domain.len()).expect("a small buffer");
+        // SAFETY: a NUL-terminated name; each buffer is valid for the
+        // length passed with it, which the call updates.
+        let ok = unsafe {
+            LookupAccountNameW(
+                std::ptr::null(),
+                wide.as_ptr(),
+                sid.as_mut_ptr().cast(),
+                &mut sid_len,
+                domain.as_mut_ptr(),
+                &mut domain_len,
+                &mut kind,
+            )
+        };
+        if ok != 0 {
+            let what = match kind {
+                k if k == SidTypeGroup || k == SidTypeWellKnownGroup => "group",
+                k if k == SidTypeAlias => "local group",
+                k if k == SidTypeDomain => "domain",
+                k if k == SidTypeDeletedAccount => "deleted account",
+                k if k == SidTypeInvalid || k == SidTypeUnknown => "unknown account",
+                k if k == SidTypeLabel || k == SidTypeLogonSession => "special name",
+                _ => return Ok(()),
+            };
+            return Err(UserError::NotAUser {
+                name: name.to_owned(),
+                kind: what,
+            });
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(code) if code == ERROR_NONE_MAPPED as i32 => {
+                return Err(UserError::Unknown(name.to_owned()));
+            }
+            Some(code) if code == ERROR_INSUFFICIENT_BUFFER as i32 => {
+                sid.resize((sid_len as usize).max(sid.len()), 0);
+                domain.resize((domain_len as usize).max(domain.len()) + 1, 0);
+            }
+            _ => {
+                return Err(UserError::Lookup {
+                    name: name.to_owned(),
+                    source: error,
+                });
+            }
+        }
+    }
+    Err(UserError::Lookup {
+        name: name.to_owned(),
+        source: io::Error::other("the account's SID kept growing"),
     })
 }
 
@@ -573,15 +677,63 @@ mod tests {
 
     #[test]
     fn users_and_domains() {
-        let id = lookup_user(r"CORP\alice", None, None).expect("valid");
+        let split = |name| split_user(name).expect(name);
+        assert_eq!(split(r"CORP\alice"), (Some("CORP".into()), "alice".into()));
+        assert_eq!(split("bob"), (Some(".".into()), "bob".into()));
+        assert_eq!(split(r".\bob"), (Some(".".into()), "bob".into()));
+        assert_eq!(
+            split("carol@corp.example"),
+            (None, "carol@corp.example".into())
+        );
+        for bad in [r"CORP\", r"\alice", "", "a\0b"] {
+            assert!(
+                matches!(split_user(bad), Err(UserError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// The account this test runs as: it exists wherever the test runs.
+    fn current_user() -> String {
+        std::env::var("USERNAME").expect("Windows sets USERNAME")
+    }
+
+    /// Regression test: `nosuchuser:pw` passed --check and failed only
+    /// when a client connected. Accounts are looked up at load now.
+    #[test]
+    fn unknown_accounts_are_refused_at_load() {
+        let me = current_user();
+        let id = lookup_user(&me, None, Some(&Secret::new("pw"))).expect("this account exists");
         assert_eq!(
             (id.domain.as_deref(), id.user.as_str()),
-            (Some("CORP"), "alice")
+            (Some("."), me.as_str())
         );
-        let id = lookup_user("bob", None, Some(&Secret::new("pw"))).expect("valid");
-        assert_eq!((id.domain.as_deref(), id.user.as_str()), (Some("."), "bob"));
-        let id = lookup_user("carol@corp.example", None, None).expect("valid");
-        assert_eq!(id.domain, None);
-        assert!(lookup_user(r"CORP\", None, None).is_err());
+        let id = lookup_user(&format!(r".\{me}"), None, None).expect("this account exists");
+        assert_eq!(id.user, me);
+
+        let err = lookup_user("wininetd-no-such-user-4711", None, None).expect_err("unknown");
+        assert!(matches!(err, UserError::Unknown(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            r#"unknown user "wininetd-no-such-user-4711""#
+        );
+        let err = lookup_user(r"wininetd-no-such-domain-4711\x", None, None).expect_err("unknown");
+        assert!(
+            matches!(err, UserError::Unknown(_) | UserError::Lookup { .. }),
+            "{err:?}"
+        );
+        // As written: one backslash, not two.
+        assert!(
+            err.to_string()
+                .contains(r#""wininetd-no-such-domain-4711\x""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_group_is_not_a_user() {
+        let err = lookup_user("Administrators", None, None).expect_err("a group");
+        assert!(matches!(err, UserError::NotAUser { .. }), "{err:?}");
+        assert!(err.to_string().contains("not a user account"), "{err}");
     }
 }

@@ -418,8 +418,10 @@ mod tests {
     /// test harness runs it. Run by the SCM (the tests install this test
     /// program with this test as its filter), it runs a daemon that, in mode
     /// `serve`, reports ready, waits for the stop and writes the stop's
-    /// reason to RESULT_FILE; in mode `slow` does the same but takes a while
-    /// to stop; and in mode `fail` fails at once.
+    /// reason to RESULT_FILE (and a line `reloaded` to RESULT_FILE with
+    /// the extension `reloads` for each reload request); in mode `slow`
+    /// does the same but takes a while to stop; and in mode `fail` fails at
+    /// once.
     #[test]
     fn service_entry() {
         let Some(job) =
@@ -445,10 +447,22 @@ mod tests {
                 .enable_all()
                 .build()
                 .map_err(crate::Error::Runtime)?;
+            let reloads = file.with_extension("reloads");
             let reason = runtime.block_on(async move {
                 let stop = stop();
+                let mut reload = Reload::listen().map_err(crate::Error::Runtime)?;
                 notify_ready().map_err(crate::Error::ServiceManager)?;
-                Ok::<_, crate::Error>(stop.await)
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        reason = &mut stop => break Ok::<_, crate::Error>(reason),
+                        Some(()) = reload.recv() => {
+                            let mut text = std::fs::read_to_string(&reloads).unwrap_or_default();
+                            text.push_str("reloaded\n");
+                            std::fs::write(&reloads, text).map_err(crate::Error::Runtime)?;
+                        }
+                    }
+                }
             })?;
             if mode == "slow" {
                 thread::sleep(STOP_PULSE * 2);
@@ -478,7 +492,8 @@ mod tests {
             ]
             .map(OsString::from)
             .into(),
-            auto_start: false,
+            start: None,
+            socket_timeouts: Vec::new(),
         };
         install_named(&spec, name).expect("install the test service");
         file
@@ -594,6 +609,94 @@ mod tests {
         assert!(!file.exists());
         let lines = remove_named(Path::new("/"), &name).expect("remove");
         assert_eq!(lines[0], format!("service {name} was not running"));
+    }
+
+    /// `--reload` checks the config first, with the service's own launch
+    /// arguments, and asks the service to reload only when the check
+    /// passes. Regression test: it asked whatever the config held, and
+    /// printed success when the reload then failed in the service.
+    #[test]
+    fn reload_asks_the_service_only_after_the_check_passed() {
+        use crate::platform::windows::install::reload_named;
+        let _scm = scm_lock();
+        let name = unique_name("reload");
+        let _cleanup = Cleanup(name.clone());
+        let file = install_entry(&name, "serve");
+        let reloads = file.with_extension("reloads");
+        let _ = std::fs::remove_file(&reloads);
+
+        // Not running yet: nothing to ask, and the check does not run.
+        let mut checked = false;
+        let err = reload_named(
+            None,
+            &mut |_, _| {
+                checked = true;
+                Ok(())
+            },
+            &name,
+        )
+        .expect_err("not running");
+        assert!(err.to_string().contains("is not running"), "{err}");
+        assert!(!checked);
+
+        let service = open(&name);
+        service.start::<&str>(&[]).expect("start");
+        wait_for(&service, ServiceState::Running);
+
+        // A config with errors: the error comes back, nothing is sent.
+        let mut seen_args = Vec::new();
+        let err = reload_named(
+            None,
+            &mut |args, cwd| {
+                seen_args = args.expect("the launch arguments").to_vec();
+                assert_eq!(cwd, None);
+                Err(crate::Error::ReloadRefused {
+                    file: "w.conf".into(),
+                    count: 2,
+                })
+            },
+            &name,
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(err, crate::Error::ReloadRefused { count: 2, .. }),
+            "{err:?}"
+        );
+        assert!(
+            seen_args
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with(ARG_PREFIX)),
+            "the check gets the service's own arguments: {seen_args:?}"
+        );
+
+        // A clean config: one request, one reload.
+        let lines = reload_named(None, &mut |_, _| Ok(()), &name).expect("reload");
+        assert!(
+            lines[0].starts_with(&format!("asked service {name} to reload")),
+            "{lines:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            let text = std::fs::read_to_string(&reloads).unwrap_or_default();
+            if !text.is_empty() || Instant::now() > deadline {
+                break text;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        // Controls arrive in order: had the refused reload been sent, it
+        // would show as a first line.
+        assert_eq!(text, "reloaded\n");
+
+        remove_named(Path::new("/"), &name).expect("remove");
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&reloads);
+        // Gone, or (Wine) marked for deletion until its handles close.
+        let err = reload_named(None, &mut |_, _| Ok(()), &name).expect_err("removed");
+        let text = err.to_string();
+        assert!(
+            text.contains("is not installed") || text.contains("is not running"),
+            "{text}"
+        );
     }
 
     #[test]

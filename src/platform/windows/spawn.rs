@@ -11,14 +11,22 @@
 //! - starts suspended, joins a job object with kill-on-close, then runs, so
 //!   that ending the job ends every process it started;
 //! - with a user, runs under a token from `LogonUserW` and never, if that
-//!   fails, as the daemon's own account (WinInetd fell back to SYSTEM).
+//!   fails, as the daemon's own account (WinInetd fell back to SYSTEM);
+//!   with the user's profile loaded (`LoadUserProfileW`, unloaded when the
+//!   session ends) and the user's own environment (`CreateEnvironmentBlock`:
+//!   `USERPROFILE`, `TEMP`, `APPDATA`...) under the service's `env` and the
+//!   connection's variables; and on the window station of its own logon
+//!   session (`lpDesktop = ""`, as WinInetd did), not the service's, which
+//!   the user cannot open: a program that loads user32 would fail to start
+//!   (0xC0000142).
 //!
 //! See CreateProcessW, UpdateProcThreadAttribute, LogonUserW,
-//! CreateProcessAsUserW and RegisterWaitForSingleObject in the Win32 docs.
+//! CreateProcessAsUserW, LoadUserProfileW, CreateEnvironmentBlock,
+//! STARTUPINFOW and RegisterWaitForSingleObject in the Win32 docs.
 
 use std::ffi::{OsStr, OsString, c_void};
 use std::io;
-use std::os::windows::ffi::OsStrExt;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
 use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, OwnedHandle, RawHandle};
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +43,7 @@ use windows_sys::Win32::Security::{
     LOGON32_LOGON_BATCH, LOGON32_PROVIDER_DEFAULT, LogonUserW, SECURITY_ATTRIBUTES,
 };
 use windows_sys::Win32::Storage::FileSystem::{CreateFileW, OPEN_EXISTING};
+use windows_sys::Win32::System::Environment::{CreateEnvironmentBlock, DestroyEnvironmentBlock};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
     JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
@@ -48,10 +57,16 @@ use windows_sys::Win32::System::Threading::{
     RegisterWaitForSingleObject, ResumeThread, STARTF_USESTDHANDLES, STARTUPINFOEXW,
     TerminateProcess, UnregisterWaitEx, UpdateProcThreadAttribute, WT_EXECUTEONLYONCE,
 };
+use windows_sys::Win32::UI::Shell::{LoadUserProfileW, PROFILEINFOW, UnloadUserProfile};
+
+/// PROFILEINFOW's "no user interface" flag (profinfo.h; windows-sys has it
+/// only with the Group Policy API): a service has no one to show a dialog.
+const PI_NOUI: u32 = 1;
 
 use super::Identity;
 use crate::cli::StdioMode;
 use crate::config::{Service, StderrMode};
+use crate::error::Quoted;
 use crate::platform::relay;
 
 /// What to run for a connection: fixed per service, built at load.
@@ -64,6 +79,9 @@ pub struct ChildSpec {
     env: Vec<(OsString, OsString)>,
     /// `env` as `K=V\0` entries, without the block's final NUL.
     env_block: Vec<u16>,
+    /// The service's own `env`: what a run-as program gets on top of its
+    /// user's environment (the daemon's does not reach it).
+    service_env: Vec<(OsString, OsString)>,
     user: Option<Identity>,
     stdio: StdioMode,
     timeout: Option<Duration>,
@@ -90,6 +108,7 @@ impl ChildSpec {
             command_line: OsStr::new(&service.cmdline).encode_wide().collect(),
             env,
             env_block,
+            service_env: service.env.clone(),
             user: service.user.clone(),
             stdio: service.stdio,
             timeout: service.socket.timeout,
@@ -158,6 +177,8 @@ pub struct Child {
     exit: ExitWait,
     process: OwnedHandle,
     job: OwnedHandle,
+    /// A run-as session's profile, unloaded once the job is gone.
+    _profile: Option<Profile>,
     pid: u32,
 }
 
@@ -240,12 +261,35 @@ pub fn spawn(
     client_env: &[(&str, &str)],
     _reaper: &Reaper,
 ) -> io::Result<Child> {
-    let mut env = spec.env_block.clone();
-    for (key, value) in client_env {
-        push_env(&mut env, OsStr::new(key), OsStr::new(value));
-    }
-    env.push(0);
-    let token = spec.user.as_ref().map(logon).transpose()?;
+    let (env, profile) = match &spec.user {
+        None => {
+            let mut env = spec.env_block.clone();
+            for (key, value) in client_env {
+                push_env(&mut env, OsStr::new(key), OsStr::new(value));
+            }
+            env.push(0);
+            (env, None)
+        }
+        Some(user) => {
+            let profile = Profile::load(logon(user)?, user)?;
+            let base = user_environment_block(&profile.token).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot build the environment of user {}: {e}",
+                        Quoted(&user.name)
+                    ),
+                )
+            })?;
+            let client: Vec<(OsString, OsString)> = client_env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect();
+            let env = merge_env(base, &[&spec.service_env, &client]);
+            (env, Some(profile))
+        }
+    };
+    let token = profile.as_ref().map(|p| &p.token);
     let job = new_job()?;
     let (log_end, child_stderr) = if spec.stderr_to_log {
         let (server, client) = pipe(Direction::FromChild)?;
@@ -263,7 +307,7 @@ pub fn spawn(
             let handle = socket.as_raw_socket() as HANDLE;
             set_inheritable(handle)?;
             let std = [handle, handle, stderr_for(handle)];
-            let started = create_process(spec, &env, token.as_ref(), std, &job);
+            let started = create_process(spec, &env, token, std, &job);
             drop(socket);
             started?
         }
@@ -276,7 +320,7 @@ pub fn spawn(
             let (from_child, child_stdout) = pipe(Direction::FromChild)?;
             let stdout = child_stdout.as_raw_handle();
             let std = [child_stdin.as_raw_handle(), stdout, stderr_for(stdout)];
-            let started = create_process(spec, &env, token.as_ref(), std, &job)?;
+            let started = create_process(spec, &env, token, std, &job)?;
             drop((child_stdin, child_stdout));
             let stream = std::net::TcpStream::from(socket);
             stream.set_nonblocking(true)?;
@@ -299,8 +343,127 @@ pub fn spawn(
         exit,
         process: started.process,
         job,
+        _profile: profile,
         pid: started.pid,
     })
+}
+
+/// A user's profile, loaded for a session (LoadUserProfileW: the user's
+/// registry hive and profile folder, which `APPDATA` and the like point
+/// into) and unloaded when the session ends. Owns the logon token, which
+/// the program is started with and UnloadUserProfile needs.
+#[derive(Debug)]
+struct Profile {
+    token: OwnedHandle,
+    handle: HANDLE,
+}
+
+// SAFETY: the profile handle is a registry key handle, usable from any
+// thread; it is only passed to UnloadUserProfile, once, in drop.
+unsafe impl Send for Profile {}
+
+impl Profile {
+    fn load(token: OwnedHandle, user: &Identity) -> io::Result<Self> {
+        let mut name = wide_nul(OsStr::new(&user.user));
+        // SAFETY: plain data; all zero is a valid starting value.
+        let mut info = unsafe { std::mem::zeroed::<PROFILEINFOW>() };
+        info.dwSize = std::mem::size_of::<PROFILEINFOW>() as u32;
+        info.dwFlags = PI_NOUI;
+        info.lpUserName = name.as_mut_ptr();
+        // SAFETY: a valid token; `info` has its size set and points at a
+        // NUL-terminated name that outlives the call.
+        if unsafe { LoadUserProfileW(token.as_raw_handle(), &mut info) } == 0 {
+            let error = last_error();
+            return Err(io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot load the profile of user {}: {error}",
+                    Quoted(&user.name)
+                ),
+            ));
+        }
+        Ok(Self {
+            token,
+            handle: info.hProfile,
+        })
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        // SAFETY: the token and the profile handle LoadUserProfileW gave,
+        // unloaded once. A failure (the hive is still in use) leaves the
+        // profile to the system, which unloads it when it is no longer used.
+        unsafe { UnloadUserProfile(self.token.as_raw_handle(), self.handle) };
+    }
+}
+
+/// The environment a program run as the token's user starts with
+/// (CreateEnvironmentBlock, without the daemon's own variables): the
+/// system's variables and the user's, with `USERPROFILE`, `TEMP`,
+/// `APPDATA` and `USERNAME` of that user.
+fn user_environment_block(token: &OwnedHandle) -> io::Result<Vec<(OsString, OsString)>> {
+    let mut block: *mut c_void = null_mut();
+    // SAFETY: a valid token and a valid out pointer; FALSE: do not inherit
+    // this process's environment.
+    if unsafe { CreateEnvironmentBlock(&mut block, token.as_raw_handle(), 0) } == 0 {
+        return Err(last_error());
+    }
+    let mut vars = Vec::new();
+    let mut entry = block.cast::<u16>().cast_const();
+    loop {
+        // SAFETY: the block is a sequence of NUL-terminated UTF-16 strings
+        // ended by an empty one; `entry` points at the start of one of them.
+        let len = unsafe { (0..).take_while(|&i| *entry.add(i) != 0).count() };
+        if len == 0 {
+            break;
+        }
+        // SAFETY: `len` units are readable at `entry` (counted above).
+        let units = unsafe { std::slice::from_raw_parts(entry, len) };
+        // `=C:=C:\dir` and the like: a name may start with `=`.
+        if let Some(eq) = units.iter().skip(1).position(|&u| u == u16::from(b'=')) {
+            vars.push((
+                OsString::from_wide(&units[..=eq]),
+                OsString::from_wide(&units[eq + 2..]),
+            ));
+        }
+        // SAFETY: the string's NUL is followed by the next string.
+        entry = unsafe { entry.add(len + 1) };
+    }
+    // SAFETY: the block CreateEnvironmentBlock returned, freed once.
+    unsafe { DestroyEnvironmentBlock(block) };
+    Ok(vars)
+}
+
+/// An environment block from `base` with each of `layers` on top, in order
+/// (a later one wins): names compare without regard to case, as Windows
+/// does, and the block is sorted by name as CreateProcess documents
+/// ("Changing Environment Variables"). Double-NUL-terminated UTF-16.
+fn merge_env(base: Vec<(OsString, OsString)>, layers: &[&[(OsString, OsString)]]) -> Vec<u16> {
+    fn key(name: &OsStr) -> Vec<u16> {
+        name.to_string_lossy()
+            .to_uppercase()
+            .encode_utf16()
+            .collect()
+    }
+    let mut vars: std::collections::BTreeMap<Vec<u16>, (OsString, OsString)> = base
+        .into_iter()
+        .map(|(name, value)| (key(&name), (name, value)))
+        .collect();
+    for layer in layers {
+        for (name, value) in layer.iter() {
+            vars.insert(key(name), (name.clone(), value.clone()));
+        }
+    }
+    let mut block = Vec::new();
+    for (name, value) in vars.values() {
+        push_env(&mut block, name, value);
+    }
+    if block.is_empty() {
+        block.push(0);
+    }
+    block.push(0);
+    block
 }
 
 /// Logs `user` on for a batch job. The error names the user, never the
@@ -332,7 +495,10 @@ fn logon(user: &Identity) -> io::Result<OwnedHandle> {
         };
         return Err(io::Error::new(
             error.kind(),
-            format!("cannot log on as user {:?}: {error}{hint}", user.name),
+            format!(
+                "cannot log on as user {}: {error}{hint}",
+                Quoted(&user.name)
+            ),
         ));
     }
     // SAFETY: LogonUserW succeeded, so `token` is a handle we own.
@@ -415,6 +581,41 @@ impl Drop for AttributeList {
     }
 }
 
+/// A child's STARTUPINFOEXW: its standard handles, the handle list, and
+/// for a program run as another user `lpDesktop = ""`, so that the system
+/// connects it to the window station and desktop of its own logon session
+/// (STARTUPINFOW, "lpDesktop"). Without it the program inherits the
+/// service's (`WinSta0` under LocalSystem, or `Service-0x0-3e7$`), which
+/// the user cannot open. A program run as the daemon's account keeps the
+/// daemon's (null).
+struct Startup {
+    info: STARTUPINFOEXW,
+    /// The empty desktop name `info.StartupInfo.lpDesktop` points at; in a
+    /// box so that the pointer stays valid when `Startup` moves.
+    _desktop: Box<[u16; 1]>,
+}
+
+impl Startup {
+    fn new(std: [HANDLE; 3], attributes: &mut AttributeList, run_as: bool) -> Self {
+        let mut desktop = Box::new([0u16; 1]);
+        // SAFETY: plain data, all zero is a valid starting value.
+        let mut info = unsafe { std::mem::zeroed::<STARTUPINFOEXW>() };
+        info.StartupInfo.cb = std::mem::size_of::<STARTUPINFOEXW>() as u32;
+        info.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+        info.StartupInfo.hStdInput = std[0];
+        info.StartupInfo.hStdOutput = std[1];
+        info.StartupInfo.hStdError = std[2];
+        if run_as {
+            info.StartupInfo.lpDesktop = desktop.as_mut_ptr();
+        }
+        info.lpAttributeList = attributes.as_ptr();
+        Self {
+            info,
+            _desktop: desktop,
+        }
+    }
+}
+
 /// CreateProcess(AsUser)W with exactly `std`'s handles inherited, suspended
 /// until it has joined `job`.
 fn create_process(
@@ -447,14 +648,7 @@ fn create_process(
     if ok == 0 {
         return Err(last_error());
     }
-    // SAFETY: plain data, all zero is a valid starting value.
-    let mut startup = unsafe { std::mem::zeroed::<STARTUPINFOEXW>() };
-    startup.StartupInfo.cb = std::mem::size_of::<STARTUPINFOEXW>() as u32;
-    startup.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
-    startup.StartupInfo.hStdInput = std[0];
-    startup.StartupInfo.hStdOutput = std[1];
-    startup.StartupInfo.hStdError = std[2];
-    startup.lpAttributeList = attributes.as_ptr();
+    let startup = Startup::new(std, &mut attributes, token.is_some());
     let mut command_line: Vec<u16> = spec.command_line.clone();
     command_line.push(0);
     let flags = CREATE_UNICODE_ENVIRONMENT
@@ -479,11 +673,12 @@ fn create_process(
                 flags,
                 env.as_ptr().cast(),
                 current_dir,
-                &startup.StartupInfo,
+                &startup.info.StartupInfo,
                 &mut info,
             )
         },
-        // SAFETY: as above, with a primary token from LogonUserW.
+        // SAFETY: as above, with a primary token from LogonUserW; the
+        // desktop name `lpDesktop` points at lives in `startup`.
         Some(token) => unsafe {
             CreateProcessAsUserW(
                 token.as_raw_handle(),
@@ -495,11 +690,12 @@ fn create_process(
                 flags,
                 env.as_ptr().cast(),
                 current_dir,
-                &startup.StartupInfo,
+                &startup.info.StartupInfo,
                 &mut info,
             )
         },
     };
+    drop(startup);
     if created == 0 {
         let error = last_error();
         return Err(match (token, &spec.user) {
@@ -513,8 +709,8 @@ fn create_process(
                 io::Error::new(
                     error.kind(),
                     format!(
-                        "cannot start the program as user {:?}: {error}{hint}",
-                        user.name
+                        "cannot start the program as user {}: {error}{hint}",
+                        Quoted(&user.name)
                     ),
                 )
             }
@@ -676,4 +872,122 @@ fn pipe(direction: Direction) -> io::Result<(NamedPipeServer, OwnedHandle)> {
     Ok((server, unsafe {
         OwnedHandle::from_raw_handle(client as RawHandle)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::Security::{TOKEN_DUPLICATE, TOKEN_IMPERSONATE, TOKEN_QUERY};
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+    fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    /// The block's `K=V` strings, in order.
+    fn entries(block: &[u16]) -> Vec<String> {
+        assert_eq!(&block[block.len() - 2..], [0, 0], "double NUL at the end");
+        block[..block.len() - 2]
+            .split(|&u| u == 0)
+            .map(|e| String::from_utf16(e).expect("UTF-16"))
+            .collect()
+    }
+
+    /// Regression test for WinInetd's (and our) run-as children on the
+    /// service's window station: a program run as another user gets
+    /// `lpDesktop = ""`; one run as the daemon's account keeps the
+    /// daemon's (null). (Wine shows neither effect: it has one window
+    /// station for everybody.)
+    #[test]
+    fn a_run_as_program_gets_its_own_logon_sessions_desktop() {
+        let std = [null_mut(); 3];
+        let mut attributes = AttributeList::new().expect("attribute list");
+        let startup = Startup::new(std, &mut attributes, true);
+        let desktop = startup.info.StartupInfo.lpDesktop;
+        assert!(!desktop.is_null(), "lpDesktop is set");
+        // SAFETY: points at the one-unit buffer `startup` owns.
+        assert_eq!(unsafe { *desktop }, 0, "an empty string");
+        assert_eq!(
+            startup.info.StartupInfo.cb as usize,
+            std::mem::size_of::<STARTUPINFOEXW>()
+        );
+        assert_eq!(startup.info.StartupInfo.dwFlags, STARTF_USESTDHANDLES);
+        let moved = startup;
+        // SAFETY: as above; the buffer is boxed, so moving keeps it valid.
+        assert_eq!(unsafe { *moved.info.StartupInfo.lpDesktop }, 0);
+
+        let own = Startup::new(std, &mut attributes, false);
+        assert!(own.info.StartupInfo.lpDesktop.is_null());
+    }
+
+    /// The service's `env`, then the connection's variables, go on top of
+    /// the user's environment; names compare without regard to case, and
+    /// the block is sorted.
+    #[test]
+    fn the_user_environment_is_merged_under_the_service_and_the_connection() {
+        let base = os(&[
+            ("Path", r"C:\Windows"),
+            ("TEMP", r"C:\Users\alice\AppData\Local\Temp"),
+            ("USERPROFILE", r"C:\Users\alice"),
+            ("=C:", r"C:\"),
+            ("client_ip", "forged by the user's registry"),
+        ]);
+        let service = os(&[("PATH", r"C:\tools"), ("GREETING", "hello")]);
+        let client = os(&[("CLIENT_IP", "192.0.2.1"), ("CLIENT_PORT", "5000")]);
+        let block = merge_env(base, &[&service, &client]);
+        assert_eq!(
+            entries(&block),
+            [
+                r"=C:=C:\",
+                "CLIENT_IP=192.0.2.1",
+                "CLIENT_PORT=5000",
+                "GREETING=hello",
+                r"PATH=C:\tools",
+                r"TEMP=C:\Users\alice\AppData\Local\Temp",
+                r"USERPROFILE=C:\Users\alice",
+            ]
+        );
+        assert_eq!(entries(&merge_env(Vec::new(), &[])), [""], "an empty block");
+    }
+
+    /// CreateEnvironmentBlock gives the token's user's variables, not the
+    /// daemon's: tried with this process's own token (Wine's LogonUserW
+    /// token cannot run a program, see shared/wine.md).
+    #[test]
+    fn the_user_environment_block_is_the_users_not_the_daemons() {
+        let mut raw: HANDLE = null_mut();
+        // SAFETY: the current process's pseudo handle and a valid out
+        // pointer.
+        let ok = unsafe {
+            OpenProcessToken(
+                GetCurrentProcess(),
+                TOKEN_QUERY | TOKEN_DUPLICATE | TOKEN_IMPERSONATE,
+                &mut raw,
+            )
+        };
+        assert_ne!(ok, 0, "{}", last_error());
+        // SAFETY: OpenProcessToken succeeded: the handle is ours.
+        let token = unsafe { OwnedHandle::from_raw_handle(raw as RawHandle) };
+        let vars = user_environment_block(&token).expect("CreateEnvironmentBlock");
+        let names: Vec<String> = vars
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().to_uppercase())
+            .collect();
+        for expected in ["USERPROFILE", "TEMP", "APPDATA"] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        // Cargo gives this test process CARGO_MANIFEST_DIR; the user's
+        // environment has no such variable.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(
+            !names.iter().any(|n| n == "CARGO_MANIFEST_DIR"),
+            "the daemon's own environment leaked: {names:?}"
+        );
+    }
 }

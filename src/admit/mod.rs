@@ -2,11 +2,10 @@
 //!
 //! Two layers, both decided before any process starts:
 //!
-//! - [`Admission`], the daemon-wide cap (`--max-sessions`), as permits: a
-//!   slot is taken before a child starts and returned when the [`Permit`] is
-//!   dropped, whichever way the session ends. At the cap, listeners stop
-//!   accepting and connections wait in the kernel's backlog, as with
-//!   tcpserver.
+//! - [`Admission`], the daemon-wide cap (`--max-sessions`): a slot is taken
+//!   before a child starts and given back when its [`Permit`] is dropped,
+//!   whichever way the session ends. At the cap, listeners stop accepting
+//!   and connections wait in the kernel's backlog, as with tcpserver.
 //! - [`Gate`], one service's rules, in the contract's order: who may connect
 //!   (`deny` wins, then a non-empty `allow`), how fast (the service's token
 //!   bucket, then the source's), how many at once (the service's cap pauses
@@ -14,9 +13,10 @@
 //!   cap refuses).
 //!
 //! One file per job: this one holds the gate, which applies the rules in
-//! order and charges what admitted a connection, [`Refusal`] and the
-//! session caps; `access` matches `deny`/`allow`, `bucket` is the token
-//! bucket, and `sources` the per-source table with its bound.
+//! order and charges what admitted a connection, and [`Refusal`];
+//! `access` matches `deny`/`allow`, `bucket` is the token bucket, `sources`
+//! the per-source table with its bound, and `cap` the one session cap type
+//! behind both the daemon's and each service's `max_sessions`.
 //!
 //! All of it runs on the accept path, so it is cheap: no system call, no
 //! blocking, no allocation per connection beyond a per-source map that grows
@@ -29,139 +29,24 @@
 
 mod access;
 mod bucket;
+mod cap;
 mod sources;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
 
 use crate::config::{Access, IpNet, Limits};
 use access::Rules;
 use bucket::{Bucket, Refill};
+pub use cap::{Cap, Permit};
 pub use sources::MAX_SOURCES;
 use sources::{Source, Sources};
 
-/// The shortest time between two "limit reached" warnings of one cap.
-const CAP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Logs the episodes of a cap being reached: the first, then at most one
-/// every [`CAP_LOG_INTERVAL`] with the number not logged in between. In a
-/// sustained overload an episode ends and starts again with every session,
-/// which must not flood the log.
-#[derive(Debug, Default)]
-struct CapLog {
-    state: Mutex<CapLogState>,
-}
-
-#[derive(Debug, Default)]
-struct CapLogState {
-    last: Option<Instant>,
-    skipped: u64,
-    /// Whether the current episode's start was logged (so its end is too).
-    logged: bool,
-}
-
-impl CapLog {
-    /// An episode starts: `Some(episodes not logged since the last one)` if
-    /// this one is to be logged.
-    fn starts(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().expect("never poisoned");
-        let due = state
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= CAP_LOG_INTERVAL);
-        state.logged = due;
-        if !due {
-            state.skipped += 1;
-            return None;
-        }
-        state.last = Some(now);
-        Some(std::mem::take(&mut state.skipped))
-    }
-
-    /// The episode ends: whether its start was logged.
-    fn ends(&self) -> bool {
-        std::mem::take(&mut self.state.lock().expect("never poisoned").logged)
-    }
-}
-
-/// The session slots.
-#[derive(Debug)]
-pub struct Admission {
-    slots: Arc<Semaphore>,
-    max: usize,
-    /// Set while at the cap: one episode.
-    paused: AtomicBool,
-    episodes: CapLog,
-}
-
-/// One session's slot; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct Permit {
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Admission {
-    pub fn new(max: usize) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max)),
-            max,
-            paused: AtomicBool::new(false),
-            episodes: CapLog::default(),
-        }
-    }
-
-    /// Takes a slot, waiting for one at the cap.
-    pub async fn acquire(&self) -> Permit {
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if !self.paused.swap(true, Ordering::Relaxed) {
-                    if let Some(not_logged) = self.episodes.starts(Instant::now()) {
-                        warn!(
-                            max_sessions = self.max,
-                            episodes_not_logged = not_logged,
-                            "session limit reached: accepting paused until a session ends"
-                        );
-                    }
-                }
-                let slot = Arc::clone(&self.slots)
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                if self.paused.swap(false, Ordering::Relaxed) && self.episodes.ends() {
-                    info!("accepting resumed");
-                }
-                slot
-            }
-        };
-        Permit { _slot: slot }
-    }
-
-    /// Whether a new session would wait for a slot now.
-    pub fn is_full(&self) -> bool {
-        self.slots.available_permits() == 0
-    }
-
-    /// Sessions running now.
-    pub fn active(&self) -> usize {
-        self.max - self.slots.available_permits()
-    }
-
-    /// Waits until every session has ended.
-    pub async fn all_ended(&self) {
-        let max = u32::try_from(self.max).expect("max sessions is bounded by the command line");
-        let _all = self
-            .slots
-            .acquire_many(max)
-            .await
-            .expect("the semaphore is never closed");
-    }
-}
+/// The daemon-wide session cap (`--max-sessions`): a [`Cap`] by the name
+/// the server knows it by.
+pub type Admission = Cap;
 
 /// Refusal log lines of one gate: a burst of 5, then one a second.
 const LOG_LINES: Refill = Refill {
@@ -188,9 +73,6 @@ pub struct Gate {
     rules: Rules,
     /// The service's session cap.
     cap: Option<Cap>,
-    /// Set while at the cap, so that one warning is logged per episode.
-    paused: AtomicBool,
-    episodes: CapLog,
     /// Whether any rate or per-source limit is set: without, admission
     /// never takes the lock.
     limited: bool,
@@ -201,13 +83,6 @@ pub struct Gate {
     /// The mask grouping IPv6 sources (`source_prefix_v6`).
     v6_mask: u128,
     state: Mutex<State>,
-}
-
-/// A service's session cap.
-#[derive(Debug)]
-struct Cap {
-    slots: Arc<Semaphore>,
-    max: usize,
 }
 
 /// What changes as connections come and go.
@@ -237,12 +112,7 @@ impl Gate {
             limits: limits.clone(),
             access: access.clone(),
             rules: Rules::new(access),
-            cap: limits.max_sessions.map(|max| Cap {
-                slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
-                max,
-            }),
-            paused: AtomicBool::new(false),
-            episodes: CapLog::default(),
+            cap: limits.max_sessions.map(|max| Cap::for_service(name, max)),
             limited: service_rate.is_some() || per_source,
             per_source,
             source_rate,
@@ -270,51 +140,22 @@ impl Gate {
 
     /// Whether a new session of this service would wait for a slot now.
     pub fn is_full(&self) -> bool {
-        self.cap
-            .as_ref()
-            .is_some_and(|cap| cap.slots.available_permits() == 0)
+        self.cap.as_ref().is_some_and(Cap::is_full)
     }
 
     /// A slot under the service's cap (`max_sessions`), waiting for one at
     /// the cap: the service stops accepting and its connections wait in the
     /// backlog, while other services keep serving. Immediate without a cap.
-    /// Logs one warning per episode, and a line when accepting resumes.
+    /// Logs one warning per episode, and a line when accepting resumes
+    /// ([`Cap::acquire`]).
     ///
     /// Cancel-safe: dropping the future while it waits takes no slot.
     pub async fn slot(&self) -> ServiceSlot {
-        let Some(cap) = &self.cap else {
-            return ServiceSlot { _permit: None };
+        let permit = match &self.cap {
+            Some(cap) => Some(cap.acquire().await),
+            None => None,
         };
-        let permit = match Arc::clone(&cap.slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if !self.paused.swap(true, Ordering::Relaxed) {
-                    if let Some(not_logged) = self.episodes.starts(Instant::now()) {
-                        warn!(
-                            service = %self.name,
-                            max_sessions = cap.max,
-                            episodes_not_logged = not_logged,
-                            "service session limit reached: accepting paused until one of its sessions ends"
-                        );
-                    }
-                }
-                Arc::clone(&cap.slots)
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed")
-            }
-        };
-        // Also on the fast path: a waiter cancelled (by a reload) may have
-        // left the flag set.
-        if self.paused.load(Ordering::Relaxed)
-            && self.paused.swap(false, Ordering::Relaxed)
-            && self.episodes.ends()
-        {
-            info!(service = %self.name, "service accepting resumed");
-        }
-        ServiceSlot {
-            _permit: Some(permit),
-        }
+        ServiceSlot { _permit: permit }
     }
 
     /// Decides on one accepted connection from `peer` at `now`, in this
@@ -406,7 +247,7 @@ impl fmt::Debug for Gate {
 /// One session's slot under its service's cap; dropping it gives it back.
 #[derive(Debug)]
 pub struct ServiceSlot {
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<Permit>,
 }
 
 /// One session's slot among its source's (`max_per_source`); dropping it

@@ -23,11 +23,14 @@ usage: bench/run.sh [--quick] [--runs N] [--note TEXT] [--out FILE] [--servers L
   --out FILE       where to write the report (default bench/RESULTS.md)
   --servers LIST   comma-separated subset of: wininetd wininetd-static
                    xinetd tcpserver tcpsvd socat systemd-socket-activate
-                   wininetd+log
+                   wininetd+log wininetd-before
 
 environment:
   WININETD=PATH        measure this wininetd binary instead of building one
   WININETD_STATIC=PATH the static (musl) build to measure as wininetd-static
+  WININETD_BEFORE=PATH another wininetd build (e.g. from before a change) to
+                       measure beside it as wininetd-before, in the same run
+  WININETD_BEFORE_COMMIT=TEXT the commit that one was built from
   WININETD_COMMIT=TEXT the commit it was built from, for the report
   BENCH_PORT_BASE=N    first loopback port used (default 21000; ~900 above it)
 EOF
@@ -82,6 +85,8 @@ children=(min static)
 call_limit=120
 
 all_servers=(wininetd wininetd-static xinetd tcpserver tcpsvd socat systemd-socket-activate wininetd+log)
+# A build to hold the current one against (a change's before and after).
+[[ -z ${WININETD_BEFORE:-} ]] || all_servers+=(wininetd-before)
 if [[ -n $servers_arg ]]; then
     IFS=, read -r -a servers <<<"$servers_arg"
     for s in "${servers[@]}"; do
@@ -241,7 +246,7 @@ start_server() {
         fi
     done
     case $name in
-        wininetd | wininetd-static | wininetd+log)
+        wininetd | wininetd-static | wininetd+log | wininetd-before)
             local conf=$tmp/conf/$name.${base}.toml
             {
                 echo "max_sessions = 8192"
@@ -256,6 +261,9 @@ start_server() {
             if [[ $name == wininetd ]]; then
                 launch "$name" "$cg" env WININETD_LOG=warn "$WININETD" --cfgfile "$conf"
                 cmd_for[$name]="WININETD_LOG=warn wininetd --cfgfile CONF.toml (max_sessions = 8192, backlog = 1024; no rate limit)"
+            elif [[ $name == wininetd-before ]]; then
+                launch "$name" "$cg" env WININETD_LOG=warn "$WININETD_BEFORE" --cfgfile "$conf"
+                cmd_for[$name]="WININETD_LOG=warn wininetd --cfgfile CONF.toml (as wininetd; the build of commit ${WININETD_BEFORE_COMMIT:-unknown})"
             elif [[ $name == wininetd-static ]]; then
                 launch "$name" "$cg" env WININETD_LOG=warn "$WININETD_STATIC" --cfgfile "$conf"
                 cmd_for[$name]="WININETD_LOG=warn wininetd --cfgfile CONF.toml (as wininetd; the static build, --target $(uname -m)-unknown-linux-musl)"
@@ -577,6 +585,8 @@ header=$tmp/header.md
     echo "| wininetd | $("$WININETD" --version 2>&1 | head -1), commit ${WININETD_COMMIT:-unknown} |"
     [[ -z ${WININETD_STATIC:-} ]] ||
         echo "| wininetd-static | $("$WININETD_STATIC" --version 2>&1 | head -1), the same commit, linked statically with musl |"
+    [[ -z ${WININETD_BEFORE:-} ]] ||
+        echo "| wininetd-before | $("$WININETD_BEFORE" --version 2>&1 | head -1), commit ${WININETD_BEFORE_COMMIT:-unknown} |"
     echo "| xinetd | $(version_of xinetd) |"
     echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
     echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"

@@ -45,9 +45,10 @@ fn real_main(cli: &Cli) -> Result<(), Error> {
     if cli.check {
         let (config, warnings) = load(&settings, target)?;
         out(format_args!(
-            "{}: ok, {} service(s), {warnings} warning(s)",
+            "{}: ok, {} service(s), {warnings} warning(s), {}",
             config.path.display(),
-            config.services.len()
+            config.services.len(),
+            config.encoding
         ));
         return Ok(());
     }

@@ -303,6 +303,7 @@ pub struct Draft {
     pub command: Option<Placed<CommandLine>>,
     pub user: Option<Placed<String>>,
     pub group: Option<Placed<String>>,
+    /// Placed at its key (TOML): what is said of it is about the key.
     pub password: Option<Placed<Secret>>,
     pub options: Options,
     /// Whether the parser found its name, listen addresses and command

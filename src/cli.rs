@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::config::ServiceDefaults;
+use crate::config::{ServiceDefaults, bounds};
 use crate::platform;
 
 /// An inetd-style super-server: runs a program for each TCP connection, with
@@ -28,19 +28,19 @@ pub struct Cli {
     pub cfgfile: Option<PathBuf>,
 
     /// Send and receive timeout on each connection, in seconds (0: none) [default: none]
-    #[arg(long, value_name = "NSECS", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "NSECS", value_parser = clap::value_parser!(u32).range(flag_range(bounds::TIMEOUT_SECS)))]
     pub timeout: Option<u32>,
 
     /// How long closing a connection may wait to send what is left, in seconds (0: do not linger) [default: 60]
-    #[arg(long, value_name = "NSECS", value_parser = clap::value_parser!(u16))]
+    #[arg(long, value_name = "NSECS", value_parser = clap::value_parser!(u16).range(flag_range(bounds::LINGER_SECS)))]
     pub linger_timeout: Option<u16>,
 
     /// At most this many sessions at once; more connections wait [default: 1024]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(flag_range(bounds::SESSIONS)))]
     pub max_sessions: Option<u32>,
 
     /// On stop, how long sessions get after SIGTERM before SIGKILL, in seconds [default: 5]
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(0..=3600))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(flag_range(bounds::SHUTDOWN_GRACE_SECS)))]
     pub shutdown_grace: Option<u32>,
 
     /// How a program's stdin, stdout and stderr reach the connection: the socket itself, or pipes that wininetd relays [default: socket]
@@ -146,6 +146,13 @@ impl Settings {
 }
 
 pub const DEFAULT_LINGER_SECS: u16 = 60;
+/// A bound of `config::bounds` as clap takes it: the flags share the
+/// config keys' ranges.
+fn flag_range(range: std::ops::RangeInclusive<u64>) -> std::ops::RangeInclusive<i64> {
+    let wide = |n: u64| i64::try_from(n).expect("every bound fits an i64");
+    wide(*range.start())..=wide(*range.end())
+}
+
 pub const DEFAULT_MAX_SESSIONS: u32 = 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u32 = 5;
 

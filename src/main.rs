@@ -126,9 +126,10 @@ fn load(settings: &Settings, target: Target) -> Result<(Config, usize), Error> {
 /// `FILE: ok, N service(s), W warning(s)`, what `--check` prints.
 fn summary(config: &Config, warnings: usize) -> String {
     format!(
-        "{}: ok, {} service(s), {warnings} warning(s)",
+        "{}: ok, {} service(s), {warnings} warning(s), {}",
         config.path.display(),
-        config.services.len()
+        config.services.len(),
+        config.encoding
     )
 }
 

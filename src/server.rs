@@ -382,7 +382,10 @@ impl Server {
         let old = &self.services;
         let added = names(&|n| !old.contains_key(n), &actives);
         let removed = names(&|n| !actives.contains_key(n), old);
-        let same = |n: &String| old.get(n).is_some_and(|o| o.service == actives[n].service);
+        let same = |n: &String| {
+            old.get(n)
+                .is_some_and(|o| o.service.same_behaviour(&actives[n].service))
+        };
         let changed = names(&|n| old.contains_key(n) && !same(n), &actives);
         let unchanged = names(&|n| same(n), &actives);
         let listeners_closed = closed

@@ -6,13 +6,24 @@
 //! - A password given in the input never shows: not in a diagnostic's
 //!   `Display`, not in the `Debug` of what the parser or `resolve` returns.
 //! - What `resolve` accepts holds what it promises: absolute programs, at
-//!   least one listen address each, no two services on one address.
+//!   least one listen address each, no two services on one address, and
+//!   every number within the bounds the daemon runs with (`config::bounds`:
+//!   a value past them failed or panicked at start, on a connection or at
+//!   stop); the admission gate of each service and the global cap build
+//!   from them.
+//! - Decoding a file (UTF-16 by its byte-order mark, else as it is) is
+//!   deterministic, gives UTF-8 for UTF-16, and says where it failed.
 //!
 //! The password check has to know which text of an arbitrary input is a
 //! password. It recognises one: [`SECRET`] (seeded into the corpora and the
 //! dictionaries) written where the format puts a password and nowhere else.
 //! When the secret is also elsewhere (in a command, say), it may rightly
-//! show, and the input is not checked for it.
+//! show, and the input is not checked for it. In the flat format, a
+//! password with a blank in it runs into the command: on a `USER:PASS`
+//! line, the words of the command before its first absolute path may be
+//! the rest of the password, and a secret there must not show in a
+//! diagnostic either (nor in what `resolve` returns, which has no config
+//! then: such a command has no program it can find).
 //!
 //! The `cmdline` target fuzzes this platform's command-line splitter
 //! (`shlex` on Unix). The Windows one is compiled on Windows only, where
@@ -21,8 +32,11 @@
 use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
+use wininetd::admit::{Admission, Gate};
 use wininetd::cli::StdioMode;
-use wininetd::config::{self, Diagnostic, ListenAddr, Loaded, Parsed, ServiceDefaults, System};
+use wininetd::config::{
+    self, Diagnostic, Encoding, ListenAddr, Loaded, Parsed, ServiceDefaults, System, bounds,
+};
 
 /// The password the oracle looks for. Short, so that mutations keep it
 /// whole, and in no message the parsers write.
@@ -64,6 +78,11 @@ pub fn check_parse(format: Format, data: &[u8]) {
         );
     }
     check_secret(format, data, &shown, &parsed.diagnostics);
+    // The command may hold the rest of a password: only the messages are
+    // checked (the parser's `Debug` shows the command).
+    if format == Format::Flat && flat_secret_maybe_password(data) {
+        check_secret_in(&parsed.diagnostics, None);
+    }
 }
 
 /// Parses `data` as `format` and resolves it on a system that has nothing
@@ -80,6 +99,9 @@ pub fn check_resolve(format: Format, data: &[u8]) {
     let lines = line_count(data);
     check_lines(&loaded.diagnostics, lines);
     check_secret(format, data, &shown, &loaded.diagnostics);
+    if format == Format::Flat && flat_secret_maybe_password(data) {
+        check_secret_in(&loaded.diagnostics, Some(&shown));
+    }
 
     let has_errors = loaded.error_count() > 0;
     assert_eq!(
@@ -117,14 +139,88 @@ pub fn check_resolve(format: Format, data: &[u8]) {
             }
             seen.push((*addr, &service.name));
         }
-        assert!(service.limits.source_prefix_v6 <= 128);
-        for rate in [&service.limits.rate, &service.limits.rate_per_source]
-            .into_iter()
-            .flatten()
-        {
+        check_bounds(service);
+        // What the server builds from it at start and at each reload.
+        let _gate = Gate::new(&service.name, &service.limits, &service.access);
+    }
+    if let Some(max) = config.max_sessions {
+        within("max_sessions", max as u64, &bounds::SESSIONS);
+        let _cap = Admission::new(max);
+    }
+}
+
+/// Every number of a resolved service is within its bound.
+fn check_bounds(service: &config::Service) {
+    let seconds = |key: &str, value: Option<std::time::Duration>, range| {
+        if let Some(value) = value {
+            assert_eq!(value.subsec_nanos(), 0, "{key}: {value:?}");
+            within(key, value.as_secs(), range);
+        }
+    };
+    let socket = &service.socket;
+    seconds("timeout", socket.timeout, &bounds::TIMEOUT_SECS);
+    seconds("linger_timeout", socket.linger, &bounds::LINGER_SECS);
+    seconds("keepalive", socket.keepalive, &bounds::KEEPALIVE_SECS);
+    seconds("max_lifetime", service.max_lifetime, &bounds::LIFETIME_SECS);
+    within("backlog", u64::from(socket.backlog), &bounds::BACKLOG);
+    let limits = &service.limits;
+    for (key, value) in [
+        ("max_sessions", limits.max_sessions),
+        ("max_per_source", limits.max_per_source),
+    ] {
+        if let Some(value) = value {
+            within(key, value as u64, &bounds::SESSIONS);
+        }
+    }
+    within(
+        "source_prefix_v6",
+        u64::from(limits.source_prefix_v6),
+        &bounds::SOURCE_PREFIX_V6,
+    );
+    for rate in [&limits.rate, &limits.rate_per_source]
+        .into_iter()
+        .flatten()
+    {
+        assert!(
+            rate.per_second.is_finite() && rate.per_second >= bounds::MIN_PER_SECOND,
+            "{rate:?}"
+        );
+        within("burst", u64::from(rate.burst), &bounds::BURST);
+    }
+}
+
+fn within(key: &str, value: u64, range: &std::ops::RangeInclusive<u64>) {
+    assert!(range.contains(&value), "{key} = {value}, outside {range:?}");
+}
+
+/// Decodes `data` as a config file's bytes and checks the result.
+pub fn check_decode(data: &[u8]) {
+    let decoded = config::decode(data.to_vec());
+    assert_eq!(
+        format!("{decoded:?}"),
+        format!("{:?}", config::decode(data.to_vec())),
+        "decoding the same input twice gave different results"
+    );
+    match decoded {
+        Ok(text) => {
+            if matches!(text.encoding, Encoding::Utf16Le | Encoding::Utf16Be) {
+                assert!(
+                    std::str::from_utf8(&text.bytes).is_ok(),
+                    "UTF-16 gave no UTF-8"
+                );
+            }
+        }
+        Err(e) => {
+            let pos = e.pos.expect("a decoding error says where");
             assert!(
-                rate.per_second.is_finite() && rate.per_second > 0.0 && rate.burst > 0,
-                "{rate:?}"
+                pos.line >= 1 && pos.column.is_some_and(|c| c >= 1),
+                "{pos:?}"
+            );
+            // UTF-16: at most one line per two bytes, one for the start.
+            assert!(
+                pos.line <= data.len() / 2 + 1,
+                "{pos:?} of {} bytes",
+                data.len()
             );
         }
     }
@@ -159,7 +255,7 @@ fn passwords(parsed: &Parsed) -> Vec<Option<&str>> {
     parsed
         .drafts
         .iter()
-        .map(|d| d.password.as_ref().map(|p| p.expose()))
+        .map(|d| d.password.as_ref().map(|p| p.value.expose()))
         .collect()
 }
 
@@ -182,13 +278,19 @@ fn check_lines(diagnostics: &[Diagnostic], lines: usize) {
 /// Asserts that [`SECRET`] is in neither `shown` nor a diagnostic when the
 /// input has it only as a password.
 fn check_secret(format: Format, data: &[u8], shown: &str, diagnostics: &[Diagnostic]) {
-    if !secret_only_as_password(format, data) {
-        return;
+    if secret_only_as_password(format, data) {
+        check_secret_in(diagnostics, Some(shown));
     }
-    assert!(
-        !shown.contains(SECRET),
-        "the password {SECRET:?} shows in the result: {shown}"
-    );
+}
+
+/// Asserts that [`SECRET`] is in no diagnostic, nor in `shown` if given.
+fn check_secret_in(diagnostics: &[Diagnostic], shown: Option<&str>) {
+    if let Some(shown) = shown {
+        assert!(
+            !shown.contains(SECRET),
+            "the password {SECRET:?} shows in the result: {shown}"
+        );
+    }
     for d in diagnostics {
         let message = d.to_string();
         assert!(
@@ -249,6 +351,64 @@ fn flat_password_at(before: &str) -> bool {
         .trim_start_matches(is_blank)
         .split_once(':')
         .is_some_and(|(user, pass)| !user.contains(is_blank) && !pass.contains(is_blank))
+}
+
+/// Flat format: the secret is in a `USER:PASS` field, or in the words of
+/// that line's command before its first absolute path (the rest of a
+/// password with a blank), and nowhere else. Only commands the parser and
+/// the oracle split alike are taken: words separated by spaces and tabs,
+/// no quote, backslash or other blank.
+fn flat_secret_maybe_password(data: &[u8]) -> bool {
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let mut found = false;
+    for line in data.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        // Byte ranges of the words that may be the rest of a password.
+        let mut maybe = Vec::new();
+        if let Some((user, words)) = flat_fields(&line)
+            && user.contains(':')
+        {
+            maybe = words
+                .iter()
+                .take_while(|(_, w)| !w.starts_with('/'))
+                .map(|(start, w)| *start..start + w.len())
+                .collect();
+        }
+        for start in find_all(line.as_bytes(), SECRET.as_bytes()) {
+            let end = start + SECRET.len();
+            let in_password = flat_password_at(&line[..start]);
+            let in_maybe = maybe.iter().any(|w| w.start <= start && end <= w.end);
+            if !(in_password || in_maybe) {
+                return false;
+            }
+            found = true;
+        }
+    }
+    found
+}
+
+/// The user field and the command's words (with their byte offsets) of a
+/// line the parser reads as a service line (it starts with a digit), when
+/// its command splits alike for both.
+fn flat_fields(line: &str) -> Option<(&str, Vec<(usize, &str)>)> {
+    if !line.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut fields = line
+        .split([' ', '\t'])
+        .scan(0, |offset, field| {
+            let start = *offset;
+            *offset += field.len() + 1;
+            Some((start, field))
+        })
+        .filter(|(_, f)| !f.is_empty());
+    let _port = fields.next()?;
+    let (_, user) = fields.next()?;
+    let words: Vec<(usize, &str)> = fields.collect();
+    let bare = |w: &str| !w.chars().any(|c| c.is_whitespace() || c.is_control());
+    let plain = |w: &str| bare(w) && !w.contains(['"', '\'', '\\']);
+    (bare(user) && words.iter().all(|(_, w)| plain(w))).then_some((user, words))
 }
 
 fn find_all<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
@@ -369,6 +529,37 @@ mod tests {
     }
 
     #[test]
+    fn recognises_the_rest_of_a_flat_password() {
+        let yes = |text: &str| flat_secret_maybe_password(text.as_bytes());
+        assert!(yes("7 alice:Pass hunter2 /bin/cat\n"));
+        assert!(yes("7 alice:Pass a hunter2 /bin/cat -x hunter\n"));
+        assert!(yes("7 alice:Pass hunter2\n"));
+        assert!(yes("7 alice:hunter2 /bin/cat\n"));
+        assert!(yes("7\talice:Pass\thunter2\t/bin/cat\r\n# c\n"));
+        assert!(!yes("7 alice:Pass /bin/cat hunter2\n"));
+        assert!(!yes("7 alice hunter2 /bin/cat\n"));
+        assert!(!yes("7 none hunter2 /bin/cat\n"));
+        assert!(!yes("7 alice:Pass 'hunter2' /bin/cat\n"));
+        assert!(!yes("# 7 alice:Pass hunter2 /bin/cat\n"));
+        assert!(!yes(" 7 alice:Pass hunter2 /bin/cat\n"));
+        assert!(!yes(
+            "7 alice:Pass hunter2 /bin/cat\n8 none /bin/echo hunter2\n"
+        ));
+        // Found by fuzzing: a secret in the port field of a line whose
+        // command has one too is not a password.
+        assert!(!yes("8hunter2x alice:Pass hunter2\n"));
+        assert!(yes("8 alice:Pass hunter2 hunter2x\n"));
+    }
+
+    #[test]
+    fn decoding_is_checked() {
+        check_decode(b"7 none /bin/cat\n");
+        check_decode(&[0xFF, 0xFE, b'7', 0, b'\n', 0, 0x00, 0xD8]);
+        check_decode(&[0xFE, 0xFF, 0, b'7', 0]);
+        check_decode(b"\xFF");
+    }
+
+    #[test]
     fn recognises_a_toml_password() {
         let yes = |text: &str| toml_secret_only_as_password(text.as_bytes());
         let service = "[[service]]\nname = \"s\"\nlisten = 7\ncommand = \"cat\"\n";
@@ -415,11 +606,18 @@ mod tests {
                 "7 alice:hunter2 /bin/cat\n7x bob:hunter2 /bin/cat\n",
             ),
             (
+                Format::Flat,
+                "7 alice:Pass hunter2 /bin/cat\n8 bob:Pass hunter2\n9 /bin/cat -u\n",
+            ),
+            (
                 Format::Toml,
                 "[[service]]\nname = \"s\"\nlisten = 7\ncommand = \"/bin/cat\"\nuser = \"u\"\npassword = \"hunter2\"\n",
             ),
         ] {
-            assert!(secret_only_as_password(format, text.as_bytes()));
+            assert!(
+                secret_only_as_password(format, text.as_bytes())
+                    || flat_secret_maybe_password(text.as_bytes())
+            );
             check_parse(format, text.as_bytes());
             check_resolve(format, text.as_bytes());
         }

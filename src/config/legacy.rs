@@ -167,10 +167,11 @@ fn parse_port(text: &str) -> Result<u16, LineError> {
             shown
         }));
     }
-    match text.parse::<u64>() {
-        Ok(port @ 1..=65535) => Ok(u16::try_from(port).expect("range checked above")),
-        _ => Err(LineError::PortOutOfRange(text.to_owned())),
-    }
+    text.parse::<u64>()
+        .ok()
+        .filter(|port| super::bounds::PORT.contains(port))
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| LineError::PortOutOfRange(text.to_owned()))
 }
 
 #[cfg(test)]

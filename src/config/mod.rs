@@ -1,15 +1,22 @@
 //! The configuration: load a file, parse it, and resolve it into the model
 //! the server runs.
 //!
-//! Two formats resolve into one model: WinInetd's flat `PORT USER:PASS
-//! CMDLINE` lines ([`legacy`]) and, for a file whose name ends in `.toml`,
-//! the extended format ([`toml`]). Each parser turns what the user typed into
-//! [`Draft`]s, one per service; [`resolve`] then checks the drafts against the
-//! system (users, programs, listen addresses used twice) and applies the
-//! defaults, producing [`Service`]s with nothing left to check at run time.
-//! Every problem is collected, so one run lists them all.
+//! A file is read ([`read`]: only a regular file, at most 16 MiB, UTF-8,
+//! UTF-16 by its byte-order mark, or Windows's ANSI code page). Two formats
+//! resolve into one model: WinInetd's flat `PORT USER:PASS CMDLINE` lines
+//! ([`legacy`]) and, for a file whose name ends in `.toml`, the extended
+//! format ([`toml`]). Each parser turns what the user typed into [`Draft`]s,
+//! one per service, each part with the [`Pos`] it was written at;
+//! [`resolve`] then checks the drafts against the system (users, programs,
+//! listen addresses used twice) and applies the defaults, producing
+//! [`Service`]s with nothing left to check at run time. Every problem is
+//! collected, each at the key or field it is about, so one run lists them
+//! all. Numbers are checked against [`bounds`].
 
+pub mod bounds;
 mod legacy;
+mod read;
+mod resolve;
 mod secret;
 mod toml;
 
@@ -21,10 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ipnet::IpNet;
+pub use read::{Encoding, MAX_FILE_BYTES, ReadError, Text, decode};
+pub use resolve::{System, resolve};
 pub use secret::Secret;
 
 use crate::cli::StdioMode;
-use crate::platform::{self, Identity};
+use crate::platform::Identity;
 
 /// A resolved configuration: what the server listens on and runs.
 #[derive(Debug)]
@@ -36,6 +45,8 @@ pub struct Config {
     /// command line's `--max-sessions` wins over it.
     pub max_sessions: Option<usize>,
     pub log_format: LogFormat,
+    /// How the file was read.
+    pub encoding: Encoding,
 }
 
 /// How log events are written.
@@ -147,7 +158,12 @@ pub struct Access {
 }
 
 /// One service: where it listens and the program run for each connection.
-#[derive(Debug, PartialEq)]
+///
+/// Two services are equal when they do the same: where they were written
+/// (`line`) is not compared, so that a reload which only moved a service
+/// (a comment added above it) finds it unchanged. See
+/// [`Service::same_behaviour`].
+#[derive(Debug)]
 pub struct Service {
     /// Its name in logs: the TOML `name`, or the port for a flat file.
     pub name: String,
@@ -176,6 +192,55 @@ pub struct Service {
     pub max_lifetime: Option<Duration>,
 }
 
+impl Service {
+    /// Whether `other` does what this service does: every field but where
+    /// it was written. A reload keeps a service for which this holds.
+    pub fn same_behaviour(&self, other: &Self) -> bool {
+        // Destructured, so that a new field must be placed on one side or
+        // the other here before this compiles.
+        let Self {
+            name,
+            line: _,
+            listen,
+            cmdline,
+            program,
+            args,
+            user,
+            env,
+            working_dir,
+            stdio,
+            stderr,
+            socket,
+            limits,
+            access,
+            reject_message,
+            max_lifetime,
+        } = self;
+        *name == other.name
+            && *listen == other.listen
+            && *cmdline == other.cmdline
+            && *program == other.program
+            && *args == other.args
+            && *user == other.user
+            && *env == other.env
+            && *working_dir == other.working_dir
+            && *stdio == other.stdio
+            && *stderr == other.stderr
+            && *socket == other.socket
+            && *limits == other.limits
+            && *access == other.access
+            && *reject_message == other.reject_message
+            && *max_lifetime == other.max_lifetime
+    }
+}
+
+impl PartialEq for Service {
+    /// [`Service::same_behaviour`].
+    fn eq(&self, other: &Self) -> bool {
+        self.same_behaviour(other)
+    }
+}
+
 /// The command line's defaults for what a service does not set.
 #[derive(Debug, Clone)]
 pub struct ServiceDefaults {
@@ -184,18 +249,67 @@ pub struct ServiceDefaults {
     pub stdio: StdioMode,
 }
 
+/// Where something was written in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters, where the format knows it (TOML).
+    pub column: Option<usize>,
+}
+
+impl Pos {
+    /// A whole line (the flat format).
+    pub fn line(line: usize) -> Self {
+        Self { line, column: None }
+    }
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+impl<T> Placed<T> {
+    pub fn new(value: T, pos: Pos) -> Self {
+        Self { value, pos }
+    }
+}
+
+/// The two config formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileFormat {
+    /// WinInetd's `PORT USER:PASS CMDLINE` lines.
+    #[default]
+    Flat,
+    /// The extended format.
+    Toml,
+}
+
 /// A service as a config file describes it, before it is checked against
-/// the system and given the defaults.
+/// the system and given the defaults. Each part keeps where it was
+/// written, so that a problem `resolve` finds is reported there.
 #[derive(Debug, Clone, Default)]
 pub struct Draft {
+    /// Where the service starts: its line, or its `[[service]]` header.
     pub line: usize,
+    pub format: FileFormat,
+    /// Empty when the file gave no valid name.
     pub name: String,
-    pub listen: Vec<ListenAddr>,
-    pub command: CommandLine,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub password: Option<Secret>,
+    /// The valid listen addresses.
+    pub listen: Vec<Placed<ListenAddr>>,
+    pub command: Option<Placed<CommandLine>>,
+    pub user: Option<Placed<String>>,
+    pub group: Option<Placed<String>>,
+    /// Placed at its key (TOML): what is said of it is about the key.
+    pub password: Option<Placed<Secret>>,
     pub options: Options,
+    /// Whether the parser found its name, listen addresses and command
+    /// valid. `resolve` checks the rest of a draft that is not complete (so
+    /// that one run reports every problem), but makes no service of it.
+    pub complete: bool,
 }
 
 /// A command as written: one string to split, or argv itself.
@@ -289,6 +403,8 @@ impl fmt::Display for Diagnostic {
 pub struct Loaded {
     pub config: Option<Config>,
     pub diagnostics: Vec<Diagnostic>,
+    /// How the file was read, when it could be.
+    pub encoding: Option<Encoding>,
 }
 
 impl Loaded {
@@ -301,18 +417,29 @@ impl Loaded {
 }
 
 /// Reads, parses and resolves the config file at `path`: TOML if its name
-/// ends in `.toml`, WinInetd's flat format otherwise.
+/// ends in `.toml`, WinInetd's flat format otherwise. A plain function that
+/// blocks on the file system: call it from any thread but a runtime's.
 pub fn load(path: &Path, defaults: &ServiceDefaults) -> Loaded {
-    match std::fs::read(path) {
-        Ok(text) => resolve(path, parse(path, &text), &System::current(), defaults),
-        Err(e) => Loaded {
-            config: None,
-            diagnostics: vec![Diagnostic::error(
-                path,
-                None,
-                format!("cannot read the config file: {e}"),
-            )],
-        },
+    match read::read(path) {
+        Ok(text) => {
+            let mut loaded = resolve(path, parse(path, &text.bytes), &System::current(), defaults);
+            if let Some(config) = &mut loaded.config {
+                config.encoding = text.encoding;
+            }
+            loaded.encoding = Some(text.encoding);
+            loaded
+        }
+        Err(e) => {
+            let diagnostic = match e.pos {
+                Some(pos) => Diagnostic::at(Severity::Error, path, pos, e.message),
+                None => Diagnostic::error(path, None, e.message),
+            };
+            Loaded {
+                config: None,
+                diagnostics: vec![diagnostic],
+                encoding: None,
+            }
+        }
     }
 }
 
@@ -320,9 +447,9 @@ pub fn load(path: &Path, defaults: &ServiceDefaults) -> Loaded {
 /// logging starts (the diagnostics of loading it are logged). Anything
 /// unreadable gives the default; loading it reports why.
 pub fn log_format_of(path: &Path) -> LogFormat {
-    std::fs::read(path)
+    read::read(path)
         .ok()
-        .and_then(|text| parse(path, &text).log_format)
+        .and_then(|text| parse(path, &text.bytes).log_format)
         .unwrap_or_default()
 }
 
@@ -339,6 +466,17 @@ pub fn parse(path: &Path, text: &[u8]) -> Parsed {
 }
 
 impl Diagnostic {
+    /// A problem at `pos`.
+    pub fn at(severity: Severity, file: &Path, pos: Pos, message: String) -> Self {
+        Self {
+            severity,
+            file: file.to_owned(),
+            line: Some(pos.line),
+            column: pos.column,
+            message,
+        }
+    }
+
     pub fn error(file: &Path, line: Option<usize>, message: String) -> Self {
         Self {
             severity: Severity::Error,
@@ -377,19 +515,25 @@ fn parse_flat(file: &Path, text: &[u8]) -> Parsed {
         .entries
         .into_iter()
         .map(|entry| {
+            let at = Pos::line(entry.line);
             let (user, password) = match entry.user {
-                Some(field) => (Some(field.name), field.password),
+                Some(field) => (
+                    Some(Placed::new(field.name, at)),
+                    field.password.map(|p| Placed::new(p, at)),
+                ),
                 None => (None, None),
             };
             Draft {
                 line: entry.line,
+                format: FileFormat::Flat,
                 name: entry.port.to_string(),
-                listen: vec![ListenAddr::Any(entry.port)],
-                command: CommandLine::Line(entry.cmdline),
+                listen: vec![Placed::new(ListenAddr::Any(entry.port), at)],
+                command: Some(Placed::new(CommandLine::Line(entry.cmdline), at)),
                 user,
                 group: None,
                 password,
                 options: Options::default(),
+                complete: true,
             }
         })
         .collect();
@@ -400,258 +544,9 @@ fn parse_flat(file: &Path, text: &[u8]) -> Parsed {
     }
 }
 
-/// What resolving needs from the running system; a parameter so that tests
-/// can pin it.
-#[derive(Debug, Clone)]
-pub struct System {
-    /// Can the daemon start programs as other users?
-    pub can_switch_users: bool,
-    /// The search path for bare program names.
-    pub path: Option<OsString>,
-}
-
-impl System {
-    pub fn current() -> Self {
-        Self {
-            can_switch_users: platform::can_switch_users(),
-            path: std::env::var_os("PATH"),
-        }
-    }
-}
-
-/// Checks parsed drafts against `system` and applies `defaults`.
-pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceDefaults) -> Loaded {
-    let mut diagnostics = parsed.diagnostics;
-    let mut services = Vec::new();
-    let mut used: Vec<(ListenAddr, usize, String)> = Vec::new();
-    let mut lines_with_password = Vec::new();
-    for draft in parsed.drafts {
-        let mut errors = Vec::new();
-        for addr in &draft.listen {
-            match used.iter().find(|(other, _, _)| other.overlaps(addr)) {
-                Some((ListenAddr::Any(port), line, _)) if matches!(addr, ListenAddr::Any(_)) => {
-                    errors.push(format!("duplicate port {port} (first used on line {line})"));
-                }
-                Some((other, line, name)) => errors.push(format!(
-                    "{addr} clashes with {other} of service {name:?} (line {line})"
-                )),
-                None => used.push((*addr, draft.line, draft.name.clone())),
-            }
-        }
-        let user = match &draft.user {
-            None => None,
-            Some(name) => {
-                if draft.password.is_some() && !platform::USES_PASSWORDS {
-                    lines_with_password.push(draft.line);
-                }
-                match resolve_user(
-                    name,
-                    draft.group.as_deref(),
-                    draft.password.as_ref(),
-                    system,
-                ) {
-                    Ok(identity) => Some(identity),
-                    Err(message) => {
-                        errors.push(message);
-                        None
-                    }
-                }
-            }
-        };
-        let command = resolve_command(&draft.command, system)
-            .map_err(|message| errors.push(message))
-            .ok();
-        if draft
-            .options
-            .working_dir
-            .as_ref()
-            .is_some_and(|dir| dir.as_os_str().as_encoded_bytes().contains(&0))
-        {
-            errors.push("`working_dir` contains a NUL character".to_owned());
-        }
-        if let Some((_, _, Some(warning))) = &command {
-            diagnostics.push(Diagnostic::warning(file, Some(draft.line), warning.clone()));
-        }
-        if !errors.is_empty() {
-            diagnostics.extend(
-                errors
-                    .into_iter()
-                    .map(|m| Diagnostic::error(file, Some(draft.line), m)),
-            );
-            continue;
-        }
-        let Some((program, args, _)) = command else {
-            continue;
-        };
-        services.push(Arc::new(build(draft, program, args, user, defaults)));
-    }
-    if !lines_with_password.is_empty() {
-        let lines: Vec<String> = lines_with_password.iter().map(usize::to_string).collect();
-        diagnostics.push(Diagnostic::warning(
-            file,
-            None,
-            format!(
-                "passwords are ignored on this system (line {}): running as a user needs none",
-                lines.join(", ")
-            ),
-        ));
-    }
-    let mut has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
-    if !has_errors && services.is_empty() {
-        diagnostics.push(Diagnostic::error(
-            file,
-            None,
-            "no services: a service line is `PORT USER:PASS CMDLINE` and starts with a digit"
-                .to_owned(),
-        ));
-        has_errors = true;
-    }
-    diagnostics.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
-    let config = (!has_errors).then(|| Config {
-        path: file.to_owned(),
-        services,
-        max_sessions: parsed.max_sessions,
-        log_format: parsed.log_format.unwrap_or_default(),
-    });
-    Loaded {
-        config,
-        diagnostics,
-    }
-}
-
-/// A draft that passed every check, with the defaults applied.
-fn build(
-    draft: Draft,
-    program: PathBuf,
-    args: Vec<OsString>,
-    user: Option<Identity>,
-    defaults: &ServiceDefaults,
-) -> Service {
-    let o = draft.options;
-    let seconds = |value: Option<u64>, default: Option<Duration>| match value {
-        Some(0) => None,
-        Some(secs) => Some(Duration::from_secs(secs)),
-        None => default,
-    };
-    let cmdline = match draft.command {
-        CommandLine::Line(line) => line,
-        CommandLine::Argv(argv) => platform::join_command_line(&argv),
-    };
-    Service {
-        name: draft.name,
-        line: draft.line,
-        listen: draft.listen,
-        cmdline,
-        program,
-        args,
-        user,
-        env: o
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect(),
-        working_dir: o.working_dir,
-        stdio: o.stdio.unwrap_or(defaults.stdio),
-        stderr: o.stderr.unwrap_or_default(),
-        socket: SocketOptions {
-            timeout: seconds(o.timeout, defaults.timeout),
-            linger: seconds(o.linger_timeout, defaults.linger),
-            backlog: o.backlog.unwrap_or(DEFAULT_BACKLOG),
-            nodelay: o.nodelay.unwrap_or(false),
-            keepalive: seconds(o.keepalive, None),
-        },
-        limits: Limits {
-            max_sessions: o.max_sessions,
-            max_per_source: o.max_per_source,
-            rate: o.rate,
-            rate_per_source: o.rate_per_source,
-            source_prefix_v6: o.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
-        },
-        access: Access {
-            allow: o.allow.unwrap_or_default(),
-            deny: o.deny.unwrap_or_default(),
-        },
-        reject_message: o.reject_message,
-        max_lifetime: seconds(o.max_lifetime, None),
-    }
-}
-
-fn resolve_user(
-    name: &str,
-    group: Option<&str>,
-    password: Option<&Secret>,
-    system: &System,
-) -> Result<Identity, String> {
-    if !system.can_switch_users {
-        return Err(format!(
-            "service runs as user {name:?}, but wininetd is not running as root and cannot switch users"
-        ));
-    }
-    platform::lookup_user(name, group, password).map_err(|e| e.to_string())
-}
-
-/// Splits a command line and finds its program. Returns the program, its
-/// arguments and an optional warning.
-fn resolve_command(
-    command: &CommandLine,
-    system: &System,
-) -> Result<(PathBuf, Vec<OsString>, Option<String>), String> {
-    let argv = match command {
-        CommandLine::Line(line) => platform::split_command_line(line)?,
-        CommandLine::Argv(argv) => argv.clone(),
-    };
-    if argv.iter().any(|arg| arg.contains('\0')) {
-        return Err("the command contains a NUL character".to_owned());
-    }
-    let mut argv = argv.into_iter();
-    let program = argv.next().ok_or_else(|| "missing command".to_owned())?;
-    let args = argv.map(OsString::from).collect();
-    let path = Path::new(&program);
-    if path.is_absolute() {
-        let warning = (!platform::is_executable(path)).then(|| {
-            format!(
-                "{:?} is not an executable file now; its connections will fail until it is",
-                path
-            )
-        });
-        return Ok((path.to_owned(), args, warning));
-    }
-    if path.components().count() > 1 {
-        return Err(format!(
-            "program {program:?} must be an absolute path or a bare name found on PATH"
-        ));
-    }
-    let found = system
-        .path
-        .as_deref()
-        .into_iter()
-        .flat_map(std::env::split_paths)
-        .filter(|dir| dir.is_absolute())
-        .flat_map(|dir| platform::executable_candidates(&dir, &program))
-        .find(|candidate| platform::is_executable(candidate));
-    match found {
-        Some(found) => Ok((found, args, None)),
-        None => Err(format!("program {program:?} not found on PATH")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A program that exists on every OS: this test binary.
-    fn this_exe() -> PathBuf {
-        std::env::current_exe().expect("the test binary has a path")
-    }
-
-    fn system() -> System {
-        let dir = this_exe().parent().expect("in a directory").to_owned();
-        System {
-            can_switch_users: false,
-            path: Some(std::env::join_paths([dir]).expect("a plain path")),
-        }
-    }
 
     fn defaults() -> ServiceDefaults {
         ServiceDefaults {
@@ -661,91 +556,63 @@ mod tests {
         }
     }
 
-    /// Resolves a flat file's text.
-    fn flat(text: &[u8], system: &System) -> Loaded {
-        let file = Path::new("t.conf");
-        resolve(file, parse(file, text), system, &defaults())
+    /// The services of a TOML text, resolved on a system where this test
+    /// binary is the program.
+    fn services(text: &str) -> Vec<Arc<Service>> {
+        let file = Path::new("t.toml");
+        let exe = std::env::current_exe().expect("the test binary has a path");
+        let text = text.replace("PROGRAM", &exe.display().to_string().replace('\\', "/"));
+        let system = System {
+            can_switch_users: false,
+            path: None,
+        };
+        let loaded = resolve(file, parse(file, text.as_bytes()), &system, &defaults());
+        assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+        loaded.config.expect("valid").services
     }
 
-    fn messages(text: &str, system: &System) -> Vec<String> {
-        flat(text.as_bytes(), system)
-            .diagnostics
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+    const TWO: &str = r#"
+[[service]]
+name = "a"
+listen = 7001
+command = ["PROGRAM", "x"]
+timeout = 5
+
+[[service]]
+name = "b"
+listen = 7002
+command = ["PROGRAM"]
+"#;
+
+    /// Issue 16, item 10: a comment added above a service made a reload
+    /// call it changed, since its line was compared.
+    #[test]
+    fn a_moved_service_is_the_same_service() {
+        let before = services(TWO);
+        let after = services(&format!("# a comment\n\n{TWO}"));
+        assert_ne!(before[0].line, after[0].line);
+        for (old, new) in before.iter().zip(&after) {
+            assert!(old.same_behaviour(new), "{} changed", old.name);
+            assert_eq!(old, new);
+        }
     }
 
     #[test]
-    fn resolves_a_bare_name_on_path() {
-        let exe = this_exe();
-        let name = exe
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("UTF-8 name");
-        let line = format!("7 none {name} -c x\n");
-        let loaded = flat(line.as_bytes(), &system());
-        let config = loaded.config.expect("valid");
-        let service = &config.services[0];
-        assert_eq!(service.program, exe);
-        assert_eq!(
-            service.args,
-            vec![OsString::from("-c"), OsString::from("x")]
-        );
-        assert_eq!(service.cmdline, format!("{name} -c x"));
-    }
-
-    #[test]
-    fn every_error_is_listed_with_file_and_line() {
-        let exe = this_exe();
-        let exe = exe.display();
-        let text = format!(
-            "7 none {exe}\n7 none {exe}\n8 none nosuch-program-xyz\n9 none ./rel\n10 none \"{exe}\n"
-        );
-        let m = messages(&text, &system());
-        assert_eq!(m.len(), 4, "{m:?}");
-        assert_eq!(
-            m[0],
-            "t.conf:2: error: duplicate port 7 (first used on line 1)"
-        );
-        assert_eq!(
-            m[1],
-            "t.conf:3: error: program \"nosuch-program-xyz\" not found on PATH"
-        );
-        assert_eq!(
-            m[2],
-            "t.conf:4: error: program \"./rel\" must be an absolute path or a bare name found on PATH"
-        );
-        assert!(
-            m[3].starts_with("t.conf:5: error: unterminated quote"),
-            "{m:?}"
-        );
-    }
-
-    #[test]
-    fn empty_config_is_an_error() {
-        assert_eq!(
-            messages("# nothing\n", &system()),
-            vec![
-                "t.conf: error: no services: a service line is `PORT USER:PASS CMDLINE` and starts with a digit"
-            ]
-        );
-    }
-
-    #[test]
-    fn user_lines_need_root_and_never_show_the_password() {
-        let text = format!("7 alice:pw-SECRET {}\n", this_exe().display());
-        let m = messages(&text, &system());
-        assert!(m[0].contains("not running as root"), "{m:?}");
-        assert!(m.iter().all(|m| !m.contains("pw-SECRET")));
-    }
-
-    #[test]
-    fn missing_absolute_program_is_a_warning() {
-        let missing = this_exe().with_file_name("no-such-program-here");
-        let text = format!("7 none {}\n", missing.display());
-        let loaded = flat(text.as_bytes(), &system());
-        assert!(loaded.config.is_some());
-        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
-        assert_eq!(loaded.diagnostics[0].severity, Severity::Warning);
+    fn a_changed_option_is_a_changed_service() {
+        let before = services(TWO);
+        for (from, to) in [
+            ("timeout = 5", "timeout = 6"),
+            ("timeout = 5", "timeout = 5\nmax_lifetime = 60"),
+            (r#""x"]"#, r#""y"]"#),
+            ("listen = 7001", "listen = \"127.0.0.1:7001\""),
+        ] {
+            let after = services(&TWO.replacen(from, to, 1));
+            assert!(!before[0].same_behaviour(&after[0]), "{to}");
+            assert_ne!(before[0], after[0], "{to}");
+            assert!(
+                before[1].same_behaviour(&after[1]),
+                "{to}: b did not change"
+            );
+        }
     }
 }

@@ -1,11 +1,21 @@
 //! The config file and the command line: every error at once with its
 //! file:line, `--check`, warnings, comments and line endings, quoting,
-//! passwords that never print, and exit codes.
+//! passwords that never print (not even half of one), what may be read as
+//! a config (regular files of at most 16 MiB, UTF-8 or UTF-16), a reload
+//! that only moves services, and exit codes.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, DaemonBuilder, WAIT, child, describe, has_token, is_root, request};
+use crate::common::{
+    DAEMON, Daemon, DaemonBuilder, Started, WAIT, child, describe, field, free_port, has_token,
+    is_root, request,
+};
 
 const PASSWORD: &str = "s3cr3t-pa55";
 
@@ -239,8 +249,8 @@ fn command_line_quoting() {
     );
 }
 
-/// Warnings do not stop the daemon: one for passwords (however many lines
-/// have one), one per absolute program that is missing or not executable.
+/// Warnings do not stop the daemon: one per password (at its line), one
+/// per absolute program that is missing or not executable.
 #[test]
 fn warnings_for_passwords_and_unusable_programs() {
     if !is_root() {
@@ -283,7 +293,11 @@ fn warnings_for_passwords_and_unusable_programs() {
 fn assert_warnings(daemon: &Daemon, missing: &str, not_executable: &str) {
     let file = daemon.config_name();
     let passwords = daemon.count(|l| l.contains(": warning: ") && l.contains("password"));
-    assert_eq!(passwords, 1, "one password warning per load");
+    assert_eq!(passwords, 2, "one password warning per password");
+    for line in [2, 3] {
+        let warning = daemon.wait_for_line(&format!("{file}:{line}: warning: "), WAIT);
+        assert!(warning.contains("password is ignored"), "{warning}");
+    }
     let line4 = daemon.wait_for_line(&format!("{file}:4: warning: "), WAIT);
     assert!(
         line4.contains(missing),
@@ -382,4 +396,278 @@ fn version_and_help_exit_0() {
             "{flag} prints {expected:?}"
         );
     }
+}
+
+/// Issue 16, item 6: a password with a space in it made its second half the
+/// program, and `--check` printed it (`program "Word42" not found on
+/// PATH`); a line that forgot its user field took the program for the user
+/// and reported its first argument. Both are named for what they are, and
+/// no message holds any text of the `USER:PASS` field.
+#[test]
+fn a_shifted_user_field_is_named_without_its_text() {
+    let echo = child("echo");
+    let mut daemon = Daemon::builder()
+        .line(&format!("{{port0}} svcacct:Pass Word42 {echo}"))
+        .line(r"{port1} svcacct:Pass Word42 C:\windows\system32\whoami.exe")
+        .line(r"{port2} C:\windows\system32\cmd.exe /q /c echo x")
+        .line(&format!("{{port3}} {echo}"))
+        .line("{port4} svcacct:Pass Word42")
+        .arg("--check")
+        .spawn();
+    let status = daemon.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{}", daemon.report());
+    let file = daemon.config_name();
+    let at = |line: usize, words: &str| {
+        let prefix = format!("{file}:{line}: error: ");
+        let found = daemon
+            .lines()
+            .into_iter()
+            .any(|l| l.starts_with(&prefix) && l.contains(words));
+        assert!(found, "no `{prefix}...{words}...`:\n{}", daemon.report());
+    };
+    at(1, "the USER:PASS field seems to contain a space");
+    at(2, "the USER:PASS field seems to contain a space");
+    at(3, "missing `none` or USER:PASS before the command?");
+    at(4, "missing `none` or USER:PASS before the command?");
+    at(5, "not shown");
+    for text in ["Word42", "Pass", "/q", "windows", &echo] {
+        assert!(
+            !daemon.stderr_text().contains(text) && !daemon.stdout_text().contains(text),
+            "{text:?} is printed:\n{}",
+            daemon.report()
+        );
+    }
+    // The forgotten user field draws that one error, nothing about the
+    // user or the program.
+    for line in [3, 4] {
+        let count = daemon.count(|l| l.starts_with(&format!("{file}:{line}: ")));
+        assert_eq!(count, 1, "line {line}:\n{}", daemon.report());
+    }
+}
+
+/// Runs `wininetd --check --cfgfile PATH`; returns its exit code, what it
+/// printed, and how long it took. Killed (and the test failed) if it does
+/// not finish within [`WAIT`].
+pub(crate) fn check_file(path: &Path) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut process = Started(
+        Command::new(DAEMON)
+            .args(["--check", "--cfgfile"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run wininetd --check"),
+    );
+    let status = loop {
+        if let Some(status) = process.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "--check --cfgfile {} did not finish within {WAIT:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut output = String::new();
+    for pipe in [
+        process.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        process.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut pipe = pipe;
+        pipe.read_to_string(&mut output).expect("read the output");
+    }
+    (status.code(), output, started.elapsed())
+}
+
+/// Issue 16, item 9: `--check --cfgfile /dev/zero` grew to 858 MB, and a
+/// FIFO blocked its reader until someone wrote to it. Anything but a
+/// regular file is refused at once, naming the file.
+#[test]
+fn only_a_regular_file_is_read_as_a_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("fifo.conf");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let link = dir.path().join("link.conf");
+    std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
+    for (path, words) in [
+        (fifo.as_path(), "not a regular file"),
+        (link.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+        (Path::new("/dev/null"), "not a regular file"),
+        (dir.path(), "is a directory"),
+    ] {
+        let (code, output, took) = check_file(path);
+        assert_eq!(code, Some(1), "{}: {output}", path.display());
+        let expected = format!("{}: error: ", path.display());
+        assert!(
+            output
+                .lines()
+                .any(|l| l.starts_with(&expected) && l.contains(words)),
+            "{}: {words:?} missing: {output}",
+            path.display()
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{}: took {took:?}",
+            path.display()
+        );
+    }
+    // A symbolic link to a file is read.
+    let file = dir.path().join("real.conf");
+    fs::write(&file, format!("{} none {}\n", free_port(), child("echo"))).expect("write");
+    let to_file = dir.path().join("to-file.conf");
+    std::os::unix::fs::symlink(&file, &to_file).expect("symlink");
+    let (code, output, _) = check_file(&to_file);
+    assert_eq!(code, Some(0), "{output}");
+}
+
+/// Issue 16, item 9: the size is capped at 16 MiB, without reading more.
+#[test]
+fn a_config_past_16_mib_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.conf");
+    let file = fs::File::create(&big).expect("create");
+    // Sparse: a comment line of zero bytes, 16 MiB and one byte long.
+    file.set_len(16 * 1024 * 1024 + 1).expect("set_len");
+    let (code, output, _) = check_file(&big);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains(&format!("{}: error: ", big.display())) && output.contains("16 MiB"),
+        "{output}"
+    );
+}
+
+/// Issue 16, item 9: a reload that found a FIFO as its config stopped all
+/// accepting, and delayed SIGTERM, until someone wrote to the FIFO. It now
+/// fails at once, and the old config goes on serving.
+#[test]
+fn a_reload_that_finds_a_fifo_fails_and_keeps_serving() {
+    let mut daemon = Daemon::builder().service("none", &child("echo")).start();
+    let port = daemon.port(0);
+    fs::remove_file(daemon.config_path()).expect("remove the config");
+    let made = Command::new("mkfifo")
+        .arg(daemon.config_path())
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    daemon.send_signal(libc::SIGHUP);
+    let failed = daemon.wait_for_line("reload failed", WAIT);
+    let file = daemon.config_name();
+    daemon.wait_for("the reason, naming the file", WAIT, |l| {
+        l.contains(&file) && l.contains("not a regular file")
+    });
+    assert_eq!(request(port, b"served\n"), "served\n", "{failed}");
+    daemon.send_signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", daemon.report());
+}
+
+/// Issue 16, item 10: a reload that only added a comment line said every
+/// service "changed" (their line numbers were compared).
+#[test]
+fn a_reload_that_adds_a_comment_changes_nothing() {
+    let echo = child("echo");
+    let template = format!("{{port0}} none {echo}\n{{port1}} none {echo}\n");
+    let mut daemon = Daemon::builder().raw_config(&template).start();
+    let outcome = daemon.reload(&format!("# a comment\n\n{template}"));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert_eq!(field(&outcome, "changed"), Some(""), "{outcome}");
+    let unchanged = field(&outcome, "unchanged").unwrap_or_default();
+    for port in [daemon.port(0), daemon.port(1)] {
+        assert!(
+            unchanged.split(',').any(|n| n == port.to_string()),
+            "{port} unchanged: {outcome}"
+        );
+    }
+    // A real change is one.
+    let outcome = daemon.reload(&format!(
+        "# a comment\n\n{{port0}} none {}\n{{port1}} none {echo}\n",
+        child("args x")
+    ));
+    assert_eq!(
+        field(&outcome, "changed"),
+        Some(daemon.port(0).to_string().as_str()),
+        "{outcome}"
+    );
+}
+
+/// Text as UTF-16 with its byte-order mark, little- or big-endian.
+pub(crate) fn utf16(text: &str, little: bool) -> Vec<u8> {
+    let mut bytes = if little {
+        vec![0xFF, 0xFE]
+    } else {
+        vec![0xFE, 0xFF]
+    };
+    for unit in text.encode_utf16() {
+        bytes.extend(if little {
+            unit.to_le_bytes()
+        } else {
+            unit.to_be_bytes()
+        });
+    }
+    bytes
+}
+
+/// Issue 16, item 20: a UTF-16 file with a byte-order mark (Notepad's
+/// "Unicode", PowerShell 5.1's `>`) got "no services". It is read, and
+/// `--check` says in which encoding.
+#[test]
+fn a_utf16_flat_config_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (little, name) in [(true, "UTF-16LE"), (false, "UTF-16BE")] {
+        let path = dir.path().join(format!("{name}.conf"));
+        let text = format!(
+            "# caf\u{e9}\r\n{} none {}\r\n{} none {}\r\n",
+            free_port(),
+            child("echo"),
+            free_port(),
+            child("args caf\u{e9}")
+        );
+        fs::write(&path, utf16(&text, little)).expect("write");
+        let (code, output, _) = check_file(&path);
+        assert_eq!(code, Some(0), "{name}: {output}");
+        let summary = format!("{}: ok, 2 service(s), 0 warning(s), {name}", path.display());
+        assert!(output.contains(&summary), "{summary:?} missing: {output}");
+    }
+    let path = dir.path().join("utf8.conf");
+    fs::write(&path, format!("{} none {}\n", free_port(), child("echo"))).expect("write");
+    let (code, output, _) = check_file(&path);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(": ok, 1 service(s), 0 warning(s), UTF-8"),
+        "{output}"
+    );
+}
+
+/// The program of a UTF-16 config gets its arguments decoded.
+#[test]
+fn a_utf16_config_serves_after_a_reload() {
+    let echo = child("echo");
+    let daemon = Daemon::builder()
+        .raw_config(&format!("{{port0}} none {echo}\n"))
+        .start();
+    let port1 = free_port();
+    let text = format!(
+        "# caf\u{e9}\r\n{} none {echo}\r\n{port1} none {}\r\n",
+        daemon.port(0),
+        child("args caf\u{e9}")
+    );
+    let path = daemon.config_path().to_owned();
+    let staging = path.with_extension("new");
+    fs::write(&staging, utf16(&text, true)).expect("write");
+    fs::rename(&staging, &path).expect("replace the config");
+    daemon.send_signal(libc::SIGHUP);
+    let outcome = daemon.wait_for_line("reload done", WAIT);
+    assert!(has_token(&outcome, &format!("added={port1}")), "{outcome}");
+    assert_eq!(request(port1, b""), "arg[0]=caf\u{e9}\nargc=1\n");
 }

@@ -7,8 +7,8 @@
 //! The Linux ones are grouped by what they pin: the data path (in socket
 //! and in pipe mode), the child's environment, the child's process state,
 //! session logs and reaping, limits, run-as, configuration and command
-//! line, start and stop. portable.rs runs on both; windows.rs and
-//! windows_toml.rs are Windows's own.
+//! line, start and stop. portable.rs runs on both; windows.rs,
+//! windows_toml.rs and encoding.rs are Windows's own.
 
 #[cfg(any(target_os = "linux", windows))]
 #[path = "../common/mod.rs"]
@@ -20,6 +20,8 @@ mod admission;
 mod config;
 #[cfg(target_os = "linux")]
 mod data;
+#[cfg(windows)]
+mod encoding;
 #[cfg(target_os = "linux")]
 mod environment;
 // On Windows --install registers a real service; windows.rs tests that.

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use wininetd::config::bounds;
+
 use crate::common::{
     Attempt, CHILD, DAEMON, Daemon, LoopbackV6, TestUser, WAIT, assert_silent,
     assert_stderr_logged, attempt, child_argv, connect, connect_to, connection_refused, describe,
@@ -1148,4 +1150,247 @@ fn attempt_tells_served_from_refused() {
         attempt(Some(lo(2)), dest),
         Attempt::Refused { .. }
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Issue 16: every problem at its key, numbers in range, UTF-16
+// ---------------------------------------------------------------------------
+
+/// The diagnostics `--check` printed for `text`, as `LINE:COL: error: …`
+/// (the file's name cut off), in order; and its exit code.
+fn check_diagnostics(text: &str) -> (Vec<String>, Option<i32>) {
+    let (daemon, code) = check(text);
+    let prefix = format!("{}:", daemon.config_name());
+    let lines = daemon
+        .lines()
+        .into_iter()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    (lines, code)
+}
+
+/// Issue 16, item 15: a service with a wrong key hid its unknown user, its
+/// missing program and its listen clashes; those, `duplicate port`, `group`
+/// needing `user` and the ignored password were reported at the
+/// `[[service]]` line or at 1:1. All of them now, each at its key.
+#[test]
+fn check_reports_every_problem_at_its_key() {
+    let echo = child_argv(&["echo"]);
+    let text = format!(
+        r#"[[service]]
+name = "a"
+listen = [7101, "127.0.0.1:7102"]
+command = {echo}
+
+[[service]]
+name = "b"
+timeout = "soon"
+listen = [7103, 7101]
+command = ["no-such-program-wininetd"]
+user = "no-such-user-wininetd"
+password = "s3cr3t-pa55"
+
+[[service]]
+name = "c"
+listen = ["x", "127.0.0.1:7102"]
+group = "g"
+command = {echo}
+"#
+    );
+    let (diagnostics, code) = check_diagnostics(&text);
+    assert_eq!(code, Some(1), "{diagnostics:?}");
+    let user = if is_root() {
+        "unknown user \"no-such-user-wininetd\""
+    } else {
+        "service runs as user \"no-such-user-wininetd\", but wininetd is not running as root"
+    };
+    let expected = [
+        "8:11: error: `timeout` must be an integer, not a string",
+        "9:17: error: duplicate port 7101 (first used on line 1)",
+        "10:11: error: program \"no-such-program-wininetd\" not found on PATH",
+        &format!("11:8: error: {user}"),
+        "12:1: warning: the password is ignored on this system: running as a user needs none",
+        "16:11: error: \"x\" is not a listen address: use PORT, IPV4:PORT or [IPV6]:PORT",
+        "16:16: error: 127.0.0.1:7102 clashes with 127.0.0.1:7102 of service \"a\" (line 1)",
+        "17:1: error: `group` needs `user`",
+    ];
+    assert_eq!(diagnostics.len(), expected.len(), "{diagnostics:#?}");
+    for (found, expected) in diagnostics.iter().zip(expected) {
+        assert!(found.starts_with(expected), "{found:?} is not {expected:?}");
+    }
+    assert!(!diagnostics.iter().any(|d| d.contains("s3cr3t")));
+}
+
+/// Issue 16, item 11: `max_sessions = 5000000000` passed `--check`, then
+/// panicked at SIGTERM; `9223372036854775807` panicked at start (the
+/// semaphore's limit); `keepalive = 40000` passed and failed every
+/// connection (Linux stops at 32767). Each is refused at its value.
+#[test]
+fn check_refuses_numbers_that_would_fail_later() {
+    let text = format!(
+        "max_sessions = 5000000000\n{}",
+        toml_service(
+            "s",
+            "7104",
+            &child_argv(&["echo"]),
+            &[
+                "max_sessions = 9223372036854775807",
+                "keepalive = 40000",
+                "timeout = 4294968",
+                "max_per_source = 1000001",
+            ]
+        )
+    );
+    let (diagnostics, code) = check_diagnostics(&text);
+    assert_eq!(code, Some(1), "{diagnostics:?}");
+    assert_eq!(
+        diagnostics[..5],
+        [
+            "1:16: error: `max_sessions` must be 1-1000000, not 5000000000",
+            "6:16: error: `max_sessions` must be 1-1000000, not 9223372036854775807",
+            "7:13: error: `keepalive` must be 0-32767, not 40000",
+            "8:11: error: `timeout` must be 0-4294967, not 4294968",
+            "9:18: error: `max_per_source` must be 1-1000000, not 1000001",
+        ]
+    );
+}
+
+/// The largest (`largest`) or the smallest value of every numeric key of
+/// a service, from the bounds `--check` applies, so that a bound raised
+/// past what works fails here.
+fn extremes(largest: bool) -> Vec<String> {
+    let pick = |range: &std::ops::RangeInclusive<u64>| {
+        if largest {
+            *range.end()
+        } else {
+            *range.start()
+        }
+    };
+    let per_second = if largest {
+        f64::MAX
+    } else {
+        bounds::MIN_PER_SECOND
+    };
+    let rate = format!(
+        "{{ per_second = {per_second:e}, burst = {} }}",
+        pick(&bounds::BURST)
+    );
+    let mut keys = vec![
+        format!("timeout = {}", pick(&bounds::TIMEOUT_SECS)),
+        format!("linger_timeout = {}", pick(&bounds::LINGER_SECS)),
+        // 0 is off; the smallest on is 1.
+        format!("keepalive = {}", pick(&bounds::KEEPALIVE_SECS).max(1)),
+        format!("max_lifetime = {}", pick(&bounds::LIFETIME_SECS)),
+        format!("backlog = {}", pick(&bounds::BACKLOG)),
+        format!("max_sessions = {}", pick(&bounds::SESSIONS)),
+        format!("max_per_source = {}", pick(&bounds::SESSIONS)),
+        format!("rate = {rate}"),
+        format!("rate_per_source = {rate}"),
+        format!("source_prefix_v6 = {}", pick(&bounds::SOURCE_PREFIX_V6)),
+    ];
+    if largest {
+        keys.push("nodelay = true".to_owned());
+    }
+    keys
+}
+
+/// Issue 16, item 11: what `--check` accepts never fails or panics at
+/// start, on a connection, or at stop. The daemon starts with the extreme
+/// of every numeric key at once (and the command line's), serves a
+/// connection over IPv6 and IPv4 without a warning, and stops cleanly on
+/// SIGTERM.
+#[test]
+fn extreme_values_start_serve_and_stop_cleanly() {
+    let sessions = |largest| {
+        let range = bounds::SESSIONS;
+        if largest {
+            *range.end()
+        } else {
+            *range.start()
+        }
+    };
+    for largest in [true, false] {
+        let global = format!("max_sessions = {}", sessions(largest));
+        // With the smallest config, the command line's largest values
+        // (`--max-sessions` wins over the config's).
+        let args: Vec<String> = [
+            ("--max-sessions", bounds::SESSIONS),
+            ("--timeout", bounds::TIMEOUT_SECS),
+            ("--linger-timeout", bounds::LINGER_SECS),
+            ("--shutdown-grace", bounds::SHUTDOWN_GRACE_SECS),
+        ]
+        .into_iter()
+        .filter(|_| !largest)
+        .flat_map(|(flag, range)| [flag.to_owned(), range.end().to_string()])
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let extremes = extremes(largest);
+        let extremes: Vec<&str> = extremes.iter().map(String::as_str).collect();
+        let text = format!(
+            "{global}\n{}{}",
+            toml_service("extreme", "{port0}", &child_argv(&["echo"]), &extremes),
+            toml_service("plain", "{port1}", &child_argv(&["echo"]), &[]),
+        );
+        let builder = Daemon::builder().toml(&text).args(&args);
+        let mut check = builder.clone().arg("--check").spawn();
+        assert_eq!(check.wait_exit(WAIT).code(), Some(0), "{}", check.report());
+        let mut daemon = builder.start();
+        // One connection to the extreme service (its smallest rate admits
+        // one a day), over IPv6 for `source_prefix_v6`.
+        assert_eq!(
+            request_to(v6(daemon.port(0)), b"extreme\n"),
+            "extreme\n",
+            "{}",
+            daemon.report()
+        );
+        assert_eq!(
+            request(daemon.port(1), b"plain\n"),
+            "plain\n",
+            "{}",
+            daemon.report()
+        );
+        daemon.send_signal(libc::SIGTERM);
+        let status = daemon.wait_exit(WAIT);
+        assert_eq!(status.code(), Some(0), "{}", daemon.report());
+        // Nothing failed on the way: no panic, no option the OS refused
+        // (`keepalive` above 32767 was "cannot set the connection's socket
+        // options" on every connection).
+        // A cap of one is reached by its one session: that warning is the
+        // cap working.
+        let complaints = daemon.count(|l| {
+            l.contains("panicked")
+                || (l.contains(" WARN ") || l.contains(" ERROR "))
+                    && !l.contains("session limit reached")
+        });
+        assert_eq!(complaints, 0, "{}", daemon.report());
+    }
+}
+
+/// Issue 16, item 20: a UTF-16 TOML file (Notepad's "Unicode") is read,
+/// and its problems are at the same line and column as in UTF-8.
+#[test]
+fn a_utf16_toml_config_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = format!(
+        "# caf\u{e9}\r\n{}",
+        toml_service("caf\u{e9}", "7105", &child_argv(&["echo"]), &[])
+    );
+    let bad = format!("{}\ntimeout = \"\u{e9}\"\n", good.trim_end());
+    for (little, name) in [(true, "UTF-16LE"), (false, "UTF-16BE")] {
+        let path = dir.path().join(format!("{name}.toml"));
+        fs::write(&path, crate::config::utf16(&good, little)).expect("write");
+        let (code, output, _) = crate::config::check_file(&path);
+        assert_eq!(code, Some(0), "{output}");
+        let summary = format!("{}: ok, 1 service(s), 0 warning(s), {name}", path.display());
+        assert!(output.contains(&summary), "{summary:?} missing: {output}");
+
+        fs::write(&path, crate::config::utf16(&bad, little)).expect("write");
+        let (code, output, _) = crate::config::check_file(&path);
+        assert_eq!(code, Some(1), "{output}");
+        let at = format!(
+            "{}:6:11: error: `timeout` must be an integer",
+            path.display()
+        );
+        assert!(output.contains(&at), "{at:?} missing: {output}");
+    }
 }

@@ -233,6 +233,13 @@ pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {
     Ok(())
 }
 
+/// Text in the system's legacy code page, for a config file that is not
+/// UTF-8: Unix has none (a locale's charset is the reader's, not the
+/// file's), so such a file stays an error that says where it is not UTF-8.
+pub fn decode_ansi(_bytes: &[u8]) -> Option<(String, u32)> {
+    None
+}
+
 /// Joins argv into one command line for display, quoted so that splitting
 /// it again gives the same words.
 pub fn join_command_line(argv: &[String]) -> String {

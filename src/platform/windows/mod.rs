@@ -10,6 +10,7 @@
 
 #![allow(unsafe_code)]
 
+mod codepage;
 mod eventlog;
 mod install;
 mod service;
@@ -33,6 +34,7 @@ use crate::cli::StdioMode;
 use crate::config::Secret;
 use crate::error::Quoted;
 
+pub use codepage::decode_ansi;
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, system_log_available};
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};

@@ -437,7 +437,7 @@ fn install_says_the_config_passed_its_check() {
         run.stdout()
             .lines()
             .next()
-            .is_some_and(|l| l.ends_with("x.conf: ok, 1 service(s), 0 warning(s)")),
+            .is_some_and(|l| l.ends_with("x.conf: ok, 1 service(s), 0 warning(s), UTF-8")),
         "{run}"
     );
 }

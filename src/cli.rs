@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::config::{ServiceDefaults, bounds};
+use crate::config::{ServiceDefaults, StdioMode, bounds};
 use crate::platform;
 
 /// An inetd-style super-server: runs a program for each TCP connection, with
@@ -105,20 +105,6 @@ pub enum StartType {
     Auto,
     /// When asked (`net start`), as WinInetd's service did.
     Demand,
-}
-
-/// How a child's standard handles reach its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum StdioMode {
-    /// The accepted socket is the program's stdin, stdout and stderr; the
-    /// daemon is not in the data path.
-    #[default]
-    Socket,
-    /// The program gets pipes and the daemon relays them to the socket: for
-    /// programs that want pipes, to turn the timeout into EOF, and for
-    /// Windows programs that read and write at the same time (they stall on
-    /// a synchronous socket).
-    Pipe,
 }
 
 /// What the daemon runs with, from the command line, every default applied.

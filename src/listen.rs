@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Socket, TcpKeepalive};
 
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 use crate::config::{ListenAddr, SocketOptions};
 use crate::platform;
 

@@ -7,7 +7,8 @@ use std::io::{self, IsTerminal as _, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use wininetd::cli::{Cli, Settings, StdioMode};
+use wininetd::cli::{Cli, Settings};
+use wininetd::config::StdioMode;
 use wininetd::config::{self, Config, Severity};
 use wininetd::logging::Target;
 use wininetd::{Error, logging, platform};

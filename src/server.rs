@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::admit::{Admission, Gate, Refusal};
 use crate::cli::Settings;
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 use crate::config::{Config, ListenAddr, Loaded, Service, Severity, StderrMode};
 use crate::error::Error;
 use crate::listen;

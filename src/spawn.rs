@@ -141,7 +141,7 @@ mod tests {
         let defaults = ServiceDefaults {
             timeout: None,
             linger: None,
-            stdio: crate::cli::StdioMode::Socket,
+            stdio: crate::config::StdioMode::Socket,
         };
         let loaded = config::resolve(
             file,

@@ -33,7 +33,7 @@ use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 use wininetd::admit::{Admission, Gate};
-use wininetd::cli::StdioMode;
+use wininetd::config::StdioMode;
 use wininetd::config::{
     self, Diagnostic, Encoding, ListenAddr, Loaded, Parsed, ServiceDefaults, System, bounds,
 };

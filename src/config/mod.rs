@@ -32,7 +32,6 @@ pub use read::{Encoding, MAX_FILE_BYTES, ReadError, Text, decode};
 pub use resolve::{System, resolve};
 pub use secret::Secret;
 
-use crate::cli::StdioMode;
 use crate::platform::Identity;
 
 /// A resolved configuration: what the server listens on and runs.
@@ -93,6 +92,20 @@ impl fmt::Display for ListenAddr {
             Self::At(addr) => write!(f, "{addr}"),
         }
     }
+}
+
+/// How a child's standard handles reach its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StdioMode {
+    /// The accepted socket is the program's stdin, stdout and stderr; the
+    /// daemon is not in the data path.
+    #[default]
+    Socket,
+    /// The program gets pipes and the daemon relays them to the socket: for
+    /// programs that want pipes, to turn the timeout into EOF, and for
+    /// Windows programs that read and write at the same time (they stall on
+    /// a synchronous socket).
+    Pipe,
 }
 
 /// Where a child's stderr goes.

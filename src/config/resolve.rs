@@ -477,7 +477,7 @@ fn resolve_command(command: &CommandLine, system: &System) -> Result<Found, Comm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::StdioMode;
+    use crate::config::StdioMode;
     use crate::config::parse;
 
     /// A program that exists on every OS: this test binary.

@@ -40,7 +40,7 @@ use super::{
     CommandLine, Diagnostic, Draft, FileFormat, IpNet, ListenAddr, LogFormat, Options, Parsed,
     Placed, Pos, Rate, Secret, Severity, StderrMode, bounds,
 };
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 

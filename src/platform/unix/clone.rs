@@ -58,7 +58,7 @@ use tokio::sync::Notify;
 
 use super::signals::SignalStream;
 use super::splice::Relay;
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 
 use super::process::{ChildSpec, ExitStatus};
 

@@ -25,8 +25,8 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::cli::StdioMode;
 use crate::config::Secret;
+use crate::config::StdioMode;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 use crate::config::{Service, StderrMode};
 
 use super::Identity;
@@ -84,7 +84,7 @@ mod portable {
     use tokio::net::unix::pipe;
 
     use super::{ChildSpec, ExitStatus};
-    use crate::cli::StdioMode;
+    use crate::config::StdioMode;
     use crate::platform::relay::relay;
 
     /// A child's stderr when it goes to the daemon's log.

@@ -30,8 +30,8 @@ use socket2::{Domain, Socket};
 use tokio::sync::{Mutex, mpsc};
 use windows_sys::Win32::Networking::WinSock;
 
-use crate::cli::StdioMode;
 use crate::config::Secret;
+use crate::config::StdioMode;
 use crate::error::Quoted;
 
 pub use codepage::decode_ansi;

@@ -64,7 +64,7 @@ use windows_sys::Win32::UI::Shell::{LoadUserProfileW, PROFILEINFOW, UnloadUserPr
 const PI_NOUI: u32 = 1;
 
 use super::Identity;
-use crate::cli::StdioMode;
+use crate::config::StdioMode;
 use crate::config::{Service, StderrMode};
 use crate::error::Quoted;
 use crate::platform::relay;

@@ -97,15 +97,7 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 }
 
-/// `--auto-start` or `--demand-start`: how Windows starts the installed
-/// service. Neither keeps the start type of a service already installed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartType {
-    /// With Windows.
-    Auto,
-    /// When asked (`net start`), as WinInetd's service did.
-    Demand,
-}
+pub use crate::platform::StartType;
 
 /// What the daemon runs with, from the command line, every default applied.
 #[derive(Debug, Clone)]

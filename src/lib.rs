@@ -1,34 +1,40 @@
 //! wininetd: an inetd-style super-server.
 //!
-//! A config file maps TCP ports to command lines. For each connection the
+//! A config file maps ports to command lines. For each connection the
 //! server starts the port's program with the connection as its standard
 //! input, output and error. A connection's life has four stages, each a
-//! module:
+//! module, and the connection walks them on a task of its own
+//! ([`connection`]):
 //!
 //! ```text
-//! listen  →  admit  →  spawn  →  reap
-//! (bind,     (session   (build the   (wait for the exit, log it,
-//!  accept)    slots)     child, hand  give the slot back, end the
-//!                        it the       process tree on stop)
-//!                        socket)
+//! listen    →  admit       →  start          →  supervise
+//! (bind,       (access,       (what serves      (wait for the exit or
+//!  accept,      rates,         the session:      a deadline, drain the
+//!  back off)    limits:        a program with    relay, log, give the
+//!               a permit)      the socket, or    slots back, end the
+//!                              behind a relay)   whole tree on stop)
 //! ```
 //!
-//! Around them: [`config`] (parse, then resolve), [`server`] (the accept
-//! tasks and the stop), [`logging`], [`cli`], and [`platform`], the only
-//! place where operating systems differ.
+//! Around them: [`config`] (parse, then resolve), [`server`] (wires the
+//! stages: the accept tasks, reload, the stop), [`relay`] (the daemon
+//! between a connection and a program's pipes), [`stderr_log`],
+//! [`logging`], [`cli`], and [`platform`], the only place where operating
+//! systems differ.
 
 pub mod admit;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod listen;
 pub mod logging;
 #[allow(unsafe_code)]
 pub mod platform;
-pub mod reap;
+pub mod relay;
 pub mod server;
-pub mod spawn;
+pub mod start;
 pub mod stderr_log;
+pub mod supervise;
 
 use std::future::Future;
 

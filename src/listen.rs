@@ -9,12 +9,101 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use socket2::{Domain, Socket, TcpKeepalive};
+use tracing::{debug, error, info, warn};
 
-use crate::config::StdioMode;
-use crate::config::{ListenAddr, SocketOptions};
-use crate::platform;
+use crate::config::{ListenAddr, SocketOptions, StdioMode};
+use crate::platform::{self, Listener};
+
+/// Shortest and longest pause after an accept error that says the system
+/// is out of a resource (descriptors, memory).
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A listener's accepting side: one connection at a time, backing off
+/// instead of spinning when the system is out of descriptors or memory.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: Listener,
+    /// The listener's address when it is not a wildcard: then every
+    /// connection has it as its local address, with no getsockname.
+    bound: Option<SocketAddr>,
+    backoff: Duration,
+    failing: bool,
+}
+
+impl Acceptor {
+    pub fn new(listener: Listener) -> Self {
+        let bound = listener
+            .local_addr()
+            .ok()
+            .filter(|a| !a.ip().is_unspecified())
+            .map(canonical);
+        Self {
+            listener,
+            bound,
+            backoff: BACKOFF_MIN,
+            failing: false,
+        }
+    }
+
+    /// The listener's own address when it is not a wildcard.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        self.bound
+    }
+
+    /// Waits until a connection is pending (it may still be gone when
+    /// accepted).
+    pub async fn ready(&self) {
+        if let Err(e) = self.listener.ready().await {
+            error!(error = %e, "cannot wait for connections");
+            tokio::time::sleep(BACKOFF_MAX).await;
+        }
+    }
+
+    /// Accepts a pending connection of `service`; `None` when there was
+    /// none after all, or when accepting failed (then after a pause, if the
+    /// system is short of a resource).
+    pub async fn accept(&mut self, service: &str) -> Option<(Socket, SocketAddr)> {
+        match self.listener.accept().await {
+            Ok(Some(accepted)) => {
+                if self.failing {
+                    info!(service, "accept recovered");
+                    self.failing = false;
+                    self.backoff = BACKOFF_MIN;
+                }
+                Some(accepted)
+            }
+            Ok(None) => None,
+            Err(e) if platform::is_resource_exhaustion(&e) => {
+                if !self.failing {
+                    warn!(service, error = %e, "accept failed: backing off until resources free up");
+                    self.failing = true;
+                }
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                None
+            }
+            Err(e) => {
+                // A connection that failed before we took it (reset, aborted).
+                debug!(service, error = %e, "accept failed");
+                None
+            }
+        }
+    }
+
+    /// Gives the listening socket a reloaded service's options, those its
+    /// connections inherit from it.
+    pub fn update(&self, options: &SocketOptions) {
+        if let Some(socket) = self.listener.socket() {
+            if let Err(e) = set_inherited_options(socket, options) {
+                warn!(error = %e, "cannot update the listener's options");
+            }
+        }
+    }
+}
 
 /// Binds `addr` and starts listening.
 pub fn bind(addr: ListenAddr, options: &SocketOptions, stdio: StdioMode) -> io::Result<Socket> {
@@ -49,7 +138,7 @@ fn bind_addr(
     options: &SocketOptions,
     stdio: StdioMode,
 ) -> io::Result<Socket> {
-    let socket = platform::tcp_socket(Domain::for_address(addr), stdio)?;
+    let socket = platform::tcp_socket(Domain::for_address(addr), stdio == StdioMode::Pipe)?;
     if addr.is_ipv6() {
         socket.set_only_v6(only_v6)?;
     }

@@ -1,44 +1,40 @@
-//! The server: one accept task per listen address, feeding the stages
-//! listen → admit → spawn → reap, a config reload that keeps listening
-//! sockets, and an orderly stop.
+//! The server: wires the stages of a connection's life, one accept task
+//! per listen address, a config reload that keeps listening sockets, and an
+//! orderly stop.
 //!
-//! The accept loop stays flat: wait for a pending connection, take a global
-//! and a service slot (at a cap, accepting pauses and connections wait in
-//! the backlog), accept, let the service's gate admit or refuse the client,
-//! start the child, hand it to a reaper task, repeat. A connection's failure
-//! stays with that connection; an accept error backs off instead of
-//! spinning; nothing here blocks on a name lookup.
+//! ```text
+//! listen → admit → start → supervise
+//! ```
+//!
+//! Each accept task takes a global and a service slot (at a cap, accepting
+//! pauses and connections wait in the backlog), accepts, and hands the
+//! connection to a task of its own ([`Connection`]), which runs the other
+//! stages. An accept error backs off instead of spinning; a connection's
+//! failure stays with that connection; nothing here blocks on a name
+//! lookup or a file.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use socket2::Socket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::admit::{Admission, Gate, Refusal};
+use crate::admit::{Admission, Gate, Permit, ServiceSlot};
 use crate::cli::Settings;
-use crate::config::StdioMode;
-use crate::config::{Config, ListenAddr, Loaded, Service, Severity, StderrMode};
+use crate::config::{Config, ListenAddr, Loaded, Service, Severity, StderrMode, StdioMode};
+use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
 use crate::error::Error;
-use crate::listen;
+use crate::listen::{self, Acceptor};
 use crate::logging;
-use crate::platform::{self, ChildSpec, Listener};
-use crate::reap::{self, Session, SessionInfo, Slots};
-use crate::spawn;
+use crate::platform::{self, Listener};
+use crate::start::Launcher;
 
-/// Shortest and longest pause after an accept or spawn error that says the
-/// system is out of a resource (descriptors, memory, processes).
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Connections an accept loop takes in a row, at most, before it lets the
 /// other tasks run. Each yield costs a system call (tokio polls for events
-/// first): a yield at every connection cost 0.8 `epoll_wait` per session.
+/// first): yielding at every connection would add one per session.
 const YIELD_EVERY: u32 = 8;
 
 /// Loads the config again, for a reload.
@@ -48,33 +44,8 @@ pub type Loader = Box<dyn Fn() -> Loaded + Send>;
 #[derive(Debug)]
 struct Shared {
     admission: Admission,
-    stop: watch::Receiver<bool>,
-    shutdown_grace: Duration,
-    reaper: platform::Reaper,
+    context: Arc<Context>,
 }
-
-/// A service as it runs: its config, its children's template and its gate.
-/// Replaced as a whole on reload; sessions keep the one they started with.
-#[derive(Debug)]
-struct Active {
-    service: Arc<Service>,
-    name: Arc<str>,
-    /// The run-as user's name, for session logs.
-    user: Option<Arc<str>>,
-    spec: ChildSpec,
-    gate: Arc<Gate>,
-    /// Set when starting this service's program failed for lack of a
-    /// resource: this service pauses accepting (its next start would fail
-    /// the same way); the others go on.
-    backoff: SpawnBackoff,
-}
-
-/// The pause before a service accepts again after its program could not
-/// start for lack of a resource (descriptors, memory, its user's processes).
-/// Per service: one run-as user at its RLIMIT_NPROC must not slow the
-/// services of other users.
-#[derive(Debug, Default)]
-struct SpawnBackoff(std::sync::Mutex<Option<(Instant, Duration)>>);
 
 /// A listening address's accept task and the channel that gives it new
 /// settings on reload.
@@ -127,11 +98,13 @@ pub async fn serve(
     let mut server = Server {
         shared: Arc::new(Shared {
             admission: Admission::new(max_sessions),
-            stop: stop_rx,
-            shutdown_grace: settings.shutdown_grace,
-            // After `stop` and `reload` have set up their signals: the
-            // reaper notes which signals children must reset.
-            reaper: platform::Reaper::start().map_err(Error::Reaper)?,
+            context: Arc::new(Context {
+                stop: stop_rx,
+                shutdown_grace: settings.shutdown_grace,
+                // After `stop` and `reload` have set up their signals: the
+                // reaper notes which signals children must reset.
+                reaper: platform::Reaper::start().map_err(Error::Reaper)?,
+            }),
         }),
         daemon_env: std::env::vars_os().collect(),
         services: HashMap::new(),
@@ -256,7 +229,7 @@ impl Server {
                 let active = Active {
                     name: service.name.as_str().into(),
                     user: service.user.as_ref().map(|u| u.name.as_str().into()),
-                    spec: spawn::prepare(service, &self.daemon_env),
+                    launcher: Launcher::new(service, &self.daemon_env),
                     service: Arc::clone(service),
                     gate,
                     backoff: SpawnBackoff::default(),
@@ -309,8 +282,8 @@ impl Server {
             .filter(|(addr, endpoint)| match wanted.get(*addr) {
                 None => true,
                 Some(new) => !platform::same_listener(
-                    endpoint.current.borrow().service.stdio,
-                    new.service.stdio,
+                    endpoint.current.borrow().service.stdio == StdioMode::Pipe,
+                    new.service.stdio == StdioMode::Pipe,
                 ),
             })
             .map(|(addr, _)| *addr)
@@ -482,305 +455,93 @@ fn settings_need_restart(config: &Config, server: &Server) -> bool {
     config.log_format != server.log_format || max != server.max_sessions
 }
 
+/// Accepts the connections of one listening address, each on a task of its
+/// own, with the service's current settings (`current`: replaced on
+/// reload).
 async fn accept_loop(
     listener: Listener,
     mut current: watch::Receiver<Arc<Active>>,
     shared: Arc<Shared>,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failing = false;
+    let mut acceptor = Acceptor::new(listener);
     let mut in_a_row = 0;
-    // A listener bound to one address gives every connection that local
-    // address: no getsockname per connection then.
-    let bound = listener
-        .local_addr()
-        .ok()
-        .filter(|a| !a.ip().is_unspecified())
-        .map(listen::canonical);
     loop {
-        if let Err(e) = listener.ready().await {
-            error!(error = %e, "cannot wait for connections");
-            tokio::time::sleep(BACKOFF_MAX).await;
-            continue;
-        }
+        acceptor.ready().await;
         if current.has_changed().unwrap_or(false) {
             // A reload: the options accepted sockets inherit may have changed.
-            if let Some(socket) = listener.socket() {
-                let options = &current.borrow().service.socket;
-                if let Err(e) = listen::set_inherited_options(socket, options) {
-                    warn!(error = %e, "cannot update the listener's options");
-                }
-            }
+            acceptor.update(&current.borrow().service.socket);
         }
         let active = Arc::clone(&current.borrow_and_update());
-        if shared.admission.is_full() || active.gate.is_full() {
-            // Sessions reaped at the last connections give their slots back
-            // when their tasks run: let them, before waiting for a slot
-            // (and saying the limit is reached).
-            in_a_row = 0;
-            tokio::task::yield_now().await;
-        }
-        let (global, slot) = {
-            // Only the end of a session frees a slot: while this connection
-            // waits for one, have each reaped as soon as it exits.
-            let _hurry = (shared.admission.is_full() || active.gate.is_full())
-                .then(|| shared.reaper.hurry());
-            let global = shared.admission.acquire().await;
-            let slot = tokio::select! {
-                slot = active.gate.slot() => slot,
-                changed = current.changed() => match changed {
-                    // New settings while this service was at its cap: start
-                    // over with them.
-                    Ok(()) => continue,
-                    Err(_) => return,
-                },
-            };
-            (global, slot)
+        let Some((global, slot)) = shared.slots(&active, &mut current).await else {
+            continue;
         };
-        let (socket, peer) = match listener.accept().await {
-            Ok(Some(accepted)) => accepted,
-            Ok(None) => continue,
-            Err(e) if platform::is_resource_exhaustion(&e) => {
-                drop((global, slot));
-                if !failing {
-                    warn!(service = %active.name, error = %e, "accept failed: backing off until resources free up");
-                    failing = true;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-            Err(e) => {
-                // A connection that failed before we took it (reset, aborted).
-                debug!(service = %active.name, error = %e, "accept failed");
-                continue;
-            }
+        let Some((socket, peer)) = acceptor.accept(&active.name).await else {
+            continue;
         };
-        if failing {
-            info!(service = %active.name, "accept recovered");
-            failing = false;
-            backoff = BACKOFF_MIN;
-        }
         // Reap the children that have exited (while connections keep
-        // coming, this is where they are reaped): all of them where a
-        // source's sessions are counted, and then let their tasks end, so
-        // that every session that has ended gives its source's slot back
-        // before this one is counted. Elsewhere the reaped sessions end
-        // when this loop next waits or yields (before it waits for a
-        // slot, above; and every few connections, so that the other
-        // tasks, other ports and relays, run while connections are always
-        // pending). Each yield costs a poll for events, a system call.
+        // coming, this is where they are reaped): where a source's
+        // sessions are counted, all of them, and let their sessions end
+        // before this connection is admitted (their tasks run first).
         let counts_sources = active.gate.counts_sources();
-        shared.reaper.reap_exited(counts_sources);
+        shared.context.reaper.reap_exited(counts_sources);
+        let pause = active.backoff.pause();
+        tokio::spawn(
+            Connection {
+                socket,
+                peer,
+                bound: acceptor.bound(),
+                active,
+                global,
+                slot,
+                context: Arc::clone(&shared.context),
+            }
+            .serve(),
+        );
+        // Let the connections' tasks (and the other ports, and relays) run
+        // every few connections while connections are always pending.
         in_a_row += 1;
         if counts_sources || in_a_row == YIELD_EVERY {
             in_a_row = 0;
             tokio::task::yield_now().await;
         }
-        let peer = listen::canonical(peer);
-        let source = match active.gate.admit(peer.ip(), Instant::now()) {
-            Ok(source) => source,
-            Err(refusal) => {
-                refuse(&active, socket, peer, &refusal);
-                continue;
-            }
-        };
-        let slots = Slots {
-            global,
-            service: slot,
-            source,
-        };
-        let shared_for_spawn = Arc::clone(&shared);
-        let active_for_spawn = Arc::clone(&active);
-        let start = move || {
-            let active = active_for_spawn;
-            if let Err(e) = start_session(&active, &shared_for_spawn, socket, peer, bound, slots) {
-                if platform::is_resource_exhaustion(&e) {
-                    active.backoff.note();
+        if let Some(pause) = pause {
+            // A start of this service failed for lack of a resource: the
+            // next would fail the same way, so do not accept it yet.
+            tokio::time::sleep(pause.min(BACKOFF_MAX)).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Takes a global and a service slot for the next connection, waiting
+    /// at a cap; `None` when the service's settings changed meanwhile (a
+    /// reload), to start over with them.
+    async fn slots(
+        &self,
+        active: &Active,
+        current: &mut watch::Receiver<Arc<Active>>,
+    ) -> Option<(Permit, ServiceSlot)> {
+        let full = self.admission.is_full() || active.gate.is_full();
+        if full {
+            // Sessions reaped at the last connections give their slots back
+            // when their tasks run: let them, before waiting for a slot
+            // (and saying the limit is reached).
+            tokio::task::yield_now().await;
+        }
+        // Only the end of a session frees a slot: while this connection
+        // waits for one, have each reaped as soon as it exits.
+        let _hurry = (self.admission.is_full() || active.gate.is_full())
+            .then(|| self.context.reaper.hurry());
+        let global = self.admission.acquire().await;
+        tokio::select! {
+            slot = active.gate.slot() => Some((global, slot)),
+            changed = current.changed() => {
+                if changed.is_err() {
+                    // The endpoint is going away: its task is ended.
+                    std::future::pending::<()>().await;
                 }
-            }
-        };
-        if platform::SPAWN_BLOCKS {
-            // Starting blocks the calling thread until the child exists (or
-            // has exec'd): on a thread of the blocking pool, the next
-            // connection is accepted meanwhile and children start in
-            // parallel, on every core.
-            tokio::task::spawn_blocking(start);
-        } else {
-            // Linux: `clone` returns at once and the child execs on another
-            // core; no hand-off to another thread.
-            start();
-        }
-        if let Some(pause) = active.backoff.pause() {
-            // The connection that failed is closed; the next would fail the
-            // same way, so do not accept it yet.
-            tokio::time::sleep(pause).await;
-        }
-    }
-}
-
-impl SpawnBackoff {
-    /// Records that a program could not start for lack of a resource: the
-    /// pause before the next accept doubles, up to [`BACKOFF_MAX`].
-    fn note(&self) {
-        let mut backoff = self.0.lock().expect("never poisoned");
-        let pause = match *backoff {
-            Some((_, pause)) => (pause * 2).min(BACKOFF_MAX),
-            None => BACKOFF_MIN,
-        };
-        *backoff = Some((Instant::now() + pause, pause));
-    }
-
-    /// How long to pause before accepting, after a start failed for lack of
-    /// a resource; clears the record once the pause has passed.
-    fn pause(&self) -> Option<Duration> {
-        let mut backoff = self.0.lock().expect("never poisoned");
-        let (until, _) = (*backoff)?;
-        let now = Instant::now();
-        if now < until {
-            Some(until - now)
-        } else {
-            // Keep the last pause length for a while, so a failure that
-            // persists keeps doubling it; forget it once starts succeed.
-            if now > until + BACKOFF_MAX {
-                *backoff = None;
-            }
-            None
-        }
-    }
-}
-
-/// Closes a refused connection, after the service's `reject_message`.
-fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
-    if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(listen::canonical);
-        warn!(
-            service = %active.name,
-            %peer,
-            local = %local.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-            rule = %refusal.rule(),
-            reason = %refusal,
-            suppressed,
-            "connection refused"
-        );
-    }
-    // Never wait for a refused client: no lingering, no blocking call.
-    let _ = socket.set_linger(None);
-    if socket.set_nonblocking(true).is_err() {
-        return;
-    }
-    if let Some(message) = &active.service.reject_message {
-        let _ = socket.send(message.as_bytes());
-    }
-    let _ = socket.shutdown(std::net::Shutdown::Write);
-    // What the client already sent would turn the close into a reset (RFC
-    // 1122 4.2.2.13) that can destroy the message in flight: read it first.
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-    for _ in 0..16 {
-        match socket.recv(&mut buf) {
-            Ok(n) if n > 0 => continue,
-            _ => break,
-        }
-    }
-}
-
-/// Starts one session. A failure is logged here and closes the connection;
-/// it is returned only so that the caller can back off. `bound` is the
-/// listener's address when it is not a wildcard: the connection's local
-/// address.
-fn start_session(
-    active: &Arc<Active>,
-    shared: &Arc<Shared>,
-    socket: Socket,
-    peer: SocketAddr,
-    bound: Option<SocketAddr>,
-    slots: Slots,
-) -> std::io::Result<()> {
-    let started = Instant::now();
-    let service = &active.service;
-    let local = match bound.map_or_else(
-        || socket.local_addr().map(|a| a.as_socket()),
-        |a| Ok(Some(a)),
-    ) {
-        Ok(Some(local)) => listen::canonical(local),
-        Ok(None) => return Ok(()),
-        Err(e) => {
-            warn!(service = %active.name, %peer, error = %e, "cannot read the connection's local address; closing it");
-            return Err(e);
-        }
-    };
-    if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
-        warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
-    }
-    let env = spawn::ClientEnv::new(peer, local);
-    let child = match platform::spawn(&active.spec, socket, &env.vars(), &shared.reaper) {
-        Ok(child) => child,
-        Err(e) => {
-            log_start_failure(active, local.port(), peer, None, &e);
-            return Err(e);
-        }
-    };
-    let info = SessionInfo {
-        service: Arc::clone(&active.name),
-        port: local.port(),
-        peer,
-        local,
-        pid: child.id(),
-        user: active.user.clone(),
-    };
-    match &info.user {
-        Some(user) => {
-            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user, "session start")
-        }
-        None => {
-            info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")
-        }
-    }
-    let session = Session {
-        child,
-        slots,
-        started,
-        info,
-        max_lifetime: service.max_lifetime,
-    };
-    let stop = shared.stop.clone();
-    let grace = shared.shutdown_grace;
-    let active = Arc::clone(active);
-    tokio::spawn(async move {
-        let (port, pid) = (session.info.port, session.info.pid);
-        if let Some(e) = reap::supervise(session, stop, grace).await {
-            log_start_failure(&active, port, peer, Some(pid), &e);
-            if platform::is_resource_exhaustion(&e) {
-                active.backoff.note();
+                None
             }
         }
-    });
-    Ok(())
-}
-
-/// Logs that a connection's program could not start (the connection is
-/// closed: its last copy went with the child). `pid` is the process that
-/// was made for it, when its exec is what failed.
-fn log_start_failure(
-    active: &Active,
-    port: u16,
-    peer: SocketAddr,
-    pid: Option<u32>,
-    e: &std::io::Error,
-) {
-    let program = active.service.program.display();
-    match pid {
-        Some(pid) => error!(
-            service = %active.name, port, %peer, pid, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
-        None => error!(
-            service = %active.name, port, %peer, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
     }
 }

@@ -31,8 +31,53 @@ mod relay;
 pub use pidfile::{PidFile, default_pidfile};
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What to run for a service's sessions: plain data, built once per
+/// service by the start stage; each OS turns it into its [`ChildSpec`]
+/// (what can be made ready before any connection comes).
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// The program's path, resolved at load.
+    pub path: PathBuf,
+    /// Its arguments, after the program itself.
+    pub args: Vec<OsString>,
+    /// The command line as written in the config: Windows hands it to the
+    /// program as it is, as WinInetd did.
+    pub command_line: String,
+    /// The complete environment apart from the per-connection variables.
+    pub env: Vec<(OsString, OsString)>,
+    /// The service's own `env`: on Windows a program run as another user
+    /// gets that user's environment with these on top (the daemon's does
+    /// not reach it).
+    pub service_env: Vec<(OsString, OsString)>,
+    pub user: Option<Identity>,
+    pub working_dir: Option<PathBuf>,
+    /// Send stderr to a pipe the daemon logs, instead of the connection.
+    pub stderr_to_log: bool,
+}
+
+/// `--auto-start` or `--demand-start`: how Windows starts the installed
+/// service. Neither keeps the start type of a service already installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartType {
+    /// With Windows.
+    Auto,
+    /// When asked (`net start`), as WinInetd's service did.
+    Demand,
+}
+
+/// What becomes a program's standard input and output (and its error,
+/// unless that goes to the log).
+#[derive(Debug)]
+pub enum ChildStdio {
+    /// The connection itself (socket mode: the daemon is not in the data
+    /// path).
+    Socket(socket2::Socket),
+    /// The program's ends of a [`Relay`]'s pipes.
+    Relayed(ChildEnds),
+}
 
 /// What `request_reload` runs before it asks the daemon to reload: `main`'s
 /// check of the config the daemon will read, given the daemon's parameters

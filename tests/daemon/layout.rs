@@ -53,7 +53,7 @@ fn the_functions_run_at_start_and_per_session_lie_at_the_head_of_the_text() {
     for name in [
         "main",
         "wininetd::config::parse",
-        "wininetd::platform::unix::clone::child_main",
+        "wininetd::platform::unix::clone::child::child_main",
     ] {
         let address = address_of(name);
         assert!(

@@ -54,7 +54,7 @@ pub struct InstallSpec {
     pub args: Vec<OsString>,
     /// `--auto-start`/`--demand-start`: a Windows choice. On Linux the
     /// unit is always enabled (started at boot) where systemctl is present.
-    pub start: Option<crate::cli::StartType>,
+    pub start: Option<crate::platform::StartType>,
     /// Services that would get `--timeout` on a socket handed to their
     /// program: a Windows concern (Unix sockets honour the timeout).
     pub socket_timeouts: Vec<String>,

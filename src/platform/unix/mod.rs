@@ -7,6 +7,8 @@ mod clone;
 mod install;
 mod process;
 #[cfg(target_os = "linux")]
+mod reaper;
+#[cfg(target_os = "linux")]
 mod signals;
 #[cfg(target_os = "linux")]
 mod splice;
@@ -26,7 +28,6 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::config::Secret;
-use crate::config::StdioMode;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 
@@ -136,16 +137,22 @@ pub fn is_executable(path: &Path) -> bool {
 
 // -------------------------------------------------------------- sockets --
 
-/// A new TCP socket, close-on-exec. `stdio` matters only on Windows.
-pub fn tcp_socket(domain: socket2::Domain, _stdio: StdioMode) -> io::Result<Socket> {
+/// A new TCP socket, close-on-exec. Whether the daemon relays its
+/// connections (`relayed`) matters only on Windows.
+pub fn tcp_socket(domain: socket2::Domain, _relayed: bool) -> io::Result<Socket> {
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
 }
 
-/// Whether a listener made for `old` stdio mode serves `new` too: always
-/// on Unix, where the mode does not change the socket.
-pub fn same_listener(_old: StdioMode, _new: StdioMode) -> bool {
+/// Whether a listener made for connections the daemon relays (or hands
+/// over) serves the other kind too: always on Unix, where it is the same
+/// socket.
+pub fn same_listener(_relayed_before: bool, _relayed_now: bool) -> bool {
     true
 }
+
+/// SO_RCVTIMEO and SO_SNDTIMEO hold on a socket a program reads and
+/// writes itself.
+pub const SOCKET_TIMEOUTS_APPLY: bool = true;
 
 /// Options every listening socket gets before `bind`: SO_REUSEADDR, so a
 /// restart is not refused while old connections are in TIME_WAIT (on Unix
@@ -227,6 +234,10 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 // ------------------------------------------------------------- children --
 
 pub use process::{Child, ChildSpec, ExitStatus, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
+#[cfg(not(target_os = "linux"))]
+pub use process::{ChildEnds, Relay};
+#[cfg(target_os = "linux")]
+pub use splice::{ChildEnds, Relay};
 
 /// Readies a stderr pipe for reading: nothing to do on Unix.
 pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {

@@ -9,12 +9,9 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::config::StdioMode;
-use crate::config::{Service, StderrMode};
 
 use super::Identity;
+use crate::platform::Program;
 
 /// What to run for a connection: fixed per service, built at load.
 #[derive(Debug)]
@@ -27,28 +24,20 @@ pub struct ChildSpec {
     pub(super) working_dir: Option<PathBuf>,
     /// Send stderr to a pipe the daemon logs, instead of the socket.
     pub(super) stderr_to_log: bool,
-    /// The socket itself, or pipes the daemon relays.
-    pub(super) stdio: StdioMode,
-    /// Bounds each of the relay's waits on the connection (pipe mode).
-    pub(super) timeout: Option<Duration>,
     #[cfg(target_os = "linux")]
     pub(super) image: Result<super::clone::Image, String>,
 }
 
 impl ChildSpec {
-    /// `env` is the complete environment apart from the per-connection
-    /// variables.
-    pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
+    pub fn new(program: Program) -> Self {
         #[cfg_attr(not(target_os = "linux"), expect(unused_mut))]
         let mut spec = Self {
-            program: service.program.clone(),
-            args: service.args.clone(),
-            env,
-            user: service.user.clone(),
-            working_dir: service.working_dir.clone(),
-            stderr_to_log: service.stderr == StderrMode::Log,
-            stdio: service.stdio,
-            timeout: service.socket.timeout,
+            program: program.path,
+            args: program.args,
+            env: program.env,
+            user: program.user,
+            working_dir: program.working_dir,
+            stderr_to_log: program.stderr_to_log,
             #[cfg(target_os = "linux")]
             image: Err(String::new()),
         };
@@ -65,9 +54,11 @@ impl ChildSpec {
 }
 
 #[cfg(target_os = "linux")]
-pub use super::clone::{Child, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use super::clone::{SPAWN_BLOCKS, StderrPipe, spawn};
+#[cfg(target_os = "linux")]
+pub use super::reaper::{Child, Reaper};
 #[cfg(not(target_os = "linux"))]
-pub use portable::{Child, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use portable::{Child, ChildEnds, Reaper, Relay, SPAWN_BLOCKS, StderrPipe, spawn};
 
 /// The standard exit status, made from what `waitid` reports.
 pub type ExitStatus = std::process::ExitStatus;
@@ -78,14 +69,60 @@ mod portable {
     use std::os::fd::OwnedFd;
     use std::process::Stdio;
 
+    use std::time::Duration;
+
     use nix::fcntl::OFlag;
     use nix::unistd::{Gid, Uid, pipe2};
     use socket2::Socket;
     use tokio::net::unix::pipe;
 
     use super::{ChildSpec, ExitStatus};
-    use crate::config::StdioMode;
+    use crate::platform::ChildStdio;
     use crate::platform::relay::relay;
+
+    /// A connection and the daemon's ends of a program's pipes: the relay
+    /// of `stdio = "pipe"`, which copies through a buffer here (Linux
+    /// splices).
+    #[derive(Debug)]
+    pub struct Relay {
+        stream: tokio::net::TcpStream,
+        to_child: pipe::Sender,
+        from_child: pipe::Receiver,
+        timeout: Option<Duration>,
+    }
+
+    /// The program's ends of a relay's pipes.
+    #[derive(Debug)]
+    pub struct ChildEnds {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+    }
+
+    impl Relay {
+        /// Makes the pipes and registers the daemon's ends. `timeout`
+        /// bounds each wait on the connection, as SO_RCVTIMEO and
+        /// SO_SNDTIMEO do in socket mode.
+        pub fn new(socket: Socket, timeout: Option<Duration>) -> io::Result<(Self, ChildEnds)> {
+            // The daemon's close is the last one here: it must never wait.
+            socket.set_linger(None)?;
+            let (stdin, to_child) = pipe2(OFlag::O_CLOEXEC)?;
+            let (from_child, stdout) = pipe2(OFlag::O_CLOEXEC)?;
+            let stream = std::net::TcpStream::from(socket);
+            stream.set_nonblocking(true)?;
+            let relay = Self {
+                stream: tokio::net::TcpStream::from_std(stream)?,
+                to_child: pipe::Sender::from_owned_fd(to_child)?,
+                from_child: pipe::Receiver::from_owned_fd(from_child)?,
+                timeout,
+            };
+            Ok((relay, ChildEnds { stdin, stdout }))
+        }
+
+        /// Relays until the program's output ends.
+        pub async fn run(self) {
+            relay(self.stream, self.to_child, self.from_child, self.timeout).await;
+        }
+    }
 
     /// A child's stderr when it goes to the daemon's log.
     pub type StderrPipe = tokio::process::ChildStderr;
@@ -123,38 +160,23 @@ mod portable {
         pid: u32,
     }
 
-    /// Starts `spec` with `socket` as its stdin, stdout and stderr (or,
-    /// in pipe mode, with pipes a relay task connects to it), in a new
-    /// session, with `spec.env` plus `client_env`. The caller's copy
-    /// of the socket is closed when this returns. Without a user the
+    /// Starts `spec` with `stdio` as its stdin, stdout and stderr, in a
+    /// new session, with `spec.env` plus `client_env`. The caller's copies
+    /// of `stdio` are closed when this returns. Without a user the
     /// standard library spawns with `posix_spawn`; with one it must fork.
     pub fn spawn(
         spec: &ChildSpec,
-        socket: Socket,
+        stdio: ChildStdio,
         client_env: &[(&str, &str)],
         _reaper: &Reaper,
     ) -> io::Result<Child> {
-        let (stdin, stdout, pipes) = match spec.stdio {
-            StdioMode::Socket => {
+        let (stdin, stdout) = match stdio {
+            ChildStdio::Socket(socket) => {
                 let socket = OwnedFd::from(socket);
                 let stdout = socket.try_clone()?;
-                (socket, stdout, None)
+                (socket, stdout)
             }
-            StdioMode::Pipe => {
-                // The daemon's close is the last one here: it must never
-                // wait.
-                socket.set_linger(None)?;
-                let (stdin, to_child) = pipe2(OFlag::O_CLOEXEC)?;
-                let (from_child, stdout) = pipe2(OFlag::O_CLOEXEC)?;
-                let stream = std::net::TcpStream::from(socket);
-                stream.set_nonblocking(true)?;
-                let pipes = (
-                    tokio::net::TcpStream::from_std(stream)?,
-                    pipe::Sender::from_owned_fd(to_child)?,
-                    pipe::Receiver::from_owned_fd(from_child)?,
-                );
-                (stdin, stdout, Some(pipes))
-            }
+            ChildStdio::Relayed(ends) => (ends.stdin, ends.stdout),
         };
         let stderr = if spec.stderr_to_log {
             Stdio::piped()
@@ -196,9 +218,6 @@ mod portable {
         // The command holds the child's ends of the pipes; the child's
         // EOF comes only once they are closed here too.
         drop(command);
-        if let Some((stream, to_child, from_child)) = pipes {
-            tokio::spawn(relay(stream, to_child, from_child, spec.timeout));
-        }
         let pid = inner
             .id()
             .expect("a child just spawned has not been reaped");

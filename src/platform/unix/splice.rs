@@ -49,7 +49,7 @@ const FALLBACK: usize = 4096;
 /// A connection and the daemon's ends of a child's pipes, registered with
 /// the runtime.
 #[derive(Debug)]
-pub(super) struct Relay {
+pub struct Relay {
     socket: AsyncFd<OwnedFd>,
     to_child: AsyncFd<OwnedFd>,
     from_child: AsyncFd<OwnedFd>,
@@ -59,7 +59,7 @@ pub(super) struct Relay {
 /// The child's ends of the relay's pipes: blocking, as a program expects
 /// of its stdio, and close-on-exec until they are made fds 0 and 1.
 #[derive(Debug)]
-pub(super) struct ChildEnds {
+pub struct ChildEnds {
     pub(super) stdin: OwnedFd,
     pub(super) stdout: OwnedFd,
 }
@@ -68,7 +68,7 @@ impl Relay {
     /// Makes the pipes and registers everything, so that nothing is left to
     /// fail once the child runs. `timeout` bounds each wait on the
     /// connection, as SO_RCVTIMEO and SO_SNDTIMEO do in socket mode.
-    pub(super) fn new(socket: Socket, timeout: Option<Duration>) -> io::Result<(Self, ChildEnds)> {
+    pub fn new(socket: Socket, timeout: Option<Duration>) -> io::Result<(Self, ChildEnds)> {
         socket.set_nonblocking(true)?;
         // The daemon's close is the last one here: it must never wait.
         socket.set_linger(None)?;
@@ -90,7 +90,7 @@ impl Relay {
     }
 
     /// Relays until the child's output ends.
-    pub(super) async fn run(self) {
+    pub async fn run(self) {
         let Self {
             socket,
             to_child,

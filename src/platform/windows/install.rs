@@ -41,7 +41,7 @@ use windows_sys::Win32::System::Registry::{
 
 use super::eventlog::{MESSAGE_FILE, SOURCES_KEY, TYPES_SUPPORTED, wide_nul};
 use super::service::SERVICE_NAME;
-use crate::cli::StartType;
+use crate::platform::StartType;
 
 /// What Services (services.msc) shows in its Name column.
 const DISPLAY_NAME: &str = "wininetd super-server";

@@ -31,7 +31,6 @@ use tokio::sync::{Mutex, mpsc};
 use windows_sys::Win32::Networking::WinSock;
 
 use crate::config::Secret;
-use crate::config::StdioMode;
 use crate::error::Quoted;
 
 pub use codepage::decode_ansi;
@@ -39,8 +38,8 @@ pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, syste
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
 pub use spawn::{
-    Child, ChildSpec, ExitStatus, Reaper, SPAWN_BLOCKS, StderrPipe, describe_exit, spawn,
-    stderr_ready,
+    Child, ChildEnds, ChildSpec, ExitStatus, Reaper, Relay, SPAWN_BLOCKS, StderrPipe,
+    describe_exit, spawn, stderr_ready,
 };
 
 /// The config file's name in the Windows directory, where WinInetd kept it.
@@ -374,20 +373,27 @@ pub fn is_executable(path: &Path) -> bool {
 
 // -------------------------------------------------------------- sockets --
 
-/// Whether a listener made for `old` stdio mode serves `new` too: the
+/// Whether a listener made for connections the daemon relays (or hands
+/// over, when false) serves the other kind too: not on Windows, where the
 /// socket kinds differ (overlapped or not, see [`tcp_socket`]).
-pub fn same_listener(old: StdioMode, new: StdioMode) -> bool {
-    old == new
+pub fn same_listener(relayed_before: bool, relayed_now: bool) -> bool {
+    relayed_before == relayed_now
 }
 
-/// A TCP socket that no child inherits. For `--stdio socket` it is created
-/// without `WSA_FLAG_OVERLAPPED`, because only such a socket (and the
-/// sockets it accepts) can be a child's standard handle (KB Q131623); for
-/// `--stdio pipe` it is overlapped, so the relay can use asynchronous I/O.
-pub fn tcp_socket(domain: Domain, stdio: StdioMode) -> io::Result<Socket> {
+/// Windows ignores SO_RCVTIMEO and SO_SNDTIMEO on a synchronous socket,
+/// which a socket handed to a program must be: `timeout` applies only to
+/// relayed connections.
+pub const SOCKET_TIMEOUTS_APPLY: bool = false;
+
+/// A TCP socket that no child inherits. For a connection handed to the
+/// program it is created without `WSA_FLAG_OVERLAPPED`, because only such
+/// a socket (and the sockets it accepts) can be a child's standard handle
+/// (KB Q131623); for one the daemon relays (`relayed`) it is overlapped,
+/// so the relay can use asynchronous I/O.
+pub fn tcp_socket(domain: Domain, relayed: bool) -> io::Result<Socket> {
     init_winsock();
     let mut flags = WinSock::WSA_FLAG_NO_HANDLE_INHERIT;
-    if stdio == StdioMode::Pipe {
+    if relayed {
         flags |= WinSock::WSA_FLAG_OVERLAPPED;
     }
     // SAFETY: plain arguments; a null protocol info pointer is allowed.

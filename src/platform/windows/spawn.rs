@@ -64,10 +64,8 @@ use windows_sys::Win32::UI::Shell::{LoadUserProfileW, PROFILEINFOW, UnloadUserPr
 const PI_NOUI: u32 = 1;
 
 use super::Identity;
-use crate::config::StdioMode;
-use crate::config::{Service, StderrMode};
 use crate::error::Quoted;
-use crate::platform::relay;
+use crate::platform::{ChildStdio, Program, relay};
 
 /// What to run for a connection: fixed per service, built at load.
 #[derive(Debug)]
@@ -83,40 +81,29 @@ pub struct ChildSpec {
     /// user's environment (the daemon's does not reach it).
     service_env: Vec<(OsString, OsString)>,
     user: Option<Identity>,
-    stdio: StdioMode,
-    timeout: Option<Duration>,
     /// NUL-terminated UTF-16.
     working_dir: Option<Vec<u16>>,
     stderr_to_log: bool,
 }
 
 impl ChildSpec {
-    pub fn new(service: &Service, env: Vec<(OsString, OsString)>) -> Self {
-        if service.stdio == StdioMode::Socket && service.socket.timeout.is_some() {
-            tracing::warn!(
-                service = %service.name,
-                "--timeout has no effect with --stdio socket on Windows: a synchronous socket \
-                 ignores SO_RCVTIMEO and SO_SNDTIMEO; use --stdio pipe, where the relay applies it"
-            );
-        }
+    pub fn new(program: Program) -> Self {
         let mut env_block = Vec::new();
-        for (key, value) in &env {
+        for (key, value) in &program.env {
             push_env(&mut env_block, key, value);
         }
         Self {
-            application: wide_nul(service.program.as_os_str()),
-            command_line: OsStr::new(&service.cmdline).encode_wide().collect(),
-            env,
+            application: wide_nul(program.path.as_os_str()),
+            command_line: OsStr::new(&program.command_line).encode_wide().collect(),
+            env: program.env,
             env_block,
-            service_env: service.env.clone(),
-            user: service.user.clone(),
-            stdio: service.stdio,
-            timeout: service.socket.timeout,
-            working_dir: service
+            service_env: program.service_env,
+            user: program.user,
+            working_dir: program
                 .working_dir
                 .as_ref()
                 .map(|d| wide_nul(d.as_os_str())),
-            stderr_to_log: service.stderr == StderrMode::Log,
+            stderr_to_log: program.stderr_to_log,
         }
     }
 
@@ -254,10 +241,10 @@ impl Reaper {
 #[derive(Debug)]
 pub struct Hurry;
 
-/// Starts `spec` for a connection on `socket`.
+/// Starts `spec` for a connection with `stdio` as its standard handles.
 pub fn spawn(
     spec: &ChildSpec,
-    socket: Socket,
+    stdio: ChildStdio,
     client_env: &[(&str, &str)],
     _reaper: &Reaper,
 ) -> io::Result<Child> {
@@ -302,8 +289,8 @@ pub fn spawn(
             .as_ref()
             .map_or(fallback, |h| h.as_raw_handle())
     };
-    let started = match spec.stdio {
-        StdioMode::Socket => {
+    let started = match stdio {
+        ChildStdio::Socket(socket) => {
             let handle = socket.as_raw_socket() as HANDLE;
             set_inheritable(handle)?;
             let std = [handle, handle, stderr_for(handle)];
@@ -311,28 +298,13 @@ pub fn spawn(
             drop(socket);
             started?
         }
-        StdioMode::Pipe => {
-            // The daemon's close is the last one here: with a linger
-            // timeout, closing a non-blocking socket would fail and leave
-            // it open (WSAEWOULDBLOCK).
-            socket.set_linger(None)?;
-            let (to_child, child_stdin) = pipe(Direction::ToChild)?;
-            let (from_child, child_stdout) = pipe(Direction::FromChild)?;
-            let stdout = child_stdout.as_raw_handle();
-            let std = [child_stdin.as_raw_handle(), stdout, stderr_for(stdout)];
+        ChildStdio::Relayed(ends) => {
+            let stdout = ends.stdout.as_raw_handle();
+            let std = [ends.stdin.as_raw_handle(), stdout, stderr_for(stdout)];
             let started = create_process(spec, &env, token, std, &job)?;
-            drop((child_stdin, child_stdout));
-            let stream = std::net::TcpStream::from(socket);
-            stream.set_nonblocking(true)?;
-            let stream = tokio::net::TcpStream::from_std(stream)?;
-            let timeout = spec.timeout;
-            tokio::spawn(async move {
-                // The child ends were opened before the child started, so
-                // each connect returns at once.
-                if to_child.connect().await.is_ok() && from_child.connect().await.is_ok() {
-                    relay::relay(stream, to_child, from_child, timeout).await;
-                }
-            });
+            // The program's EOF on its stdin, and the relay's on its
+            // output, come only once the daemon's copies are closed too.
+            drop(ends);
             started
         }
     };
@@ -817,6 +789,55 @@ impl Drop for ExitWait {
             // SAFETY: the callback did not run and never will: the Box is
             // still ours.
             drop(unsafe { Box::from_raw(self.context) });
+        }
+    }
+}
+
+/// A connection and the daemon's ends of a program's pipes: the relay of
+/// `stdio = "pipe"`, copying through a buffer, with overlapped I/O.
+#[derive(Debug)]
+pub struct Relay {
+    stream: tokio::net::TcpStream,
+    to_child: NamedPipeServer,
+    from_child: NamedPipeServer,
+    timeout: Option<Duration>,
+}
+
+/// The program's ends of a relay's pipes: synchronous and inheritable, as
+/// a program's standard handles must be.
+#[derive(Debug)]
+pub struct ChildEnds {
+    stdin: OwnedHandle,
+    stdout: OwnedHandle,
+}
+
+impl Relay {
+    /// Makes the pipes and registers the daemon's ends (on the runtime's
+    /// thread). `timeout` bounds each wait on the connection.
+    pub fn new(socket: Socket, timeout: Option<Duration>) -> io::Result<(Self, ChildEnds)> {
+        // The daemon's close is the last one here: with a linger timeout,
+        // closing a non-blocking socket would fail and leave it open
+        // (WSAEWOULDBLOCK).
+        socket.set_linger(None)?;
+        let (to_child, stdin) = pipe(Direction::ToChild)?;
+        let (from_child, stdout) = pipe(Direction::FromChild)?;
+        let stream = std::net::TcpStream::from(socket);
+        stream.set_nonblocking(true)?;
+        let relay = Self {
+            stream: tokio::net::TcpStream::from_std(stream)?,
+            to_child,
+            from_child,
+            timeout,
+        };
+        Ok((relay, ChildEnds { stdin, stdout }))
+    }
+
+    /// Relays until the program's output ends.
+    pub async fn run(self) {
+        // The program's ends were opened when the pipes were made, so each
+        // connect returns at once.
+        if self.to_child.connect().await.is_ok() && self.from_child.connect().await.is_ok() {
+            relay::relay(self.stream, self.to_child, self.from_child, self.timeout).await;
         }
     }
 }

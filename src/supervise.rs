@@ -1,10 +1,14 @@
-//! Stage 4, reap: wait for a session's program to exit, log how it ended,
-//! and give its slots back; end its whole process tree when the server
-//! stops or the session outlives `max_lifetime`.
+//! Stage 4, supervise: wait for a session to end, log how it ended, and
+//! give its slots back; end everything serving it when the server stops or
+//! the session outlives `max_lifetime`.
 //!
-//! Every child is waited for as soon as it exits, so none stays a zombie.
-//! Log events carry their fields (service, peer, pid...) themselves rather
-//! than through a span, so that a JSON line is one flat object.
+//! A session ends when what serves it ([`Backend`]) has exited *and*
+//! drained: a program, what it left running in its process group, its
+//! relay and its stderr. Until then it holds its slots, so what a program
+//! leaves behind counts against the caps. Every child is waited for as soon
+//! as it exits, so none stays a zombie. Log events carry their fields
+//! (service, peer, pid...) themselves rather than through a span, so that a
+//! JSON line is one flat object.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +18,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admit::{Permit, ServiceSlot, SourceSlot};
-use crate::platform::{self, Child};
-use crate::stderr_log::{self, StderrLog};
+use crate::platform;
+use crate::start::Backend;
 
 /// Who a session is, for its log lines.
 #[derive(Debug, Clone)]
@@ -37,10 +41,10 @@ pub struct Slots {
     pub source: SourceSlot,
 }
 
-/// One running session, owned by its reaper task.
+/// One running session, owned by its connection's task.
 #[derive(Debug)]
 pub struct Session {
-    pub child: Child,
+    pub backend: Backend,
     pub slots: Slots,
     pub started: Instant,
     pub info: SessionInfo,
@@ -54,28 +58,22 @@ enum Cut {
     TooOld,
 }
 
-/// The longest pause between two looks at whether a session's process
-/// group still has a member, once its program has exited.
-const LEFTOVER_POLL_MAX: Duration = Duration::from_secs(1);
+/// How long a killed session's group is waited for: SIGKILL ends it at
+/// once; what holds a pipe from outside it is not waited for.
+const AFTER_KILL: Duration = Duration::from_secs(1);
 
-/// Waits for the session to end and logs its end. A session ends when its
-/// program has exited, everything the program left running in its process
-/// group has exited too, and its stderr (`stderr = "log"`) is drained: until
-/// then it keeps its slots, so what a program leaves behind counts against
-/// the caps. When `stop` turns true, or `max_lifetime` passes, ends the
-/// whole process group, whether or not the program itself is still there:
-/// SIGTERM, then SIGKILL after `grace`. If the program never ran (its exec
-/// failed, found only now where starting does not wait for the exec), logs
-/// nothing and returns why, for the caller to report.
+/// Waits for the session to end and logs its end. When `stop` turns true,
+/// or `max_lifetime` passes, ends everything serving it, whether or not
+/// the program itself is still there: SIGTERM to its whole process group,
+/// then SIGKILL after `grace`. If the program never ran (its exec failed,
+/// found only now where starting does not wait for the exec), logs nothing
+/// and returns why, for the caller to report.
 pub async fn supervise(
     mut session: Session,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<std::io::Error> {
-    let mut output = session
-        .child
-        .take_stderr()
-        .map(|stderr| stderr_log::start(stderr, session.info.clone()));
+    session.backend.log_output(&session.info);
     let lifetime = async {
         match session.max_lifetime {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -84,17 +82,18 @@ pub async fn supervise(
     };
     tokio::pin!(lifetime);
 
+    let backend = &mut session.backend;
     let mut status = None;
     let cut = tokio::select! {
-        exited = session.child.wait() => {
-            if let Some(error) = session.child.start_error() {
+        exited = backend.exited() => {
+            if let Some(error) = backend.start_error() {
                 return Some(error);
             }
             status = Some(exited);
-            // The program is gone; what it left in its group and its
-            // stderr still belong to the session.
+            // The program is gone; what it left in its group, its relay
+            // and its stderr still belong to the session.
             tokio::select! {
-                () = leftovers_gone(&mut session.child, &mut output) => None,
+                () = backend.drained() => None,
                 () = stopping(&mut stop) => Some(Cut::Stopping),
                 () = &mut lifetime => Some(Cut::TooOld),
             }
@@ -112,11 +111,10 @@ pub async fn supervise(
                 "session reached max_lifetime: ending its processes"
             );
         }
-        session.child.terminate_tree();
-        let child = &mut session.child;
+        backend.terminate();
         let ended = tokio::time::timeout(grace, async {
-            let exited = child.wait().await;
-            leftovers_gone(child, &mut output).await;
+            let exited = backend.exited().await;
+            backend.drained().await;
             exited
         })
         .await;
@@ -124,29 +122,27 @@ pub async fn supervise(
             Ok(exited) => exited,
             Err(_elapsed) => {
                 warn!(service = %info.service, pid = info.pid, grace = ?grace, "session did not stop in time: killing its processes");
-                session.child.kill_tree();
-                let exited = session.child.wait().await;
-                // A killed group is gone at once; what holds the stderr
-                // pipe outside the group (a process that left it) is not
-                // waited for.
-                let _ = tokio::time::timeout(
-                    LEFTOVER_POLL_MAX,
-                    leftovers_gone(&mut session.child, &mut None),
-                )
-                .await;
-                exited
+                backend.kill();
+                backend.gone(AFTER_KILL).await;
+                backend.exited().await
             }
         };
         status.get_or_insert(exited);
-        if let Some(error) = session.child.start_error() {
+        if let Some(error) = backend.start_error() {
             return Some(error);
         }
     }
-    // Ends the reading of stderr, if a process outside the group still
-    // holds the pipe: the daemon's end closes with the session.
-    drop(output);
     let status = status.expect("set once the program has exited");
     let duration = session.started.elapsed();
+    let Session {
+        backend,
+        slots,
+        info,
+        ..
+    } = session;
+    // What is left of it (a relay, a stderr pipe held outside the group)
+    // ends before the end is logged.
+    drop(backend);
     match (status, &info.user) {
         (Ok(status), None) => info!(
             service = %info.service,
@@ -177,24 +173,8 @@ pub async fn supervise(
             "session end: cannot wait for the program"
         ),
     }
-    drop(session.slots);
+    drop(slots);
     None
-}
-
-/// Resolves once nothing is left of the session but its record: its
-/// stderr is drained (`output` taken) and its process group has no member.
-/// The group is looked at with a signal 0, more rarely as time goes on: a
-/// program that leaves something running is rare, and one look is all
-/// most sessions cost.
-async fn leftovers_gone(child: &mut platform::Child, output: &mut Option<StderrLog>) {
-    if let Some(log) = output {
-        log.drained().await;
-    }
-    let mut pause = Duration::from_millis(5);
-    while child.tree_alive() {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(LEFTOVER_POLL_MAX);
-    }
 }
 
 /// Resolves once the server is stopping.

@@ -1,0 +1,255 @@
+//! One accepted connection, from admission to the end of its session, on a
+//! task of its own.
+//!
+//! The accept loop hands each connection over as a [`Connection`] and goes
+//! back to accepting; the connection walks the stages in order:
+//!
+//! ```text
+//! admit (the service's gate) → start (what serves it) → supervise (until it ends)
+//! ```
+//!
+//! A stage may wait (a later one will read a PROXY header, or finish a TLS
+//! handshake, between admit and start) without holding up any other
+//! connection. Whatever happens to one connection stays with it: it is
+//! refused, or its start fails and is logged, and nothing else is touched.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
+use crate::config::Service;
+use crate::listen;
+use crate::platform;
+use crate::start::{ClientEnv, Launcher};
+use crate::supervise::{self, Session, SessionInfo, Slots};
+
+/// The longest pause a service takes after its program could not start
+/// for lack of a resource; each failure in a row doubles it from
+/// [`BACKOFF_MIN`].
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// A service as it runs: its config, how to start its sessions, its gate.
+/// Replaced as a whole on reload; sessions keep the one they started with.
+#[derive(Debug)]
+pub struct Active {
+    pub service: Arc<Service>,
+    pub name: Arc<str>,
+    /// The run-as user's name, for session logs.
+    pub user: Option<Arc<str>>,
+    pub launcher: Launcher,
+    pub gate: Arc<Gate>,
+    /// Set when starting this service's program failed for lack of a
+    /// resource: this service pauses accepting (its next start would fail
+    /// the same way); the others go on.
+    pub backoff: SpawnBackoff,
+}
+
+/// What every connection needs from the server.
+#[derive(Debug)]
+pub struct Context {
+    /// Turns true when the server stops.
+    pub stop: watch::Receiver<bool>,
+    /// How long sessions get between SIGTERM and SIGKILL at stop.
+    pub shutdown_grace: Duration,
+    pub reaper: platform::Reaper,
+}
+
+/// An accepted connection with the session slots taken for it.
+#[derive(Debug)]
+pub struct Connection {
+    pub socket: Socket,
+    pub peer: SocketAddr,
+    /// The listener's address when it is not a wildcard: the connection's
+    /// local address, known without a system call.
+    pub bound: Option<SocketAddr>,
+    pub active: Arc<Active>,
+    pub global: Permit,
+    pub slot: ServiceSlot,
+    pub context: Arc<Context>,
+}
+
+impl Connection {
+    /// Runs the connection's stages to the end of its session.
+    pub async fn serve(self) {
+        let Self {
+            socket,
+            peer,
+            bound,
+            active,
+            global,
+            slot,
+            context,
+        } = self;
+        let peer = listen::canonical(peer);
+        let source = match active.gate.admit(peer.ip(), Instant::now()) {
+            Ok(source) => source,
+            Err(refusal) => return refuse(&active, socket, peer, &refusal),
+        };
+        let slots = Slots {
+            global,
+            service: slot,
+            source,
+        };
+        let started = Instant::now();
+        let service = &active.service;
+        let local = match bound.map_or_else(
+            || socket.local_addr().map(|a| a.as_socket()),
+            |a| Ok(Some(a)),
+        ) {
+            Ok(Some(local)) => listen::canonical(local),
+            Ok(None) => return,
+            Err(e) => {
+                warn!(service = %active.name, %peer, error = %e, "cannot read the connection's local address; closing it");
+                return active.backoff.note_if_exhausted(&e);
+            }
+        };
+        if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
+            warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
+        }
+        let client = ClientEnv::new(peer, local);
+        let backend = match active.launcher.start(socket, client, &context.reaper).await {
+            Ok(backend) => backend,
+            Err(e) => {
+                log_start_failure(&active, local.port(), peer, None, &e);
+                return active.backoff.note_if_exhausted(&e);
+            }
+        };
+        let info = SessionInfo {
+            service: Arc::clone(&active.name),
+            port: local.port(),
+            peer,
+            local,
+            pid: backend.pid(),
+            user: active.user.clone(),
+        };
+        match &info.user {
+            Some(user) => {
+                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user, "session start")
+            }
+            None => {
+                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")
+            }
+        }
+        let (port, pid) = (info.port, info.pid);
+        let session = Session {
+            backend,
+            slots,
+            started,
+            info,
+            max_lifetime: service.max_lifetime,
+        };
+        let stop = context.stop.clone();
+        if let Some(e) = supervise::supervise(session, stop, context.shutdown_grace).await {
+            log_start_failure(&active, port, peer, Some(pid), &e);
+            active.backoff.note_if_exhausted(&e);
+        }
+    }
+}
+
+/// Closes a refused connection, after the service's `reject_message`.
+fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
+    if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(listen::canonical);
+        warn!(
+            service = %active.name,
+            %peer,
+            local = %local.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            rule = %refusal.rule(),
+            reason = %refusal,
+            suppressed,
+            "connection refused"
+        );
+    }
+    // Never wait for a refused client: no lingering, no blocking call.
+    let _ = socket.set_linger(None);
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Some(message) = &active.service.reject_message {
+        let _ = socket.send(message.as_bytes());
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    // What the client already sent would turn the close into a reset (RFC
+    // 1122 4.2.2.13) that can destroy the message in flight: read it first.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..16 {
+        match socket.recv(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Logs that a connection's program could not start (the connection is
+/// closed: its last copy went with the child). `pid` is the process that
+/// was made for it, when its exec is what failed.
+fn log_start_failure(
+    active: &Active,
+    port: u16,
+    peer: SocketAddr,
+    pid: Option<u32>,
+    e: &std::io::Error,
+) {
+    let program = active.service.program.display();
+    match pid {
+        Some(pid) => error!(
+            service = %active.name, port, %peer, pid, program = %program, error = %e,
+            "cannot start the program; closing the connection"
+        ),
+        None => error!(
+            service = %active.name, port, %peer, program = %program, error = %e,
+            "cannot start the program; closing the connection"
+        ),
+    }
+}
+
+/// The pause before a service accepts again after its program could not
+/// start for lack of a resource (descriptors, memory, its user's processes).
+/// Per service: one run-as user at its RLIMIT_NPROC must not slow the
+/// services of other users.
+#[derive(Debug, Default)]
+pub struct SpawnBackoff(Mutex<Option<(Instant, Duration)>>);
+
+impl SpawnBackoff {
+    /// Records a failed start if it failed for lack of a resource: the
+    /// pause before the next accept doubles, up to [`BACKOFF_MAX`].
+    fn note_if_exhausted(&self, e: &std::io::Error) {
+        if !platform::is_resource_exhaustion(e) {
+            return;
+        }
+        let mut backoff = self.0.lock().expect("never poisoned");
+        let pause = match *backoff {
+            Some((_, pause)) => (pause * 2).min(BACKOFF_MAX),
+            None => BACKOFF_MIN,
+        };
+        *backoff = Some((Instant::now() + pause, pause));
+    }
+
+    /// How long to pause before accepting, after a start failed for lack of
+    /// a resource; clears the record once the pause has passed.
+    pub fn pause(&self) -> Option<Duration> {
+        let mut backoff = self.0.lock().expect("never poisoned");
+        let (until, _) = (*backoff)?;
+        let now = Instant::now();
+        if now < until {
+            Some(until - now)
+        } else {
+            // Keep the last pause length for a while, so a failure that
+            // persists keeps doubling it; forget it once starts succeed.
+            if now > until + BACKOFF_MAX {
+                *backoff = None;
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Stage 3, start: what serves a session, started on its connection.
+//!
+//! A session is served by a [`Backend`]: today a program, with the
+//! connection as its stdio or behind a [`relay`](crate::relay) (`stdio =
+//! "pipe"`); the next kinds (built-in services) are more variants of it.
+//! The supervise stage waits on a backend through the same few calls
+//! whatever it is: its exit, its drain, its end.
+//!
+//! What does not change from one connection to the next (program, argv, the
+//! environment, the identity) is built once per service at load
+//! ([`Launcher::new`]); a connection adds only its addresses ([`ClientEnv`]).
+//! The environment is the child's own: the daemon's is never modified (the
+//! original set `CLIENT_IP` in its own environment, so concurrent clients
+//! raced).
+
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::config::{Service, StderrMode, StdioMode};
+use crate::platform::{self, ChildSpec, ChildStdio, Program};
+use crate::relay::{self, Relay};
+use crate::stderr_log::{self, StderrLog};
+use crate::supervise::SessionInfo;
+
+/// The variables a connection adds: the original's `CLIENT_IP` and
+/// `CLIENT_PORT`, and the UCSPI-TCP set that tcpserver programs expect.
+pub const CLIENT_VARIABLES: [&str; 7] = [
+    "CLIENT_IP",
+    "CLIENT_PORT",
+    "PROTO",
+    "TCPREMOTEIP",
+    "TCPREMOTEPORT",
+    "TCPLOCALIP",
+    "TCPLOCALPORT",
+];
+
+/// What is fixed about starting a service's sessions, built once at load.
+#[derive(Debug)]
+pub struct Launcher {
+    spec: Arc<ChildSpec>,
+    /// The daemon relays the connection (`stdio = "pipe"`).
+    relayed: bool,
+    /// Bounds each of a relay's waits on the connection.
+    timeout: Option<Duration>,
+}
+
+impl Launcher {
+    /// `daemon_env` is the daemon's environment at start; the service's
+    /// `env` and its user's variables override it, and the per-connection
+    /// variables override all.
+    pub fn new(service: &Service, daemon_env: &[(OsString, OsString)]) -> Self {
+        let relayed = service.stdio == StdioMode::Pipe;
+        if !relayed && !platform::SOCKET_TIMEOUTS_APPLY && service.socket.timeout.is_some() {
+            tracing::warn!(
+                service = %service.name,
+                "--timeout has no effect with --stdio socket on Windows: a synchronous socket \
+                 ignores SO_RCVTIMEO and SO_SNDTIMEO; use --stdio pipe, where the relay applies it"
+            );
+        }
+        let program = Program {
+            path: service.program.clone(),
+            args: service.args.clone(),
+            command_line: service.cmdline.clone(),
+            env: environment(service, daemon_env),
+            service_env: service.env.clone(),
+            user: service.user.clone(),
+            working_dir: service.working_dir.clone(),
+            stderr_to_log: service.stderr == StderrMode::Log,
+        };
+        Self {
+            spec: Arc::new(ChildSpec::new(program)),
+            relayed,
+            timeout: service.socket.timeout,
+        }
+    }
+
+    /// Starts the service's program for the connection `socket`, with the
+    /// connection's variables `client`. Where starting blocks (Windows,
+    /// Unix other than Linux) it runs on the blocking pool, so that other
+    /// connections are served meanwhile. The socket is closed (the
+    /// program has its own copy) when this returns.
+    pub async fn start(
+        &self,
+        socket: Socket,
+        client: ClientEnv,
+        reaper: &platform::Reaper,
+    ) -> io::Result<Backend> {
+        let (relay, stdio) = if self.relayed {
+            let (relay, stdio) = Relay::new(socket, self.timeout)?;
+            (Some(relay), stdio)
+        } else {
+            (None, ChildStdio::Socket(socket))
+        };
+        let child = if platform::SPAWN_BLOCKS {
+            let (spec, reaper) = (Arc::clone(&self.spec), reaper.clone());
+            tokio::task::spawn_blocking(move || {
+                platform::spawn(&spec, stdio, &client.vars(), &reaper)
+            })
+            .await
+            .map_err(io::Error::other)??
+        } else {
+            platform::spawn(&self.spec, stdio, &client.vars(), reaper)?
+        };
+        Ok(Backend::Process(Process {
+            child,
+            relay: relay.map(Relay::start),
+            stderr: None,
+        }))
+    }
+}
+
+/// The complete environment of `service`'s programs apart from the
+/// per-connection variables.
+fn environment(
+    service: &Service,
+    daemon_env: &[(OsString, OsString)],
+) -> Vec<(OsString, OsString)> {
+    let mut added: Vec<(OsString, OsString)> = service.env.clone();
+    if let Some(user) = &service.user {
+        added.extend(platform::user_environment(user));
+    }
+    if let Some(dir) = &service.working_dir {
+        // Shells and programs trust PWD over getcwd(): it must not name the
+        // daemon's directory (a service's own `env` may still set it).
+        if !added.iter().any(|(k, _)| k == "PWD") {
+            added.push(("PWD".into(), dir.clone().into_os_string()));
+        }
+    }
+    let overridden = |key: &OsString| {
+        CLIENT_VARIABLES.iter().any(|v| key == v)
+            || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)
+            || added.iter().any(|(k, _)| k == key)
+    };
+    let mut env: Vec<(OsString, OsString)> = daemon_env
+        .iter()
+        .filter(|(k, _)| !overridden(k))
+        .cloned()
+        .collect();
+    let client = |key: &OsString| CLIENT_VARIABLES.iter().any(|v| key == v);
+    env.extend(added.iter().filter(|(k, _)| !client(k)).cloned());
+    env
+}
+
+/// What serves a session.
+#[derive(Debug)]
+pub enum Backend {
+    /// A program, with the connection as its stdio or behind a relay.
+    Process(Process),
+}
+
+/// A session's program, its relay and its stderr log.
+#[derive(Debug)]
+pub struct Process {
+    child: platform::Child,
+    relay: Option<relay::Running>,
+    stderr: Option<StderrLog>,
+}
+
+impl Backend {
+    /// The pid the session is known by.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Self::Process(p) => p.child.id(),
+        }
+    }
+
+    /// Starts what the session logs as it runs (a program's stderr, with
+    /// `stderr = "log"`), now that it is known as `info`.
+    pub fn log_output(&mut self, info: &SessionInfo) {
+        match self {
+            Self::Process(p) => {
+                p.stderr = p
+                    .child
+                    .take_stderr()
+                    .map(|pipe| stderr_log::start(pipe, info.clone()));
+            }
+        }
+    }
+
+    /// Resolves when the program has exited, with its status.
+    pub async fn exited(&mut self) -> io::Result<platform::ExitStatus> {
+        match self {
+            Self::Process(p) => p.child.wait().await,
+        }
+    }
+
+    /// After [`Backend::exited`]: why the program never ran, if it did
+    /// not (found only once it has exited where starting does not wait
+    /// for the exec).
+    pub fn start_error(&self) -> Option<io::Error> {
+        match self {
+            Self::Process(p) => p.child.start_error(),
+        }
+    }
+
+    /// Resolves once nothing of the session is left but its record: its
+    /// relay and its stderr are drained, and its process group has no
+    /// member. The group is looked at with a signal 0, more rarely as time
+    /// goes on: a program that leaves something running is rare, and one
+    /// look is all most sessions cost.
+    pub async fn drained(&mut self) {
+        match self {
+            Self::Process(p) => {
+                if let Some(relay) = &mut p.relay {
+                    relay.drained().await;
+                }
+                if let Some(log) = &mut p.stderr {
+                    log.drained().await;
+                }
+                let mut pause = Duration::from_millis(5);
+                while p.child.tree_alive() {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LEFTOVER_POLL_MAX);
+                }
+            }
+        }
+    }
+
+    /// Asks everything serving the session to stop: SIGTERM to the
+    /// program's whole process group (Windows: its job ends).
+    pub fn terminate(&self) {
+        match self {
+            Self::Process(p) => p.child.terminate_tree(),
+        }
+    }
+
+    /// Ends everything serving the session at once.
+    pub fn kill(&self) {
+        match self {
+            Self::Process(p) => p.child.kill_tree(),
+        }
+    }
+
+    /// Waits for the program's group to be gone after [`Backend::kill`],
+    /// for at most `limit`: a killed group is gone at once, and what holds
+    /// a pipe from outside the group is not waited for.
+    pub async fn gone(&mut self, limit: Duration) {
+        match self {
+            Self::Process(p) => {
+                let child = &mut p.child;
+                let _ = child.wait().await;
+                // `child` moves in by `&mut`: a `Child` need not be `Sync`.
+                let _ = tokio::time::timeout(limit, async move {
+                    while child.tree_alive() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// The longest pause between two looks at whether a session's process
+/// group still has a member, once its program has exited.
+const LEFTOVER_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// The per-connection variables, formatted on the stack: a connection
+/// costs the daemon no allocation for them. Addresses are canonical (IPv4
+/// clients as `a.b.c.d`, not `::ffff:a.b.c.d`).
+#[derive(Debug)]
+pub struct ClientEnv {
+    peer_ip: Field,
+    peer_port: Field,
+    local_ip: Field,
+    local_port: Field,
+}
+
+impl ClientEnv {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            peer_ip: Field::new(peer.ip()),
+            peer_port: Field::new(peer.port()),
+            local_ip: Field::new(local.ip()),
+            local_port: Field::new(local.port()),
+        }
+    }
+
+    /// Each of [`CLIENT_VARIABLES`] with its value, in that order.
+    pub fn vars(&self) -> [(&'static str, &str); 7] {
+        [
+            (CLIENT_VARIABLES[0], self.peer_ip.as_str()),
+            (CLIENT_VARIABLES[1], self.peer_port.as_str()),
+            (CLIENT_VARIABLES[2], "TCP"),
+            (CLIENT_VARIABLES[3], self.peer_ip.as_str()),
+            (CLIENT_VARIABLES[4], self.peer_port.as_str()),
+            (CLIENT_VARIABLES[5], self.local_ip.as_str()),
+            (CLIENT_VARIABLES[6], self.local_port.as_str()),
+        ]
+    }
+}
+
+/// An address or a port as text, in a buffer of its own.
+#[derive(Debug)]
+struct Field {
+    bytes: [u8; Field::CAPACITY],
+    len: usize,
+}
+
+impl Field {
+    /// The longest IP address's text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    const CAPACITY: usize = 45;
+
+    fn new(value: impl fmt::Display) -> Self {
+        let mut field = Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        };
+        write!(field, "{value}").expect("an IP address or a port is at most 45 bytes");
+        field
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("only whole strs are written")
+    }
+}
+
+impl fmt::Write for Field {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, ServiceDefaults};
+    use std::path::Path;
+
+    /// The one service of a config file named `file` holding `text`.
+    fn service(file: &str, text: &str) -> Service {
+        let file = Path::new(file);
+        let system = config::System::current();
+        let defaults = ServiceDefaults {
+            timeout: None,
+            linger: None,
+            stdio: crate::config::StdioMode::Socket,
+        };
+        let loaded = config::resolve(
+            file,
+            config::parse(file, text.as_bytes()),
+            &system,
+            &defaults,
+        );
+        let mut config = loaded
+            .config
+            .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+        std::sync::Arc::into_inner(config.services.remove(0)).expect("one owner")
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn daemon_values_of_client_and_private_variables_are_dropped() {
+        let exe = std::env::current_exe().expect("path");
+        let env = environment(
+            &service("t.conf", &format!("1 none {}\n", exe.display())),
+            &vars(&[
+                ("PATH", "/bin"),
+                ("CLIENT_IP", "6.6.6.6"),
+                ("NOTIFY_SOCKET", "/run/x"),
+                ("TCPLOCALPORT", "1"),
+            ]),
+        );
+        let mut expected = vars(&[("PATH", "/bin")]);
+        if !platform::PRIVATE_VARIABLES.contains(&"NOTIFY_SOCKET") {
+            expected.extend(vars(&[("NOTIFY_SOCKET", "/run/x")]));
+        }
+        assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn client_variables() {
+        let env = ClientEnv::new(
+            "[::1]:4000".parse().expect("valid"),
+            "[::1]:7".parse().expect("valid"),
+        );
+        assert_eq!(
+            env.vars(),
+            [
+                ("CLIENT_IP", "::1"),
+                ("CLIENT_PORT", "4000"),
+                ("PROTO", "TCP"),
+                ("TCPREMOTEIP", "::1"),
+                ("TCPREMOTEPORT", "4000"),
+                ("TCPLOCALIP", "::1"),
+                ("TCPLOCALPORT", "7"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_longest_addresses_fit() {
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let peer = SocketAddr::new(longest.parse().expect("valid"), 65535);
+        let local = SocketAddr::new("255.255.255.255".parse().expect("valid"), 65535);
+        let env = ClientEnv::new(peer, local);
+        assert_eq!(env.vars()[0], ("CLIENT_IP", longest));
+        assert_eq!(env.vars()[1], ("CLIENT_PORT", "65535"));
+        assert_eq!(env.vars()[5], ("TCPLOCALIP", "255.255.255.255"));
+        // Compatible and mapped addresses show their IPv4 part dotted.
+        let mapped = "::ffff:255.255.255.255".parse().expect("valid");
+        assert_eq!(
+            Field::new(std::net::IpAddr::V6(mapped)).as_str(),
+            "::ffff:255.255.255.255"
+        );
+    }
+
+    #[test]
+    fn a_field_refuses_what_does_not_fit() {
+        let mut field = Field::new("");
+        assert!(field.write_str(&"x".repeat(Field::CAPACITY)).is_ok());
+        assert!(field.write_str("x").is_err());
+        assert_eq!(field.as_str().len(), Field::CAPACITY);
+    }
+}

@@ -117,7 +117,8 @@ macro_rules! options {
     };
 }
 
-// The order is the one "did you mean" tries keys in.
+// In this order in the key lists: of two keys equally near a typo, "did you
+// mean" names the first.
 options! {
     /// Variables added to the program's environment, sorted by name. A
     /// service's own are merged with `[defaults]`' by name (its value wins).

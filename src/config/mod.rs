@@ -31,6 +31,7 @@ pub use ipnet::IpNet;
 pub use read::{Encoding, MAX_FILE_BYTES, ReadError, Text, decode};
 pub use resolve::{System, resolve};
 pub use secret::Secret;
+pub use toml::Options;
 
 use crate::platform::Identity;
 
@@ -336,33 +337,6 @@ impl Default for CommandLine {
     fn default() -> Self {
         Self::Line(String::new())
     }
-}
-
-/// The per-service options a file set; `None` is "not said".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Options {
-    pub env: Option<Vec<(String, String)>>,
-    pub working_dir: Option<PathBuf>,
-    pub stdio: Option<StdioMode>,
-    pub stderr: Option<StderrMode>,
-    /// Seconds; 0 is none.
-    pub timeout: Option<u64>,
-    /// Seconds; 0 is none.
-    pub linger_timeout: Option<u64>,
-    pub backlog: Option<u32>,
-    pub nodelay: Option<bool>,
-    /// Seconds of idle time; 0 is off.
-    pub keepalive: Option<u64>,
-    pub max_sessions: Option<usize>,
-    pub max_per_source: Option<usize>,
-    pub rate: Option<Rate>,
-    pub rate_per_source: Option<Rate>,
-    pub allow: Option<Vec<IpNet>>,
-    pub deny: Option<Vec<IpNet>>,
-    pub source_prefix_v6: Option<u8>,
-    pub reject_message: Option<String>,
-    /// Seconds.
-    pub max_lifetime: Option<u64>,
 }
 
 /// What a parser makes of a whole file.

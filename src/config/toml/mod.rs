@@ -14,6 +14,11 @@
 //! typed, never a password. Unknown keys are errors in every table, as serde's
 //! `deny_unknown_fields` would make them.
 //!
+//! This file walks the document: the top level, `[defaults]`, and each
+//! `[[service]]` with the keys that make it (name, listen, command, user,
+//! group, password). The per-service options are declared once each, in
+//! [`options`]; [`values`] reads each kind of value.
+//!
 //! Rules the format does not spell out:
 //! - a service's options are the `[defaults]` overridden key by key by its
 //!   own; `env` is merged by variable (the service's value of a variable wins),
@@ -27,50 +32,52 @@
 //!   reported: the parser's recovery turns one unclosed bracket into errors
 //!   on every line after it.
 
+mod options;
+mod values;
+
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::Path;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use self::options::Options;
+use self::options::{Key, OPTIONS, Scope};
 use super::{
-    CommandLine, Diagnostic, Draft, FileFormat, IpNet, ListenAddr, LogFormat, Options, Parsed,
-    Placed, Pos, Rate, Secret, Severity, StderrMode, bounds,
+    CommandLine, Diagnostic, Draft, FileFormat, ListenAddr, LogFormat, Parsed, Placed, Pos, Secret,
+    Severity, bounds,
 };
-use crate::config::StdioMode;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-/// The keys of the top level.
-const TOP_KEYS: &[&str] = &["max_sessions", "log_format", "defaults", "service"];
-/// The keys only a `[[service]]` may have.
-const SERVICE_KEYS: &[&str] = &["name", "listen", "command", "user", "group", "password"];
-/// The keys of [`Options`]: a `[[service]]` or `[defaults]` may have them.
-const OPTION_KEYS: &[&str] = &[
-    "env",
-    "working_dir",
-    "stdio",
-    "stderr",
-    "timeout",
-    "linger_timeout",
-    "keepalive",
-    "max_lifetime",
-    "backlog",
-    "nodelay",
-    "max_sessions",
-    "max_per_source",
-    "rate",
-    "rate_per_source",
-    "allow",
-    "deny",
-    "source_prefix_v6",
-    "reject_message",
+/// The keys of the top level that are values.
+const TOP_KEYS: &[&str] = &["max_sessions", "log_format"];
+/// The keys of the top level that are tables.
+const TOP_TABLES: &[&str] = &["defaults", "service"];
+/// The keys that make a service what it is: [`Walker::service`] reads them
+/// into the draft itself. Only a `[[service]]` may have them.
+const SERVICE_KEYS: &[Key] = &[
+    Key::service_only("name"),
+    Key::service_only("listen"),
+    Key::service_only("command"),
+    Key::service_only("user"),
+    Key::service_only("group"),
+    Key::service_only("password"),
 ];
 /// The keys of a `rate` or `rate_per_source` table.
 const RATE_KEYS: &[&str] = &["per_second", "burst"];
+
+/// Every key a `[[service]]` may have: those that make it, then its options.
+fn service_keys() -> impl Iterator<Item = &'static Key> {
+    SERVICE_KEYS.iter().chain(OPTIONS)
+}
+
+/// The names of `keys`, for "did you mean".
+fn key_names<'k>(keys: impl IntoIterator<Item = &'k Key>) -> Vec<&'static str> {
+    keys.into_iter().map(|key| key.name).collect()
+}
 
 /// What a problem message shows of a user's text at most, in characters.
 const SHOWN_CHARS: usize = 40;
@@ -125,7 +132,7 @@ enum Problem {
     #[error("unknown key {} in {table}{}", quoted(.key), suggestion(.key, .known))]
     UnknownKey {
         key: String,
-        table: &'static str,
+        table: String,
         known: Vec<&'static str>,
     },
     #[error("`{0}` belongs in each [[service]], not in [defaults]")]
@@ -152,10 +159,7 @@ enum Problem {
         choices: Vec<&'static str>,
     },
     #[error("{table} has no `{key}`")]
-    Missing {
-        key: &'static str,
-        table: &'static str,
-    },
+    Missing { key: &'static str, table: String },
     #[error("`{0}` must not be empty")]
     Empty(&'static str),
     #[error("the program (the first element of `command`) must not be empty")]
@@ -170,10 +174,10 @@ enum Problem {
     PortOutOfRange(String),
     #[error("`{key}` entry {} is not an IP address or CIDR network", quoted(.value))]
     BadNetwork { key: &'static str, value: String },
-    #[error("`working_dir` must be an absolute path")]
-    RelativeDir,
-    #[error("`working_dir` contains a NUL character")]
-    NulInDir,
+    #[error("`{0}` must be an absolute path")]
+    RelativePath(&'static str),
+    #[error("`{0}` contains a NUL character")]
+    NulInPath(&'static str),
     #[error("`{0}` needs `user`")]
     NeedsUser(&'static str),
     #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
@@ -234,7 +238,7 @@ impl Walker<'_> {
                 }
                 "defaults" => defaults = Some(value),
                 "service" => services = Some((key, value)),
-                _ => self.unknown_key(key, "the top level", &[TOP_KEYS]),
+                _ => self.unknown_key(key, "the top level", [TOP_KEYS, TOP_TABLES].concat()),
             }
         }
         let defaults = defaults
@@ -273,10 +277,17 @@ impl Walker<'_> {
         let mut options = Options::default();
         for (key, value) in table {
             let name = key.get_ref().as_ref();
-            if let Some(only) = SERVICE_KEYS.iter().find(|k| **k == name) {
-                self.error(key.span(), Problem::ServiceOnly(only));
-            } else if !self.option(&mut options, name, value) {
-                self.unknown_key(key, "[defaults]", &[OPTION_KEYS]);
+            match service_keys().find(|known| known.name == name) {
+                Some(known) if known.scope == Scope::ServiceOnly => {
+                    self.error(key.span(), Problem::ServiceOnly(known.name));
+                }
+                Some(_) => {
+                    self.option(&mut options, name, value);
+                }
+                None => {
+                    let known = service_keys().filter(|k| k.scope == Scope::ServiceOrDefaults);
+                    self.unknown_key(key, "[defaults]", key_names(known));
+                }
             }
         }
         Some(options)
@@ -318,7 +329,7 @@ impl Walker<'_> {
                 }
                 other => {
                     if !self.option(&mut options, other, value) {
-                        self.unknown_key(key, "[[service]]", &[SERVICE_KEYS, OPTION_KEYS]);
+                        self.unknown_key(key, "[[service]]", key_names(service_keys()));
                     }
                 }
             }
@@ -326,7 +337,7 @@ impl Walker<'_> {
         let find = |wanted: &str| table.iter().find(|(key, _)| key.get_ref() == wanted);
         for key in ["name", "listen", "command"] {
             if find(key).is_none() {
-                let table = "[[service]]";
+                let table = "[[service]]".to_owned();
                 self.error(header.clone(), Problem::Missing { key, table });
             }
         }
@@ -348,7 +359,7 @@ impl Walker<'_> {
             user,
             group,
             password,
-            options: inherit(options, defaults),
+            options: options.inherit(defaults),
             complete,
         })
     }
@@ -454,264 +465,6 @@ impl Walker<'_> {
         self.string("password", value).map(Secret::new)
     }
 
-    /// Reads one option into `options`; false if `key` is not an option.
-    fn option(&mut self, options: &mut Options, key: &str, value: &Value<'_>) -> bool {
-        let o = options;
-        match key {
-            "env" => o.env = self.env(value),
-            "working_dir" => o.working_dir = self.working_dir(value),
-            "stdio" => o.stdio = self.stdio(value),
-            "stderr" => {
-                let choices = [("socket", StderrMode::Socket), ("log", StderrMode::Log)];
-                o.stderr = self.choice("stderr", value, &choices);
-            }
-            "timeout" => o.timeout = self.within("timeout", value, bounds::TIMEOUT_SECS),
-            "linger_timeout" => {
-                o.linger_timeout = self.within("linger_timeout", value, bounds::LINGER_SECS);
-            }
-            "keepalive" => o.keepalive = self.within("keepalive", value, bounds::KEEPALIVE_SECS),
-            "max_lifetime" => {
-                o.max_lifetime = self.within("max_lifetime", value, bounds::LIFETIME_SECS);
-            }
-            "backlog" => o.backlog = self.within("backlog", value, bounds::BACKLOG),
-            "nodelay" => o.nodelay = self.boolean("nodelay", value),
-            "max_sessions" => o.max_sessions = self.within("max_sessions", value, bounds::SESSIONS),
-            "max_per_source" => {
-                o.max_per_source = self.within("max_per_source", value, bounds::SESSIONS);
-            }
-            "rate" => o.rate = self.rate("rate", value),
-            "rate_per_source" => o.rate_per_source = self.rate("rate_per_source", value),
-            "allow" => o.allow = self.networks("allow", value),
-            "deny" => o.deny = self.networks("deny", value),
-            "source_prefix_v6" => {
-                o.source_prefix_v6 =
-                    self.within("source_prefix_v6", value, bounds::SOURCE_PREFIX_V6);
-            }
-            "reject_message" => {
-                o.reject_message = self.string("reject_message", value).map(str::to_owned);
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn env(&mut self, value: &Value<'_>) -> Option<Vec<(String, String)>> {
-        let DeValue::Table(table) = value.get_ref() else {
-            self.wrong_type("env", "a table of strings", value);
-            return None;
-        };
-        let mut env = BTreeMap::new();
-        let mut ok = true;
-        for (key, value) in table {
-            let name = key.get_ref().as_ref();
-            if name.is_empty() || name.contains(['=', '\0']) {
-                self.error(key.span(), Problem::BadEnvName(name.to_owned()));
-                ok = false;
-                continue;
-            }
-            match self.string(&format!("env.{name}"), value) {
-                Some(text) if text.contains('\0') => {
-                    self.error(value.span(), Problem::NulInEnvValue(name.to_owned()));
-                    ok = false;
-                }
-                Some(text) => {
-                    env.insert(name.to_owned(), text.to_owned());
-                }
-                None => ok = false,
-            }
-        }
-        ok.then(|| env.into_iter().collect())
-    }
-
-    fn working_dir(&mut self, value: &Value<'_>) -> Option<PathBuf> {
-        let text = self.non_empty("working_dir", value)?;
-        if text.contains('\0') {
-            self.error(value.span(), Problem::NulInDir);
-            return None;
-        }
-        let dir = PathBuf::from(text);
-        if dir.is_absolute() {
-            Some(dir)
-        } else {
-            self.error(value.span(), Problem::RelativeDir);
-            None
-        }
-    }
-
-    fn stdio(&mut self, value: &Value<'_>) -> Option<StdioMode> {
-        let choices = [("socket", StdioMode::Socket), ("pipe", StdioMode::Pipe)];
-        self.choice("stdio", value, &choices)
-    }
-
-    /// A `rate` or `rate_per_source` table.
-    fn rate(&mut self, key: &'static str, value: &Value<'_>) -> Option<Rate> {
-        let DeValue::Table(table) = value.get_ref() else {
-            let expected = "a table { per_second = NUMBER, burst = INTEGER }";
-            self.wrong_type(key, expected, value);
-            return None;
-        };
-        let name = if key == "rate" {
-            "`rate`"
-        } else {
-            "`rate_per_source`"
-        };
-        // `None`: absent; `Some(None)`: present but wrong.
-        let (mut per_second, mut burst) = (None, None);
-        let mut unknown = false;
-        for (field, value) in table {
-            match field.get_ref().as_ref() {
-                "per_second" => {
-                    per_second = Some(self.per_second(&format!("{key}.per_second"), value));
-                }
-                "burst" => burst = Some(self.within(&format!("{key}.burst"), value, bounds::BURST)),
-                _ => {
-                    self.unknown_key(field, name, &[RATE_KEYS]);
-                    unknown = true;
-                }
-            }
-        }
-        for (field, present) in [
-            ("per_second", per_second.is_some()),
-            ("burst", burst.is_some()),
-        ] {
-            if !present {
-                let problem = Problem::Missing {
-                    key: field,
-                    table: name,
-                };
-                self.error(value.span(), problem);
-            }
-        }
-        match (per_second, burst, unknown) {
-            (Some(Some(per_second)), Some(Some(burst)), false) => Some(Rate { per_second, burst }),
-            _ => None,
-        }
-    }
-
-    /// A float of at least [`bounds::MIN_PER_SECOND`]; an integer is accepted.
-    fn per_second(&mut self, key: &str, value: &Value<'_>) -> Option<f64> {
-        let number = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|n| n as f64),
-            _ => {
-                self.wrong_type(key, "a number", value);
-                return None;
-            }
-        };
-        match number {
-            Some(n) if n.is_finite() && n >= bounds::MIN_PER_SECOND => Some(n),
-            _ => {
-                let key = key.to_owned();
-                self.error(value.span(), Problem::RateTooLow { key });
-                None
-            }
-        }
-    }
-
-    /// `allow` or `deny`: an array of CIDR networks or addresses.
-    fn networks(&mut self, key: &'static str, value: &Value<'_>) -> Option<Vec<IpNet>> {
-        let DeValue::Array(entries) = value.get_ref() else {
-            self.wrong_type(key, "an array of addresses or CIDR networks", value);
-            return None;
-        };
-        let nets: Vec<IpNet> = entries
-            .iter()
-            .filter_map(|entry| {
-                let text = self.string(key, entry)?;
-                let net = network(text);
-                if net.is_none() {
-                    let value = text.to_owned();
-                    self.error(entry.span(), Problem::BadNetwork { key, value });
-                }
-                net
-            })
-            .collect();
-        (nets.len() == entries.len()).then_some(nets)
-    }
-
-    /// A string that must be one of `choices`.
-    fn choice<T: Copy>(
-        &mut self,
-        key: &'static str,
-        value: &Value<'_>,
-        choices: &[(&'static str, T)],
-    ) -> Option<T> {
-        let text = self.string(key, value)?;
-        let found = choices.iter().find(|(name, _)| *name == text);
-        if found.is_none() {
-            let problem = Problem::NotAChoice {
-                key,
-                value: text.to_owned(),
-                choices: choices.iter().map(|(name, _)| *name).collect(),
-            };
-            self.error(value.span(), problem);
-        }
-        found.map(|(_, choice)| *choice)
-    }
-
-    /// A string that is not empty.
-    fn non_empty<'v>(&mut self, key: &'static str, value: &'v Value<'_>) -> Option<&'v str> {
-        let text = self.string(key, value)?;
-        if text.is_empty() {
-            self.error(value.span(), Problem::Empty(key));
-            return None;
-        }
-        Some(text)
-    }
-
-    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
-        match value.get_ref() {
-            DeValue::String(text) => Some(text.as_ref()),
-            _ => {
-                self.wrong_type(key, "a string", value);
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
-        match value.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            _ => {
-                self.wrong_type(key, "true or false", value);
-                None
-            }
-        }
-    }
-
-    /// An integer in `range`, which `T` holds.
-    fn within<T>(&mut self, key: &str, value: &Value<'_>, range: RangeInclusive<u64>) -> Option<T>
-    where
-        T: TryFrom<u64>,
-        <T as TryFrom<u64>>::Error: std::fmt::Debug,
-    {
-        let DeValue::Integer(integer) = value.get_ref() else {
-            self.wrong_type(key, "an integer", value);
-            return None;
-        };
-        let (min, max) = (*range.start(), *range.end());
-        // TOML integers fit in an i64, so every one the TOML parser accepted
-        // parses.
-        let n = i128::from_str_radix(integer.as_str(), integer.radix()).unwrap_or(i128::MAX);
-        match u64::try_from(n) {
-            Ok(n) if range.contains(&n) => {
-                Some(T::try_from(n).expect("checked: every bound fits its field's type"))
-            }
-            _ => {
-                let problem = Problem::OutOfRange {
-                    key: key.to_owned(),
-                    value: n,
-                    min: i128::from(min),
-                    max: i128::from(max),
-                };
-                self.error(value.span(), problem);
-                None
-            }
-        }
-    }
-
     fn wrong_type(&mut self, key: &str, expected: &'static str, value: &Value<'_>) {
         let problem = Problem::WrongType {
             key: key.to_owned(),
@@ -721,52 +474,14 @@ impl Walker<'_> {
         self.error(value.span(), problem);
     }
 
-    fn unknown_key(
-        &mut self,
-        key: &Spanned<Cow<'_, str>>,
-        table: &'static str,
-        known: &[&[&'static str]],
-    ) {
+    /// `key` is none of `known`, the keys of `table`.
+    fn unknown_key(&mut self, key: &Spanned<Cow<'_, str>>, table: &str, known: Vec<&'static str>) {
         let problem = Problem::UnknownKey {
             key: key.get_ref().to_string(),
-            table,
-            known: known.concat(),
+            table: table.to_owned(),
+            known,
         };
         self.error(key.span(), problem);
-    }
-}
-
-/// A service's options: its own, and the defaults' for what it does not set.
-fn inherit(own: Options, defaults: &Options) -> Options {
-    let d = defaults.clone();
-    let env = match (own.env, d.env) {
-        (Some(own), Some(default)) => {
-            let mut merged: BTreeMap<String, String> = default.into_iter().collect();
-            merged.extend(own);
-            Some(merged.into_iter().collect())
-        }
-        (own, default) => own.or(default),
-    };
-    // Every field named, so that a new option cannot be forgotten here.
-    Options {
-        env,
-        working_dir: own.working_dir.or(d.working_dir),
-        stdio: own.stdio.or(d.stdio),
-        stderr: own.stderr.or(d.stderr),
-        timeout: own.timeout.or(d.timeout),
-        linger_timeout: own.linger_timeout.or(d.linger_timeout),
-        backlog: own.backlog.or(d.backlog),
-        nodelay: own.nodelay.or(d.nodelay),
-        keepalive: own.keepalive.or(d.keepalive),
-        max_sessions: own.max_sessions.or(d.max_sessions),
-        max_per_source: own.max_per_source.or(d.max_per_source),
-        rate: own.rate.or(d.rate),
-        rate_per_source: own.rate_per_source.or(d.rate_per_source),
-        allow: own.allow.or(d.allow),
-        deny: own.deny.or(d.deny),
-        source_prefix_v6: own.source_prefix_v6.or(d.source_prefix_v6),
-        reject_message: own.reject_message.or(d.reject_message),
-        max_lifetime: own.max_lifetime.or(d.max_lifetime),
     }
 }
 
@@ -800,13 +515,6 @@ fn port(digits: &str) -> Result<u16, Problem> {
         .filter(|port| bounds::PORT.contains(port))
         .and_then(|port| u16::try_from(port).ok())
         .ok_or_else(|| Problem::PortOutOfRange(cut(digits)))
-}
-
-/// A CIDR network, or an address as the network of that one host.
-fn network(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
@@ -903,7 +611,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::config::{IpNet, Rate, StderrMode, StdioMode};
 
     fn parse_str(text: &str) -> Parsed {
         parse(Path::new("t.toml"), text.as_bytes())
@@ -1320,14 +1031,22 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
             text: "x = 1",
             diagnostics: Vec::new(),
         };
-        for key in OPTION_KEYS {
+        for key in key_names(OPTIONS) {
             assert!(walker.option(&mut Options::default(), key, value), "{key}");
         }
-        for key in SERVICE_KEYS.iter().chain(TOP_KEYS).chain(RATE_KEYS) {
+        let others = [
+            key_names(SERVICE_KEYS),
+            TOP_KEYS.to_vec(),
+            TOP_TABLES.to_vec(),
+        ];
+        for key in others.concat().into_iter().chain(RATE_KEYS.iter().copied()) {
             let parsed = walker.option(&mut Options::default(), key, value);
-            assert_eq!(parsed, *key == "max_sessions", "{key}");
+            assert_eq!(parsed, key == "max_sessions", "{key}");
         }
-        let text = format!("{SERVICE}{}", SERVICE_KEYS[3..].join(" = \"x\"\n"));
+        let text = format!(
+            "{SERVICE}{}",
+            key_names(&SERVICE_KEYS[3..]).join(" = \"x\"\n")
+        );
         let text = format!("{text} = \"x\"\n");
         assert!(parse_str(&text).diagnostics.is_empty(), "{text}");
     }
@@ -1714,14 +1433,15 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
         assert_eq!(edit_distance("timout", "timeout"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("abc", "abc"), 0);
-        assert_eq!(suggestion("x", OPTION_KEYS), "");
-        assert_eq!(suggestion("deny_", OPTION_KEYS), " (did you mean `deny`?)");
+        let options = key_names(OPTIONS);
+        assert_eq!(suggestion("x", &options), "");
+        assert_eq!(suggestion("deny_", &options), " (did you mean `deny`?)");
     }
 
     /// The annotated example is valid and sets every option.
     #[test]
     fn the_example_file_is_valid() {
-        let text = include_bytes!("../../examples/wininetd.toml");
+        let text = include_bytes!("../../../examples/wininetd.toml");
         let parsed = parse(Path::new("wininetd.toml"), text);
         let errors: Vec<String> = parsed
             .diagnostics
@@ -1733,17 +1453,84 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
         assert!(parsed.drafts.len() >= 3, "{:?}", parsed.drafts);
         // Every option key appears in the example, at least in a comment.
         let text = std::str::from_utf8(text).expect("UTF-8");
-        for key in TOP_KEYS
-            .iter()
-            .chain(SERVICE_KEYS)
-            .chain(OPTION_KEYS)
-            .chain(RATE_KEYS)
-        {
+        for key in every_key() {
             let documented = [format!("{key} ="), format!("[{key}]")];
             assert!(
                 documented.iter().any(|d| text.contains(d.as_str())),
-                "{key} is not documented"
+                "{key} is not documented in examples/wininetd.toml"
             );
         }
+    }
+
+    /// Every key of the file: the top level's, a service's, a rate's.
+    fn every_key() -> Vec<&'static str> {
+        let keys = [TOP_KEYS, TOP_TABLES, &key_names(service_keys()), RATE_KEYS];
+        keys.concat()
+    }
+
+    /// Issue 17, item 4: a key set in a comment of the example (to show it
+    /// without setting it) is not checked by parsing it, so one renamed or
+    /// removed would have stayed there.
+    #[test]
+    fn the_example_file_comments_out_only_real_keys() {
+        let text = include_str!("../../../examples/wininetd.toml");
+        let known = every_key();
+        let mut seen = 0;
+        for line in text.lines() {
+            let Some(comment) = line.trim_start().strip_prefix('#') else {
+                continue;
+            };
+            let Some((key, _)) = comment.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            assert!(
+                known.contains(&key),
+                "examples/wininetd.toml: {line:?} sets no key of the format"
+            );
+            seen += 1;
+        }
+        assert!(seen > 0, "no key in a comment of the example");
+    }
+
+    /// Issue 17, item 4: the README's TOML field table names every key a
+    /// service (or the top level) may have, each in one row, and no other.
+    #[test]
+    fn the_readme_field_table_names_every_key_and_no_other() {
+        let readme = include_str!("../../../README.md");
+        let (_, section) = readme
+            .split_once("\n## The extended config (TOML)\n")
+            .expect("the README has a TOML section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let rows = section
+            .lines()
+            .skip_while(|line| *line != "| field | meaning |")
+            .skip(2)
+            .take_while(|line| line.starts_with('|'));
+        let mut named = Vec::new();
+        for row in rows {
+            let field = row.split('|').nth(1).unwrap_or_default();
+            named.extend(field.split('`').skip(1).step_by(2));
+        }
+        assert!(
+            !named.is_empty(),
+            "no field table in the README's TOML section"
+        );
+        let mut expected: Vec<&str> = [TOP_KEYS, &key_names(service_keys())].concat();
+        expected.sort_unstable();
+        expected.dedup();
+        let missing: Vec<_> = expected.iter().filter(|k| !named.contains(k)).collect();
+        let unknown: Vec<_> = named.iter().filter(|k| !expected.contains(k)).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "README.md's TOML field table: no row for {missing:?}; rows for no key: {unknown:?}"
+        );
+        let mut once = named.clone();
+        once.sort_unstable();
+        once.dedup();
+        assert_eq!(once.len(), named.len(), "a key in two rows: {named:?}");
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
-use crate::config::Service;
+use crate::config::{Service, Transport};
 use crate::listen;
 use crate::platform;
 use crate::start::{ClientEnv, Launcher};
@@ -65,6 +65,7 @@ pub struct Context {
 pub struct Connection {
     pub socket: Socket,
     pub peer: SocketAddr,
+    pub transport: Transport,
     /// The listener's address when it is not a wildcard: the connection's
     /// local address, known without a system call.
     pub bound: Option<SocketAddr>,
@@ -80,6 +81,7 @@ impl Connection {
         let Self {
             socket,
             peer,
+            transport,
             bound,
             active,
             global,
@@ -112,7 +114,7 @@ impl Connection {
         if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
             warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
         }
-        let client = ClientEnv::new(peer, local);
+        let client = ClientEnv::new(transport, peer, local);
         let backend = match active.launcher.start(socket, client, &context.reaper).await {
             Ok(backend) => backend,
             Err(e) => {

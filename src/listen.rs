@@ -14,7 +14,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, TcpKeepalive};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ListenAddr, SocketOptions, StdioMode};
+use crate::config::{IpListen, ListenAddr, SocketOptions, StdioMode, Transport};
 use crate::platform::{self, Listener};
 
 /// Shortest and longest pause after an accept error that says the system
@@ -27,6 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Acceptor {
     listener: Listener,
+    transport: Transport,
     /// The listener's address when it is not a wildcard: then every
     /// connection has it as its local address, with no getsockname.
     bound: Option<SocketAddr>,
@@ -35,7 +36,7 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(listener: Listener) -> Self {
+    pub fn new(listener: Listener, transport: Transport) -> Self {
         let bound = listener
             .local_addr()
             .ok()
@@ -43,10 +44,16 @@ impl Acceptor {
             .map(canonical);
         Self {
             listener,
+            transport,
             bound,
             backoff: BACKOFF_MIN,
             failing: false,
         }
+    }
+
+    /// How its connections arrive.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The listener's own address when it is not a wildcard.
@@ -107,8 +114,15 @@ impl Acceptor {
 
 /// Binds `addr` and starts listening.
 pub fn bind(addr: ListenAddr, options: &SocketOptions, stdio: StdioMode) -> io::Result<Socket> {
+    match addr {
+        ListenAddr::Tcp(ip) => bind_tcp(ip, options, stdio),
+    }
+}
+
+/// Binds a TCP address and starts listening.
+fn bind_tcp(addr: IpListen, options: &SocketOptions, stdio: StdioMode) -> io::Result<Socket> {
     let socket = match addr {
-        ListenAddr::Any(port) => {
+        IpListen::Any(port) => {
             let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
             match bind_addr(v6, false, options, stdio) {
                 Err(e) if no_ipv6(&e) => bind_addr(
@@ -120,7 +134,7 @@ pub fn bind(addr: ListenAddr, options: &SocketOptions, stdio: StdioMode) -> io::
                 result => result?,
             }
         }
-        ListenAddr::At(addr) => bind_addr(addr, true, options, stdio)?,
+        IpListen::At(addr) => bind_addr(addr, true, options, stdio)?,
     };
     socket.listen(i32::try_from(options.backlog).unwrap_or(i32::MAX))?;
     Ok(socket)

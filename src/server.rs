@@ -24,7 +24,9 @@ use tracing::{error, info, warn};
 
 use crate::admit::{Admission, Gate, Permit, ServiceSlot};
 use crate::cli::Settings;
-use crate::config::{Config, ListenAddr, Loaded, Service, Severity, StderrMode, StdioMode};
+use crate::config::{
+    Config, ListenAddr, Loaded, Service, Severity, StderrMode, StdioMode, Transport,
+};
 use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
 use crate::error::Error;
 use crate::listen::{self, Acceptor};
@@ -241,7 +243,12 @@ impl Server {
 
     fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Listener) {
         let (current, rx) = watch::channel(active);
-        let task = tokio::spawn(accept_loop(listener, rx, Arc::clone(&self.shared)));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            addr.transport(),
+            rx,
+            Arc::clone(&self.shared),
+        ));
         self.endpoints.insert(addr, Endpoint { task, current });
     }
 
@@ -460,10 +467,11 @@ fn settings_need_restart(config: &Config, server: &Server) -> bool {
 /// reload).
 async fn accept_loop(
     listener: Listener,
+    transport: Transport,
     mut current: watch::Receiver<Arc<Active>>,
     shared: Arc<Shared>,
 ) {
-    let mut acceptor = Acceptor::new(listener);
+    let mut acceptor = Acceptor::new(listener, transport);
     let mut in_a_row = 0;
     loop {
         acceptor.ready().await;
@@ -489,6 +497,7 @@ async fn accept_loop(
             Connection {
                 socket,
                 peer,
+                transport: acceptor.transport(),
                 bound: acceptor.bound(),
                 active,
                 global,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::config::{Service, StderrMode, StdioMode};
+use crate::config::{Service, StderrMode, StdioMode, Transport};
 use crate::platform::{self, ChildSpec, ChildStdio, Program};
 use crate::relay::{self, Relay};
 use crate::stderr_log::{self, StderrLog};
@@ -266,6 +266,7 @@ const LEFTOVER_POLL_MAX: Duration = Duration::from_secs(1);
 /// clients as `a.b.c.d`, not `::ffff:a.b.c.d`).
 #[derive(Debug)]
 pub struct ClientEnv {
+    proto: &'static str,
     peer_ip: Field,
     peer_port: Field,
     local_ip: Field,
@@ -273,8 +274,9 @@ pub struct ClientEnv {
 }
 
 impl ClientEnv {
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+    pub fn new(transport: Transport, peer: SocketAddr, local: SocketAddr) -> Self {
         Self {
+            proto: transport.proto(),
             peer_ip: Field::new(peer.ip()),
             peer_port: Field::new(peer.port()),
             local_ip: Field::new(local.ip()),
@@ -287,7 +289,7 @@ impl ClientEnv {
         [
             (CLIENT_VARIABLES[0], self.peer_ip.as_str()),
             (CLIENT_VARIABLES[1], self.peer_port.as_str()),
-            (CLIENT_VARIABLES[2], "TCP"),
+            (CLIENT_VARIABLES[2], self.proto),
             (CLIENT_VARIABLES[3], self.peer_ip.as_str()),
             (CLIENT_VARIABLES[4], self.peer_port.as_str()),
             (CLIENT_VARIABLES[5], self.local_ip.as_str()),
@@ -389,6 +391,7 @@ mod tests {
     #[test]
     fn client_variables() {
         let env = ClientEnv::new(
+            Transport::Tcp,
             "[::1]:4000".parse().expect("valid"),
             "[::1]:7".parse().expect("valid"),
         );
@@ -411,7 +414,7 @@ mod tests {
         let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
         let peer = SocketAddr::new(longest.parse().expect("valid"), 65535);
         let local = SocketAddr::new("255.255.255.255".parse().expect("valid"), 65535);
-        let env = ClientEnv::new(peer, local);
+        let env = ClientEnv::new(Transport::Tcp, peer, local);
         assert_eq!(env.vars()[0], ("CLIENT_IP", longest));
         assert_eq!(env.vars()[1], ("CLIENT_PORT", "65535"));
         assert_eq!(env.vars()[5], ("TCPLOCALIP", "255.255.255.255"));

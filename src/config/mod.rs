@@ -60,16 +60,40 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where a service listens.
+/// Where a service listens: a transport and its address. The transport
+/// decides how connections arrive and what a program is told of them
+/// (`PROTO`); the next ones (UDP, Unix sockets) are more variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
+    /// TCP: connections accepted one by one.
+    Tcp(IpListen),
+}
+
+/// An IP listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpListen {
     /// A port on every address (one dual-stack socket).
     Any(u16),
     /// One address and port.
     At(SocketAddr),
 }
 
-impl ListenAddr {
+/// How a service's connections arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+}
+
+impl Transport {
+    /// The name programs find in `PROTO` (UCSPI).
+    pub fn proto(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+        }
+    }
+}
+
+impl IpListen {
     pub fn port(&self) -> u16 {
         match self {
             Self::Any(port) => *port,
@@ -77,8 +101,8 @@ impl ListenAddr {
         }
     }
 
-    /// Whether binding both would clash.
-    pub fn overlaps(&self, other: &Self) -> bool {
+    /// Whether binding both (for the same transport) would clash.
+    fn overlaps(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::At(a), Self::At(b)) => a == b,
             _ => self.port() == other.port(),
@@ -86,11 +110,35 @@ impl ListenAddr {
     }
 }
 
+impl ListenAddr {
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Tcp(_) => Transport::Tcp,
+        }
+    }
+
+    /// The IP address and port, for the transports that have them.
+    pub fn ip(&self) -> &IpListen {
+        match self {
+            Self::Tcp(ip) => ip,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ip().port()
+    }
+
+    /// Whether binding both would clash.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.transport() == other.transport() && self.ip().overlaps(other.ip())
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any(port) => write!(f, "port {port}"),
-            Self::At(addr) => write!(f, "{addr}"),
+        match self.ip() {
+            IpListen::Any(port) => write!(f, "port {port}"),
+            IpListen::At(addr) => write!(f, "{addr}"),
         }
     }
 }
@@ -514,7 +562,7 @@ fn parse_flat(file: &Path, text: &[u8]) -> Parsed {
                 line: entry.line,
                 format: FileFormat::Flat,
                 name: entry.port.to_string(),
-                listen: vec![Placed::new(ListenAddr::Any(entry.port), at)],
+                listen: vec![Placed::new(ListenAddr::Tcp(IpListen::Any(entry.port)), at)],
                 command: Some(Placed::new(CommandLine::Line(entry.cmdline), at)),
                 user,
                 group: None,

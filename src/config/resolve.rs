@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Access, CommandLine, Config, Diagnostic, Draft, FileFormat, Limits, ListenAddr, Loaded, Parsed,
-    Placed, Pos, Service, ServiceDefaults, Severity, SocketOptions,
+    Access, CommandLine, Config, Diagnostic, Draft, FileFormat, IpListen, Limits, ListenAddr,
+    Loaded, Parsed, Placed, Pos, Service, ServiceDefaults, Severity, SocketOptions,
 };
 use crate::platform::{self, Identity};
 
@@ -114,10 +114,10 @@ fn check(
     for Placed { value: addr, pos } in &draft.listen {
         match taken.iter().find(|t| t.addr.overlaps(addr)) {
             Some(Taken {
-                addr: ListenAddr::Any(port),
+                addr: ListenAddr::Tcp(IpListen::Any(port)),
                 line,
                 ..
-            }) if matches!(addr, ListenAddr::Any(_)) => problems.push(error(
+            }) if matches!(addr, ListenAddr::Tcp(IpListen::Any(_))) => problems.push(error(
                 *pos,
                 format!("duplicate port {port} (first used on line {line})"),
             )),

@@ -46,8 +46,8 @@ use toml::de::{DeTable, DeValue};
 pub use self::options::Options;
 use self::options::{Key, OPTIONS, Scope};
 use super::{
-    CommandLine, Diagnostic, Draft, FileFormat, ListenAddr, LogFormat, Parsed, Placed, Pos, Secret,
-    Severity, bounds,
+    CommandLine, Diagnostic, Draft, FileFormat, IpListen, ListenAddr, LogFormat, Parsed, Placed,
+    Pos, Secret, Severity, bounds,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -408,7 +408,7 @@ impl Walker<'_> {
                         .and_then(|n| u64::try_from(n).ok())
                         .filter(|port| bounds::PORT.contains(port))
                         .and_then(|port| u16::try_from(port).ok())
-                        .map(ListenAddr::Any)
+                        .map(|port| ListenAddr::Tcp(IpListen::Any(port)))
                         .ok_or_else(|| Problem::PortOutOfRange(cut(&n.to_string()))),
                     DeValue::String(text) => listen_addr(text),
                     _ => {
@@ -488,7 +488,7 @@ impl Walker<'_> {
 /// `PORT` (every address), `IPV4:PORT` or `[IPV6]:PORT`.
 fn listen_addr(text: &str) -> Result<ListenAddr, Problem> {
     if is_digits(text) {
-        return port(text).map(ListenAddr::Any);
+        return port(text).map(|port| ListenAddr::Tcp(IpListen::Any(port)));
     }
     let bad = || Problem::BadListen(text.to_owned());
     let (host, port_text) = text.rsplit_once(':').ok_or_else(bad)?;
@@ -500,7 +500,10 @@ fn listen_addr(text: &str) -> Result<ListenAddr, Problem> {
         None => host.parse::<Ipv4Addr>().map(IpAddr::V4),
     }
     .map_err(|_| bad())?;
-    Ok(ListenAddr::At(SocketAddr::new(ip, port(port_text)?)))
+    Ok(ListenAddr::Tcp(IpListen::At(SocketAddr::new(
+        ip,
+        port(port_text)?,
+    ))))
 }
 
 fn is_digits(text: &str) -> bool {
@@ -704,8 +707,8 @@ reject_message = "busy\n"
         assert_eq!(
             addrs(&d),
             vec![
-                ListenAddr::At("127.0.0.1:7007".parse().expect("an address")),
-                ListenAddr::At("[::1]:7007".parse().expect("an address")),
+                ListenAddr::Tcp(IpListen::At("127.0.0.1:7007".parse().expect("an address"))),
+                ListenAddr::Tcp(IpListen::At("[::1]:7007".parse().expect("an address"))),
             ]
         );
         assert_eq!(
@@ -760,7 +763,7 @@ reject_message = "busy\n"
         let d = draft(SERVICE);
         assert_eq!(d.line, 1);
         assert_eq!(d.name, "s");
-        assert_eq!(addrs(&d), vec![ListenAddr::Any(7007)]);
+        assert_eq!(addrs(&d), vec![ListenAddr::Tcp(IpListen::Any(7007))]);
         assert_eq!(
             d.command.map(|c| c.value),
             Some(CommandLine::Line("cat".into()))
@@ -1089,10 +1092,11 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
             let text = format!("[[service]]\nname = \"s\"\ncommand = \"cat\"\nlisten = {value}\n");
             addrs(&draft(&text))
         };
-        let at = |text: &str| ListenAddr::At(text.parse().expect("a socket address"));
-        assert_eq!(listen("\"7007\""), [ListenAddr::Any(7007)]);
-        assert_eq!(listen("7007"), [ListenAddr::Any(7007)]);
-        assert_eq!(listen("65535"), [ListenAddr::Any(65535)]);
+        let at =
+            |text: &str| ListenAddr::Tcp(IpListen::At(text.parse().expect("a socket address")));
+        assert_eq!(listen("\"7007\""), [ListenAddr::Tcp(IpListen::Any(7007))]);
+        assert_eq!(listen("7007"), [ListenAddr::Tcp(IpListen::Any(7007))]);
+        assert_eq!(listen("65535"), [ListenAddr::Tcp(IpListen::Any(65535))]);
         assert_eq!(listen("\"127.0.0.1:7007\""), [at("127.0.0.1:7007")]);
         assert_eq!(listen("\"[::1]:7007\""), [at("[::1]:7007")]);
         assert_eq!(listen("\"0.0.0.0:1\""), [at("0.0.0.0:1")]);
@@ -1100,8 +1104,8 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
             listen("[\"10.1.2.3:80\", 81, \"82\", \"[fe80::1]:83\"]"),
             [
                 at("10.1.2.3:80"),
-                ListenAddr::Any(81),
-                ListenAddr::Any(82),
+                ListenAddr::Tcp(IpListen::Any(81)),
+                ListenAddr::Tcp(IpListen::Any(82)),
                 at("[fe80::1]:83")
             ]
         );

@@ -31,6 +31,7 @@ pub mod logging;
 #[allow(unsafe_code)]
 pub mod platform;
 pub mod relay;
+pub mod secret;
 pub mod server;
 pub mod start;
 pub mod stderr_log;

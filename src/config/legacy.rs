@@ -13,7 +13,7 @@
 //!   and the command line is the rest of the line, trailing blanks removed;
 //! - `\r\n` line ends and a UTF-8 byte-order mark are accepted.
 
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// One service line as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]

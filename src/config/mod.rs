@@ -17,7 +17,6 @@ pub mod bounds;
 mod legacy;
 mod read;
 mod resolve;
-mod secret;
 mod toml;
 
 use std::ffi::OsString;
@@ -27,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::secret::Secret;
 pub use ipnet::IpNet;
 pub use read::{Encoding, MAX_FILE_BYTES, ReadError, Text, decode};
 pub use resolve::{System, resolve};
-pub use secret::Secret;
 pub use toml::Options;
 
 use crate::platform::Identity;

@@ -27,7 +27,7 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 

@@ -30,8 +30,8 @@ use socket2::{Domain, Socket};
 use tokio::sync::{Mutex, mpsc};
 use windows_sys::Win32::Networking::WinSock;
 
-use crate::config::Secret;
 use crate::error::Quoted;
+use crate::secret::Secret;
 
 pub use codepage::decode_ansi;
 pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, system_log_available};

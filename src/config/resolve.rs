@@ -180,8 +180,12 @@ fn check(
         && let Some(program) = &found.not_executable
     {
         match guess {
+            // Not a warning: the service would then run, and its command
+            // line (which may hold the rest of the password) would be shown
+            // in the `listening on` line and in the failures of its
+            // sessions.
             Some(Guess::Hidden(_)) => problems.push((
-                Severity::Warning,
+                Severity::Error,
                 *pos,
                 NOT_EXECUTABLE_HIDDEN.to_owned(),
             )),
@@ -225,7 +229,7 @@ fn check(
 const MISSING_USER: &str =
     "the user field looks like a program: missing `none` or USER:PASS before the command?";
 const SPACE_IN_PASSWORD: &str = "the USER:PASS field seems to contain a space: fields are split at blanks, so the command starts inside the password (a password with a blank needs the TOML format)";
-const NOT_EXECUTABLE_HIDDEN: &str = "the program (the first word of the command) is not an executable file now; its connections will fail until it is (not shown: it may be part of the password)";
+const NOT_EXECUTABLE_HIDDEN: &str = "the program (the first word of the command) is not an executable file; on a line with a password it must be one, since the command may start inside the password (not shown)";
 
 /// What a flat line that fails to resolve seems to have got wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -656,10 +660,13 @@ mod tests {
             },
         );
         let m: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+        // An error, not a warning: a service that ran would show its
+        // command line (`listening on … (CMDLINE)`, failed starts).
         assert!(
-            m.contains(&format!("t.conf:1: warning: {NOT_EXECUTABLE_HIDDEN}")),
+            m.contains(&format!("t.conf:1: error: {NOT_EXECUTABLE_HIDDEN}")),
             "{m:?}"
         );
+        assert!(loaded.config.is_none(), "{m:?}");
         assert!(m.iter().all(|m| !m.contains("Word42")), "{m:?}");
     }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     DAEMON, Daemon, Started, WAIT, child, child_argv, connect, cpu_time, field, free_port,
-    has_field, kill, open_fds, read_line, read_to_eof, request, toml_service, wait_connectable,
+    has_field, hex, kill, open_fds, read_line, read_to_eof, request, toml_service,
+    wait_connectable,
 };
 
 /// Waits until the file holds a line that `matches`, and returns all lines.
@@ -293,11 +294,6 @@ fn an_event_with_a_newline_is_one_journal_record() {
             "a forged record: {lines:#?}"
         );
     }
-}
-
-/// `bytes` in hex, as the test child's `stderr-hex` mode takes them.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Issue 16 item 2: with `stderr = "log"` a program's line was the log

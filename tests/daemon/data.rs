@@ -272,6 +272,8 @@ fn timeout_turns_an_idle_client_into_eof_in_pipe_mode() {
     ]
     .concat();
     let daemon = Daemon::builder().toml(&config).start();
+    // The control waits alongside.
+    let mut patient = connect(daemon.port(1));
 
     // The daemon's clock starts at the accept, the program's only once it
     // runs: measure from the client's side.
@@ -295,12 +297,16 @@ fn timeout_turns_an_idle_client_into_eof_in_pipe_mode() {
     let end = daemon.session_end(pid);
     assert!(has_status(&end, "exit 0"), "{end}");
 
-    let mut stream = connect(daemon.port(1));
-    assert_eq!(read_line(&mut stream, WAIT), "reading");
-    assert_silent(&mut stream, Duration::from_millis(1500));
-    stream.write_all(b"late\n").expect("send");
-    let line = read_line(&mut stream, WAIT);
-    assert!(line.starts_with("read ok 5 "), "{line:?}");
+    assert_eq!(read_line(&mut patient, WAIT), "reading");
+    let left = Duration::from_millis(1500).saturating_sub(connected.elapsed());
+    assert_silent(&mut patient, left.max(Duration::from_millis(100)));
+    patient.write_all(b"late\n").expect("send");
+    let line = read_line(&mut patient, WAIT);
+    assert!(
+        line.starts_with("read ok 5 "),
+        "the control still waited after {:?}: {line:?}",
+        connected.elapsed()
+    );
 }
 
 /// Unicode end to end: a command line with characters outside Latin-1 and

@@ -495,12 +495,20 @@ fn max_lifetime_kills_the_process_tree() {
         })
         .collect::<String>();
     let daemon = Daemon::builder().toml(&config).start();
-    for (i, stdio) in MODES.iter().enumerate() {
-        let connected = Instant::now();
-        let mut stream = connect(daemon.port(i));
-        let line = read_line(&mut stream, WAIT);
-        let (parent, grandchild) = (pid_in(&line, "pid"), pid_in(&line, "grandchild"));
-        assert!(is_alive(parent) && is_alive(grandchild), "{stdio}: {line}");
+    // Both sessions at once: each lives its second meanwhile.
+    let sessions: Vec<_> = MODES
+        .iter()
+        .enumerate()
+        .map(|(i, stdio)| {
+            let connected = Instant::now();
+            let mut stream = connect(daemon.port(i));
+            let line = read_line(&mut stream, WAIT);
+            let (parent, grandchild) = (pid_in(&line, "pid"), pid_in(&line, "grandchild"));
+            assert!(is_alive(parent) && is_alive(grandchild), "{stdio}: {line}");
+            (connected, stream, parent, grandchild)
+        })
+        .collect();
+    for (stdio, (connected, mut stream, parent, grandchild)) in MODES.iter().zip(sessions) {
         wait_gone(parent, WAIT);
         wait_gone(grandchild, WAIT);
         let lived = connected.elapsed();

@@ -13,8 +13,9 @@
 //! Windows.
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: run them as root
-//! with `cargo test -- --include-ignored` (CI does). So is the layout test
-//! outside a `WININETD_HOT_TEXT=1` build (layout.rs).
+//! with `cargo test -- --include-ignored` (CI does). So is the 30 s soak
+//! (reliability.rs), which CI runs as a step of its own, and the layout
+//! test outside a `WININETD_HOT_TEXT=1` build (layout.rs).
 
 #[cfg(any(target_os = "linux", windows))]
 #[path = "../common/mod.rs"]

@@ -321,9 +321,12 @@ fn a_log_reader_that_stops_reading_blocks_no_session() {
             .spawn()
             .expect("start wininetd"),
     );
-    // Held, not read: the `listening on` lines are in it.
+    // Held, not read: the `listening on` lines are in it. So every port
+    // is probed until it accepts (a chatty probe logs its 200 lines too).
     let stderr = daemon.stderr.take().expect("stderr is piped");
-    wait_connectable(echo);
+    for port in chatty.iter().chain([&echo]) {
+        wait_connectable(*port);
+    }
 
     // 10 rounds of 4 x 200 lines: 8000 lines, more than a pipe and the
     // daemon's queue of 4096 lines hold. Each round ends with an echo.

@@ -1,8 +1,10 @@
 //! Harness for tests that drive the real `wininetd` binary: a [`Daemon`]
 //! started from a config written into a temp dir, its stderr captured line by
 //! line, waits on deadlines, clients on loopback, and a look at processes
-//! through `/proc`. Linux and Windows (under Wine here); what only Unix
-//! has (signals, `/proc`, `useradd`) is marked `cfg(unix)`.
+//! through `/proc`. Linux and Windows (under Wine here): what differs
+//! between them for the tests that run on both is named once ("What
+//! differs between the systems"), and what only Unix has (signals,
+//! `/proc`, `useradd`) is marked `cfg(unix)`.
 //!
 //! A daemon is killed with its sessions when dropped (SIGKILL to its group
 //! and theirs; TerminateProcess on Windows, whose job objects end them). If

@@ -138,17 +138,16 @@ pub fn users_are_looked_up() -> bool {
 }
 
 /// Whether `reported` (a path a program printed, e.g. its current
-/// directory) names the directory `expected`: on Windows case aside and
-/// with or without a trailing backslash.
+/// directory) names the directory `expected`: on Unix once symbolic links
+/// are resolved, on Windows case aside and with or without a trailing
+/// backslash.
 pub fn same_dir(reported: &str, expected: &Path) -> bool {
-    let expected = daemon_path(expected).display().to_string();
-    if cfg!(windows) {
-        reported
-            .trim_end_matches('\\')
-            .eq_ignore_ascii_case(expected.trim_end_matches('\\'))
-    } else {
-        reported == expected
-    }
+    #[cfg(unix)]
+    return Path::new(reported) == expected.canonicalize().expect("the directory exists");
+    #[cfg(windows)]
+    return reported
+        .trim_end_matches('\\')
+        .eq_ignore_ascii_case(expected.display().to_string().trim_end_matches('\\'));
 }
 
 // ---------------------------------------------------------------------------

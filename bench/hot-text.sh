@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Writes link/hot-text.ld: the functions the release build runs at start,
 # idle and serving sessions, which build.rs has the linker put side by side
-# at the head of the text (bench/PROFILE.md, "Memory"). Run it again when
+# at the head of the text in a packager's build, WININETD_HOT_TEXT=1
+# (bench/PROFILE.md, "Memory"); it builds and profiles that build. CI warns
+# when the script has gone stale (wininetd-bench hot-text-check, and the
+# test `layout`). Run it again when
 # the daemon's code paths or its dependencies change much; a function it
 # misses still links, only further away, so the figure it prints at the end
 # (the binary's resident pages) is what tells that the script is stale.
@@ -29,6 +32,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# Every wininetd built here is linked with link/hot-text.ld (build.rs).
+export WININETD_HOT_TEXT=1
 say() { printf 'hot-text: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 

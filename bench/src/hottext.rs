@@ -11,6 +11,12 @@
 //! a section of its own), then the hashes that change from build to build
 //! are replaced with `*`, so that the script keeps matching after a
 //! dependency or the compiler changes.
+//!
+//! `hot-text-check` tells how stale a script is for a binary linked with it
+//! (`WININETD_HOT_TEXT=1`, build.rs): the share of its patterns that match
+//! no function of the binary any more (renamed, removed or inlined since
+//! the profiles), and the size of `.text.hot`. It cannot see new code that
+//! runs and is missing from the script; only a new profile shows that.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::error::Error;
@@ -36,6 +42,119 @@ pub struct Args {
     /// The linker script to write.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// A release build of wininetd linked with the script.
+    #[arg(long)]
+    binary: PathBuf,
+    /// The linker script (link/hot-text.ld).
+    #[arg(long)]
+    script: PathBuf,
+    /// Fail (exit 1) when more than this percentage of the patterns match
+    /// no function of the binary.
+    #[arg(long, default_value_t = 10.0)]
+    max_stale: f64,
+}
+
+/// Reports how many of the script's patterns match no function of the
+/// binary; an error when their share is above `--max-stale`, or when the
+/// binary has no `.text.hot` (it was not linked with the script).
+pub fn check(args: &CheckArgs) -> Result<(), Box<dyn Error>> {
+    let patterns = script_patterns(&read(&args.script)?);
+    if patterns.is_empty() {
+        return Err(format!("{}: no patterns", args.script.display()).into());
+    }
+    let symbols = Symbols::of(&args.binary)?;
+    let mut names: Vec<&str> = symbols.by_name.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let stale: Vec<&String> = patterns
+        .iter()
+        .filter(|pattern| !matches_any(pattern, &names))
+        .collect();
+    let hot = hot_section_size(&args.binary)?
+        .ok_or_else(|| format!("{}: no .text.hot section", args.binary.display()))?;
+    let share = 100.0 * stale.len() as f64 / patterns.len() as f64;
+    println!(
+        "hot-text: {} of {} patterns ({share:.1} %) match no function of {}; .text.hot holds {} KiB",
+        stale.len(),
+        patterns.len(),
+        args.binary.display(),
+        hot / 1024
+    );
+    for pattern in stale.iter().take(10) {
+        println!("  no match: {pattern}");
+    }
+    if share > args.max_stale {
+        return Err(format!(
+            "{share:.1} % of link/hot-text.ld matches nothing (more than {} %): \
+             the script is stale, run bench/hot-text.sh",
+            args.max_stale
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether a linker-script pattern (`*` any run of characters, `?` any
+/// one) matches one of `names` (sorted): only the names that start with
+/// the pattern's literal head are tried.
+fn matches_any(pattern: &str, names: &[&str]) -> bool {
+    let head = &pattern[..pattern.find(['*', '?']).unwrap_or(pattern.len())];
+    let from = names.partition_point(|name| *name < head);
+    names[from..]
+        .iter()
+        .take_while(|name| name.starts_with(head))
+        .any(|name| glob(pattern.as_bytes(), name.as_bytes()))
+}
+
+/// `*` and `?` wildcard matching, as ld matches section names.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    // The classic two-pointer match: on a mismatch, retry from the last
+    // `*` with one more character swallowed.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((at, from)) => {
+                    p = at + 1;
+                    t = from + 1;
+                    star = Some((at, from + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// The size of the binary's `.text.hot` section, from `readelf`.
+fn hot_section_size(binary: &Path) -> Result<Option<u64>, Box<dyn Error>> {
+    let output = Command::new("readelf")
+        .args(["--section-headers", "--wide"])
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("readelf: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("readelf {}: {}", binary.display(), output.status).into());
+    }
+    // [Nr] Name Type Address Off Size ...
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(']'))
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&".text.hot"))
+        .and_then(|fields| u64::from_str_radix(fields.get(4)?, 16).ok()))
 }
 
 pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
@@ -316,6 +435,22 @@ mod tests {
     fn scripts_are_read_back() {
         let patterns: BTreeSet<String> = ["_ZN1a17h*E", "main"].map(String::from).into();
         assert_eq!(script_patterns(&script(&patterns)), patterns);
+    }
+
+    #[test]
+    fn globs_match_as_ld_does() {
+        assert!(glob(b"_ZN1a17h*E", b"_ZN1a17h0123456789abcdefE"));
+        assert!(glob(b"_RNvCs*_3std*print", b"_RNvCsjrH_3std2io6_print"));
+        assert!(glob(b"a?c", b"abc"));
+        assert!(glob(b"*", b""));
+        assert!(!glob(b"_ZN1a17h*E", b"_ZN1a17h0123456789abcdefE.1027"));
+        assert!(!glob(b"abc", b"abcd"));
+        assert!(!glob(b"a*b*c", b"aXbY"));
+        let names = ["_ZN1a17h0E", "_ZN1b17h1E", "main"];
+        assert!(matches_any("_ZN1b17h*E", &names));
+        assert!(matches_any("main", &names));
+        assert!(!matches_any("_ZN1c17h*E", &names));
+        assert!(!matches_any("mai", &names));
     }
 
     #[test]

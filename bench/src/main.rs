@@ -57,6 +57,9 @@ enum Command {
     /// Write the linker script that groups the functions the daemon runs
     /// (link/hot-text.ld) from profiles of it; see bench/hot-text.sh.
     HotText(hottext::Args),
+    /// How stale link/hot-text.ld is for a binary linked with it: how many
+    /// of its patterns match no function any more (CI warns past a share).
+    HotTextCheck(hottext::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::WaitListen(args) => procfs::wait_listen(&args),
         Command::Report(args) => report::run(&args),
         Command::HotText(args) => hottext::run(&args),
+        Command::HotTextCheck(args) => hottext::check(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

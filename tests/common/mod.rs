@@ -1,8 +1,10 @@
 //! Harness for tests that drive the real `wininetd` binary: a [`Daemon`]
 //! started from a config written into a temp dir, its stderr captured line by
 //! line, waits on deadlines, clients on loopback, and a look at processes
-//! through `/proc`. Linux and Windows (under Wine here); what only Unix
-//! has (signals, `/proc`, `useradd`) is marked `cfg(unix)`.
+//! through `/proc`. Linux and Windows (under Wine here): what differs
+//! between them for the tests that run on both is named once ("What
+//! differs between the systems"), and what only Unix has (signals,
+//! `/proc`, `useradd`) is marked `cfg(unix)`.
 //!
 //! A daemon is killed with its sessions when dropped (SIGKILL to its group
 //! and theirs; TerminateProcess on Windows, whose job objects end them). If
@@ -23,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 #[cfg(unix)]
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -70,6 +72,82 @@ pub fn daemon_path(path: &Path) -> PathBuf {
     return PathBuf::from(windows_path(&path.display().to_string()));
     #[cfg(unix)]
     return path.to_owned();
+}
+
+// ---------------------------------------------------------------------------
+// What differs between the systems, for the tests that run on both
+// ---------------------------------------------------------------------------
+
+/// How a `listening on` line writes a service listening on every address
+/// of its port: `[::]` (one dual-stack socket); on Windows `0.0.0.0` too,
+/// where the system (or Wine) has no IPv6.
+#[cfg(unix)]
+pub const EVERY_ADDRESS: &[&str] = &["[::]"];
+#[cfg(windows)]
+pub const EVERY_ADDRESS: &[&str] = &["[::]", "0.0.0.0"];
+
+/// The stdio modes in which a program that reads and writes at once is
+/// served. Both on Linux; on Windows such a program stalls on a synchronous
+/// socket, which is what the pipe relay is for, and Wine does not show the
+/// stall (wine.md), so only the relay is tested there.
+#[cfg(unix)]
+pub const DUPLEX_MODES: &[&str] = &["socket", "pipe"];
+#[cfg(windows)]
+pub const DUPLEX_MODES: &[&str] = &["pipe"];
+
+/// The test child's arguments that run a mode in pipe mode only: on Linux
+/// its `piped` guard, which refuses to run unless fds 0, 1 and 2 are pipes
+/// (so that a daemon which ignored `stdio` fails the test); Windows has no
+/// such guard.
+#[cfg(unix)]
+pub const PIPED: &[&str] = &["piped"];
+#[cfg(windows)]
+pub const PIPED: &[&str] = &[];
+
+/// A program that does not exist, and the words of the reason the daemon
+/// logs when it cannot start it.
+#[cfg(unix)]
+pub const MISSING_PROGRAM: (&str, &str) = (
+    "/nonexistent/wininetd-test-missing-program",
+    "No such file or directory",
+);
+#[cfg(windows)]
+pub const MISSING_PROGRAM: (&str, &str) = (
+    r"C:\wininetd-no-such-dir\no-such-program.exe",
+    "(os error 3)",
+);
+
+/// How the test child's `args` mode prints the words of the command line
+/// `args 'one two' three` given as a string: on Unix it is split like a
+/// shell would (single quotes group), on Windows as CreateProcess's
+/// programs split it (single quotes are characters).
+#[cfg(unix)]
+pub const SINGLE_QUOTED_ARGS: &str = "arg[0]=one two\narg[1]=three\nargc=2\n";
+#[cfg(windows)]
+pub const SINGLE_QUOTED_ARGS: &str = "arg[0]='one\narg[1]=two'\narg[2]=three\nargc=3\n";
+
+/// Whether the daemon looks the user of a service line up, and reports one
+/// that does not exist as `unknown user`: on Windows always; on Unix only
+/// as root, since a daemon that is not root cannot run a program as
+/// anyone, and says so instead.
+pub fn users_are_looked_up() -> bool {
+    #[cfg(unix)]
+    return is_root();
+    #[cfg(windows)]
+    return true;
+}
+
+/// Whether `reported` (a path a program printed, e.g. its current
+/// directory) names the directory `expected`: on Unix once symbolic links
+/// are resolved, on Windows case aside and with or without a trailing
+/// backslash.
+pub fn same_dir(reported: &str, expected: &Path) -> bool {
+    #[cfg(unix)]
+    return Path::new(reported) == expected.canonicalize().expect("the directory exists");
+    #[cfg(windows)]
+    return reported
+        .trim_end_matches('\\')
+        .eq_ignore_ascii_case(expected.display().to_string().trim_end_matches('\\'));
 }
 
 // ---------------------------------------------------------------------------
@@ -241,6 +319,7 @@ pub struct DaemonBuilder {
     services: usize,
     file_name: String,
     write_config: bool,
+    encode: Option<Encode>,
     debug: bool,
     terminal: bool,
 }
@@ -324,6 +403,13 @@ impl DaemonBuilder {
         self
     }
 
+    /// Writes the config file as `encode` makes it of the text (once the
+    /// placeholders are replaced), e.g. in UTF-16; UTF-8 by default.
+    pub fn encoded(mut self, encode: Encode) -> Self {
+        self.encode = Some(encode);
+        self
+    }
+
     /// Passes `--cfgfile` a path where no file exists.
     pub fn missing_config(mut self) -> Self {
         self.write_config = false;
@@ -359,7 +445,11 @@ impl DaemonBuilder {
             .expect("chmod the temp dir");
         let config_path = dir.path().join(&self.file_name);
         if self.write_config {
-            fs::write(&config_path, &config).expect("write the config");
+            let bytes = match self.encode {
+                Some(encode) => encode(&config),
+                None => config.clone().into_bytes(),
+            };
+            fs::write(&config_path, bytes).expect("write the config");
             #[cfg(unix)]
             fs::set_permissions(&config_path, fs::Permissions::from_mode(0o644))
                 .expect("chmod the config");
@@ -507,6 +597,7 @@ impl Daemon {
             services: 0,
             file_name: "wininetd.conf".to_owned(),
             write_config: true,
+            encode: None,
             debug: true,
             terminal: false,
         }
@@ -1005,13 +1096,31 @@ pub fn is_timeout(err: &io::Error) -> bool {
 /// Connects to 127.0.0.1:`port`, sends `input`, half-closes, and returns
 /// everything the service sent until EOF.
 pub fn request(port: u16, input: &[u8]) -> String {
-    let mut stream = connect(port);
+    request_to(v4(port), input)
+}
+
+/// Connects to `addr`, sends `input`, half-closes, and returns everything
+/// the service sent until EOF.
+pub fn request_to(addr: SocketAddr, input: &[u8]) -> String {
+    let mut stream = connect_to(addr);
     stream.write_all(input).expect("send the request");
     stream
-        .shutdown(std::net::Shutdown::Write)
+        .shutdown(Shutdown::Write)
         .expect("half-close the request");
     let data = read_to_eof(&mut stream, WAIT).expect("read the response");
     String::from_utf8_lossy(&data).into_owned()
+}
+
+/// The first line of a session on 127.0.0.1:`port` whose program prints a
+/// line and then waits or exits (e.g. the test child's `cwd`, `ids`).
+pub fn first_line(port: u16) -> String {
+    read_line(&mut connect(port), WAIT)
+}
+
+/// 127.0.0.`n`: every address of 127/8 is on the loopback interface (on
+/// Linux, Windows and Wine alike), so tests connect from several sources.
+pub fn lo(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
 /// The `NAME=value` lines of the test child's `env` mode as pairs.
@@ -1021,6 +1130,16 @@ pub fn parse_env(output: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// The value of `NAME` in the test child's `env` output (`NAME=value`
+/// lines; `NAME unset` gives `None`).
+pub fn env_value<'a>(output: &'a str, name: &str) -> Option<&'a str> {
+    output.lines().find_map(|l| {
+        l.trim_end_matches('\r')
+            .strip_prefix(name)?
+            .strip_prefix('=')
+    })
 }
 
 /// Connects to `port`, half-closes, and checks that the child's stderr
@@ -1070,6 +1189,57 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The number of `key=N` in a child's line such as `parent pid=P
+/// grandchild=G`; panics, showing the line, when there is none.
+pub fn pid_in(line: &str, key: &str) -> u32 {
+    field(line, key)
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
+}
+
+/// Whether a session-end line says `status=WHAT` exactly (`exit 0`,
+/// `signal 9`; `signal 1` does not match `signal 11`).
+pub fn has_status(line: &str, what: &str) -> bool {
+    let token = format!("status={what}");
+    line.match_indices(&token).any(|(at, _)| {
+        !line[at + token.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// `bytes` in hex, as the test child's `stderr-hex` mode takes them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a test writes a config file's text (see [`DaemonBuilder::encoded`]).
+pub type Encode = fn(&str) -> Vec<u8>;
+
+/// UTF-16 in both byte orders, each with the name `--check` gives it.
+pub const UTF16_ENCODINGS: [(Encode, &str); 2] = [
+    (|text| utf16(text, true), "UTF-16LE"),
+    (|text| utf16(text, false), "UTF-16BE"),
+];
+
+/// Text as UTF-16 with its byte-order mark, little- or big-endian.
+pub fn utf16(text: &str, little: bool) -> Vec<u8> {
+    let mut bytes = if little {
+        vec![0xFF, 0xFE]
+    } else {
+        vec![0xFE, 0xFF]
+    };
+    for unit in text.encode_utf16() {
+        bytes.extend(if little {
+            unit.to_le_bytes()
+        } else {
+            unit.to_be_bytes()
+        });
+    }
+    bytes
+}
+
 /// Waits until `pid` is no longer alive; panics after `timeout`.
 pub fn wait_gone(pid: u32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -1090,6 +1260,113 @@ fn read_so_far(data: &[u8]) -> String {
         "{} bytes, ending {:?}",
         data.len(),
         String::from_utf8_lossy(tail)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Programs run to completion
+// ---------------------------------------------------------------------------
+
+/// One finished run of a program, printable in full when a test fails.
+#[derive(Debug)]
+pub struct Run {
+    pub command: String,
+    pub output: Output,
+    /// From the start to the exit.
+    pub took: Duration,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// stdout, then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn success(&self) -> bool {
+        self.output.status.success()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command: {}\nstatus: {}\n--- stdout\n{}--- stderr\n{}---",
+            self.command,
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+/// Runs `command` (its stdin null, its stdout and stderr captured) to
+/// completion; killed, and a panic, after `timeout`.
+pub fn run_command(command: &mut Command, timeout: Duration) -> Run {
+    let text = format!("{command:?}");
+    let started = Instant::now();
+    let mut process = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {text}: {e}"));
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut data = Vec::new();
+            let _ = pipe.read_to_end(&mut data);
+            data
+        })
+    };
+    let stdout = collect(Box::new(process.stdout.take().expect("stdout is piped")));
+    let stderr = collect(Box::new(process.stderr.take().expect("stderr is piped")));
+    let status = loop {
+        if let Some(status) = process.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            let _ = process.kill();
+            let _ = process.wait();
+            panic!("{text} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    Run {
+        command: text,
+        output: Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        },
+        took,
+    }
+}
+
+/// Runs `program args` to completion within [`WAIT`].
+pub fn run<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Run {
+    run_command(Command::new(program).args(args), WAIT)
+}
+
+/// Runs `wininetd --check --cfgfile PATH` to completion within [`WAIT`].
+pub fn check_file(path: &Path) -> Run {
+    run_command(
+        Command::new(DAEMON)
+            .args(["--check", "--cfgfile"])
+            .arg(daemon_path(path)),
+        WAIT,
     )
 }
 
@@ -1143,6 +1420,16 @@ pub fn toml_service(name: &str, listen: &str, command: &str, extra: &[&str]) -> 
     text.push('\n');
     text
 }
+
+/// The test child's `pid` mode as a TOML argv: it prints `pid=N` and waits
+/// for EOF, what [`attempt`] reads.
+pub fn pid_child() -> String {
+    child_argv(&["pid"])
+}
+
+/// The two ways a program can get its connection (`stdio`, `--stdio`):
+/// the socket itself, or pipes the daemon relays.
+pub const MODES: [&str; 2] = ["socket", "pipe"];
 
 // ---------------------------------------------------------------------------
 // Served or refused
@@ -1272,262 +1559,28 @@ pub fn has_field(line: &str, key: &str, value: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// JSON log lines
+// JSON log lines (`log_format = "json"`)
 // ---------------------------------------------------------------------------
 
-/// A JSON value, as far as log lines need it: numbers keep their text.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Number(String),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// A member of an object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Self::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// A string's value or a number's text.
-    pub fn text(&self) -> Option<&str> {
-        match self {
-            Self::String(s) | Self::Number(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// Parses one whole JSON document (RFC 8259); `Err` says where it failed.
-pub fn parse_json(text: &str) -> Result<Json, String> {
-    let mut parser = JsonParser {
-        bytes: text.as_bytes(),
-        at: 0,
-    };
-    let value = parser.value()?;
-    parser.blank();
-    if parser.at != parser.bytes.len() {
-        return Err(format!("trailing text at byte {}", parser.at));
-    }
-    Ok(value)
-}
-
-struct JsonParser<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl JsonParser<'_> {
-    fn blank(&mut self) {
-        while matches!(self.bytes.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    fn fail<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.at))
-    }
-
-    fn eat(&mut self, byte: u8) -> Result<(), String> {
-        self.blank();
-        if self.bytes.get(self.at) == Some(&byte) {
-            self.at += 1;
-            Ok(())
-        } else {
-            self.fail(&format!("expected {:?}", byte as char))
-        }
-    }
-
-    fn literal(&mut self, word: &str, value: Json) -> Result<Json, String> {
-        if self.bytes[self.at..].starts_with(word.as_bytes()) {
-            self.at += word.len();
-            Ok(value)
-        } else {
-            self.fail("bad literal")
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.blank();
-        match self.bytes.get(self.at) {
-            Some(b'{') => self.object(),
-            Some(b'[') => self.array(),
-            Some(b'"') => self.string().map(Json::String),
-            Some(b't') => self.literal("true", Json::Bool(true)),
-            Some(b'f') => self.literal("false", Json::Bool(false)),
-            Some(b'n') => self.literal("null", Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => self.fail("expected a value"),
-        }
-    }
-
-    fn object(&mut self) -> Result<Json, String> {
-        self.eat(b'{')?;
-        let mut members = Vec::new();
-        self.blank();
-        if self.bytes.get(self.at) == Some(&b'}') {
-            self.at += 1;
-            return Ok(Json::Object(members));
-        }
-        loop {
-            self.blank();
-            let key = self.string()?;
-            self.eat(b':')?;
-            members.push((key, self.value()?));
-            self.blank();
-            match self.bytes.get(self.at) {
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(Json::Object(members));
-                }
-                _ => return self.fail("expected ',' or '}'"),
-            }
-        }
-    }
-
-    fn array(&mut self) -> Result<Json, String> {
-        self.eat(b'[')?;
-        let mut items = Vec::new();
-        self.blank();
-        if self.bytes.get(self.at) == Some(&b']') {
-            self.at += 1;
-            return Ok(Json::Array(items));
-        }
-        loop {
-            items.push(self.value()?);
-            self.blank();
-            match self.bytes.get(self.at) {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(Json::Array(items));
-                }
-                _ => return self.fail("expected ',' or ']'"),
-            }
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.at;
-        while matches!(
-            self.bytes.get(self.at),
-            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-        ) {
-            self.at += 1;
-        }
-        let text = String::from_utf8_lossy(&self.bytes[start..self.at]).into_owned();
-        if text.parse::<f64>().is_err() {
-            return self.fail("bad number");
-        }
-        Ok(Json::Number(text))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if self.bytes.get(self.at) != Some(&b'"') {
-            return self.fail("expected a string");
-        }
-        self.at += 1;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let Some(&byte) = self.bytes.get(self.at) else {
-                return self.fail("unterminated string");
-            };
-            self.at += 1;
-            match byte {
-                b'"' => return String::from_utf8(out).or_else(|_| self.fail("bad UTF-8")),
-                b'\\' => {
-                    let Some(&escape) = self.bytes.get(self.at) else {
-                        return self.fail("unterminated escape");
-                    };
-                    self.at += 1;
-                    let plain = match escape {
-                        b'"' => b'"',
-                        b'\\' => b'\\',
-                        b'/' => b'/',
-                        b'b' => 8,
-                        b'f' => 12,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            let hex = self
-                                .bytes
-                                .get(self.at..self.at + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u32::from_str_radix(h, 16).ok());
-                            let Some(code) = hex else {
-                                return self.fail("bad \\u escape");
-                            };
-                            self.at += 4;
-                            // Surrogate halves are kept as U+FFFD: log lines
-                            // only need to parse, not to round-trip.
-                            let c = char::from_u32(code).unwrap_or('\u{fffd}');
-                            out.extend_from_slice(c.to_string().as_bytes());
-                            continue;
-                        }
-                        _ => return self.fail("bad escape"),
-                    };
-                    out.push(plain);
-                }
-                0..=0x1f => return self.fail("control character in a string"),
-                _ => out.push(byte),
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// JSON log events
-// ---------------------------------------------------------------------------
-
-/// One JSON log event: its members, each value as text (a string's value,
-/// a number as written).
-pub type Event = Vec<(String, String)>;
-
-/// A member of `event`.
-pub fn get<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
-    event
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A member of `event` that must be there.
-pub fn must<'a>(event: &'a Event, key: &str) -> &'a str {
-    get(event, key).unwrap_or_else(|| panic!("no {key:?} in {event:?}"))
-}
+/// One JSON log event, an object; `event["key"]` is `Null` when the key is
+/// missing.
+pub type Event = serde_json::Value;
 
 /// Parses `line` as exactly one JSON object.
 pub fn json_object(line: &str) -> Result<Event, String> {
-    match parse_json(line)? {
-        Json::Object(members) => Ok(members
-            .into_iter()
-            .map(|(key, value)| {
-                let text = value
-                    .text()
-                    .map_or_else(|| format!("{value:?}"), str::to_owned);
-                (key, text)
-            })
-            .collect()),
-        other => Err(format!("not an object: {other:?}")),
+    match serde_json::from_str::<Event>(line) {
+        Ok(event) if event.is_object() => Ok(event),
+        Ok(other) => Err(format!("not an object: {other}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-/// Every log event the daemon wrote so far: each stderr line but the
-/// `listening on` announcements (plain text by design), which must each be
-/// one JSON object.
+/// Every line the daemon wrote to stderr so far, each of which must be one
+/// JSON object.
 pub fn json_events(daemon: &Daemon) -> Vec<Event> {
     daemon
         .lines()
         .iter()
-        .filter(|l| !l.starts_with("listening on "))
         .map(|l| json_object(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
         .collect()
 }
@@ -1540,8 +1593,10 @@ pub fn wait_event(daemon: &Daemon, what: &str, matches: impl Fn(&Event) -> bool)
 
 /// Whether `event`'s message holds `message` and its `service` is `service`.
 pub fn is_event(event: &Event, message: &str, service: &str) -> bool {
-    get(event, "message").is_some_and(|m| m.contains(message))
-        && get(event, "service") == Some(service)
+    event["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(message))
+        && event["service"] == service
 }
 
 // ===========================================================================
@@ -1727,6 +1782,16 @@ mod unix {
         }
     }
 
+    /// Panics, saying that `what` needs root, unless the tests run as root.
+    /// For the tests marked `#[ignore = "needs root"]`, when someone runs
+    /// them without it.
+    pub fn assert_root(what: &str) {
+        assert!(
+            is_root(),
+            "{what} needs root: run this test as root (CI does, with --include-ignored)"
+        );
+    }
+
     pub fn is_root() -> bool {
         fs::read_to_string("/proc/self/status")
             .ok()
@@ -1756,13 +1821,11 @@ mod unix {
     }
 
     impl TestUser {
-        /// Creates `wininetd-t<PID>-<tag>`, or returns `None` (after saying why)
-        /// when the tests do not run as root.
-        pub fn create(tag: &str) -> Option<Self> {
-            if !is_root() {
-                eprintln!("SKIPPED: creating a test user needs root");
-                return None;
-            }
+        /// Creates `wininetd-t<PID>-<tag>`. Needs root: a test that calls it
+        /// is `#[ignore = "needs root"]`, and fails, saying so, when run
+        /// without root.
+        pub fn create(tag: &str) -> Self {
+            assert_root("creating a test user");
             let name = format!("wininetd-t{}-{tag}", std::process::id());
             let extra_group = format!("{name}-g");
             let home = format!("/nonexistent/{name}");
@@ -1799,7 +1862,7 @@ mod unix {
                 extra_group,
             };
             assert_eq!(user.home, home, "useradd kept the home dir");
-            Some(user)
+            user
         }
     }
 
@@ -1856,12 +1919,11 @@ mod unix {
 
     impl LoopbackV6 {
         /// Adds `addrs` (each as a /128, without duplicate address detection,
-        /// so they are usable at once), or returns `None` after saying why not.
-        pub fn add(addrs: &[Ipv6Addr]) -> Option<Self> {
-            if !is_root() {
-                eprintln!("SKIPPED: adding IPv6 addresses to lo needs root");
-                return None;
-            }
+        /// so they are usable at once). Needs root and `ip` (iproute2): a
+        /// test that calls it is `#[ignore = "needs root"]`, and fails,
+        /// saying why, when it cannot add them.
+        pub fn add(addrs: &[Ipv6Addr]) -> Self {
+            assert_root("adding IPv6 addresses to lo");
             let mut guard = Self { added: Vec::new() };
             for addr in addrs {
                 let out = Command::new("ip")
@@ -1874,23 +1936,16 @@ mod unix {
                         "lo",
                         "nodad",
                     ])
-                    .output();
-                match out {
-                    Ok(out) if out.status.success() => guard.added.push(*addr),
-                    Ok(out) => {
-                        eprintln!(
-                            "SKIPPED: ip -6 addr add {addr} dev lo: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                        return None;
-                    }
-                    Err(err) => {
-                        eprintln!("SKIPPED: cannot run `ip`: {err}");
-                        return None;
-                    }
-                }
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
+                assert!(
+                    out.status.success(),
+                    "ip -6 addr add {addr} dev lo: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                guard.added.push(*addr);
             }
-            Some(guard)
+            guard
         }
     }
 

@@ -5,24 +5,16 @@
 //! cannot fill.
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Attempt, Daemon, WAIT, assert_silent, attempt, child_argv, connect, has_field, number_after,
+    Attempt, Daemon, WAIT, assert_silent, attempt, connect, has_field, lo, number_after, pid_child,
     read_line, toml_service, v4, v6, wait_gone,
 };
 
-fn lo(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
-
 const LO6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
-
-fn pid_child() -> String {
-    child_argv(&["pid"])
-}
 
 /// A line logging a refusal by `rule`.
 fn refused_by(line: &str, rule: &str) -> bool {

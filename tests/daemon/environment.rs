@@ -1,15 +1,16 @@
-//! The child's environment: the daemon's own plus the connection's
-//! addresses, computed per connection (the original shared one process-wide
-//! environment between concurrent connections).
+//! The program's environment, on Linux and Windows alike: the daemon's own
+//! plus the connection's addresses, computed per connection (WinInetd set
+//! `CLIENT_IP` in its own environment before each start, so concurrent
+//! clients could get each other's), and `PWD`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::common::{
     Daemon, WAIT, child, child_argv, client_variables, connect, connect_from, connect_v6,
-    parse_env, peer_text, read_line, read_to_eof, toml_service, toml_str, v4,
+    parse_env, peer_text, read_line, read_to_eof, toml_service, v4, v6,
 };
 
 const MODE: &str = "env CLIENT_IP CLIENT_PORT PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT WININETD_TEST_INHERITED";
@@ -85,7 +86,8 @@ fn ipv6_client_addresses() {
     );
 }
 
-/// Clients that connect at the same moment each see their own address.
+/// Clients that connect at the same moment each see their own address:
+/// sixteen of them, from as many IPv4 sources and from IPv6.
 #[test]
 fn concurrent_clients_each_see_their_own_address() {
     const CLIENTS: u8 = 16;
@@ -95,10 +97,14 @@ fn concurrent_clients_each_see_their_own_address() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let barrier = Arc::clone(&barrier);
+            let (source, dest) = if i % 4 == 3 {
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), v6(port))
+            } else {
+                (IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i)), v4(port))
+            };
             thread::spawn(move || {
-                let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i));
                 barrier.wait();
-                assert_env_matches(connect_from(source, v4(port)));
+                assert_env_matches(connect_from(source, dest));
             })
         })
         .collect();
@@ -118,8 +124,6 @@ fn concurrent_clients_each_see_their_own_address() {
 /// `working_dir` it stays the daemon's.
 #[test]
 fn pwd_is_the_working_dir() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().canonicalize().expect("canonical temp dir");
     let daemon = Daemon::builder()
         .toml(&format!(
             "{}\n{}",
@@ -127,10 +131,7 @@ fn pwd_is_the_working_dir() {
                 "in-dir",
                 "{port0}",
                 &child_argv(&["env", "PWD"]),
-                &[&format!(
-                    "working_dir = {}",
-                    toml_str(&path.display().to_string())
-                )],
+                &["working_dir = '{dir}'"],
             ),
             toml_service("no-dir", "{port1}", &child_argv(&["env", "PWD"]), &[]),
         ))
@@ -138,7 +139,7 @@ fn pwd_is_the_working_dir() {
         .start();
     assert_eq!(
         read_line(&mut connect(daemon.port(0)), WAIT),
-        format!("PWD={}", path.display())
+        format!("PWD={}", daemon.dir().display())
     );
     assert_eq!(
         read_line(&mut connect(daemon.port(1)), WAIT),

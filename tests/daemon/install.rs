@@ -1,4 +1,4 @@
-//! `wininetd --install` / `--remove` on Unix: the real binary writes, updates,
+//! `wininetd --install` / `--remove` on Linux: the real binary writes, updates,
 //! enables and deletes the systemd unit under `--root`, and the unit's
 //! `ExecStart=` carries exactly the daemon parameters given (the original's
 //! service parameters that persist), with a relative `--cfgfile` made absolute.
@@ -8,42 +8,14 @@
 //! real one, working offline on that directory (`systemctl --root`).
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::common::{CHILD, DAEMON, Run, WAIT, run_command};
 
 const UNIT: &str = "etc/systemd/system/wininetd.service";
 const WANTS_LINK: &str = "etc/systemd/system/multi-user.target.wants/wininetd.service";
-
-/// One finished run of wininetd, printable in full when a test fails.
-struct Run {
-    command: String,
-    output: Output,
-}
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "command: {}\nstatus: {}\n--- stdout\n{}--- stderr\n{}---",
-            self.command,
-            self.output.status,
-            self.stdout(),
-            self.stderr()
-        )
-    }
-}
 
 /// Runs wininetd in `cwd` with `args`, which must include `--root`.
 fn wininetd<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Run {
@@ -51,19 +23,13 @@ fn wininetd<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Run {
         args.iter().any(|a| a.as_ref() == "--root"),
         "an install test without --root would write to the real /etc"
     );
-    let exe = env!("CARGO_BIN_EXE_wininetd");
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .env_remove("NOTIFY_SOCKET");
-    let command = std::iter::once(OsStr::new(exe))
-        .chain(args.iter().map(AsRef::as_ref))
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let output = cmd.output().expect("wininetd runs");
-    Run { command, output }
+    run_command(
+        Command::new(DAEMON)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("NOTIFY_SOCKET"),
+        WAIT,
+    )
 }
 
 /// Whether a real `systemctl` is on PATH (then --install must enable).
@@ -81,8 +47,7 @@ fn have_systemctl() -> bool {
 fn write_config(dir: &Path, rel: &str) {
     let path = dir.join(rel);
     fs::create_dir_all(path.parent().expect("has a parent")).expect("create config dir");
-    let child = env!("CARGO_BIN_EXE_wininetd-testchild");
-    fs::write(&path, format!("7777 none {child}\n")).expect("write config");
+    fs::write(&path, format!("7777 none {CHILD}\n")).expect("write config");
 }
 
 /// The argv systemd will run from the unit's `ExecStart=` line: `%%` and `$$`
@@ -184,7 +149,7 @@ fn install_writes_the_unit_with_the_given_parameters() {
 
     let unit = read_unit(root.path());
     let words = exec_start(&unit);
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_wininetd"));
+    let exe = PathBuf::from(DAEMON);
     assert_eq!(
         Path::new(&words[0]).canonicalize().ok(),
         exe.canonicalize().ok(),

@@ -127,7 +127,7 @@ fn timeout_flag_bounds_a_blocking_read() {
         .start();
     let mut stream = connect(without.port(0));
     assert_eq!(read_line(&mut stream, WAIT), "reading");
-    assert_silent(&mut stream, Duration::from_millis(2500));
+    assert_silent(&mut stream, Duration::from_millis(1500));
     stream.write_all(b"hello\n").expect("send");
     let result = read_line(&mut stream, WAIT);
     assert!(

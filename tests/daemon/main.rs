@@ -3,29 +3,43 @@
 //! it over loopback, and serves the helper child `wininetd-testchild`
 //! (tests/child/main.rs).
 //!
-//! The Linux and Windows tests share the harness in tests/common/mod.rs.
-//! The Linux ones are grouped by what they pin: the data path (in socket
-//! and in pipe mode), the child's environment, the child's process state,
-//! session logs and reaping, limits, run-as, configuration and command
-//! line, start and stop. portable.rs runs on both; windows.rs,
-//! windows_toml.rs and encoding.rs are Windows's own.
+//! One harness for both systems (tests/common/mod.rs, with what differs
+//! between them as named constants), and each scenario once: the modules
+//! under "both" run on Linux and on Windows (under Wine here). What only
+//! one system has is in a module of that system's: linux.rs and
+//! linux_toml.rs beside config.rs and toml_config.rs, and the Linux topics
+//! (the child's process state, sessions and reaping, limits, logging,
+//! reload, run-as...); windows.rs, windows_toml.rs and encoding.rs on
+//! Windows.
+//!
+//! Tests that need root are `#[ignore = "needs root"]`: run them as root
+//! with `cargo test -- --include-ignored` (CI does). So is the 30 s soak
+//! (reliability.rs), which CI runs as a step of its own, and the layout
+//! test outside a `WININETD_HOT_TEXT=1` build (layout.rs).
 
 #[cfg(any(target_os = "linux", windows))]
 #[path = "../common/mod.rs"]
 mod common;
 
+// Both systems.
+#[cfg(any(target_os = "linux", windows))]
+mod config;
+#[cfg(any(target_os = "linux", windows))]
+mod data;
+#[cfg(any(target_os = "linux", windows))]
+mod environment;
+#[cfg(any(target_os = "linux", windows))]
+mod portable;
+#[cfg(any(target_os = "linux", windows))]
+mod startup;
+#[cfg(any(target_os = "linux", windows))]
+mod toml_config;
+
+// Linux.
 #[cfg(target_os = "linux")]
 mod admission;
-#[cfg(target_os = "linux")]
-mod config;
-#[cfg(target_os = "linux")]
-mod data;
-#[cfg(windows)]
-mod encoding;
-#[cfg(target_os = "linux")]
-mod environment;
 // On Windows --install registers a real service; windows.rs tests that.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod install;
 #[cfg(target_os = "linux")]
 mod isolation;
@@ -36,11 +50,13 @@ mod lifecycle;
 #[cfg(target_os = "linux")]
 mod limits;
 #[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod linux_toml;
+#[cfg(target_os = "linux")]
 mod logging;
 #[cfg(target_os = "linux")]
 mod pipe;
-#[cfg(any(target_os = "linux", windows))]
-mod portable;
 #[cfg(target_os = "linux")]
 mod reliability;
 #[cfg(target_os = "linux")]
@@ -49,8 +65,10 @@ mod reload;
 mod run_as;
 #[cfg(target_os = "linux")]
 mod sessions;
-#[cfg(target_os = "linux")]
-mod toml_config;
+
+// Windows.
+#[cfg(windows)]
+mod encoding;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]

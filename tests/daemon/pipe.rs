@@ -23,9 +23,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, assert_silent, assert_stderr_logged, child, child_argv, children_of,
-    client_variables, connect, connect_v6, field, is_root, is_timeout, open_fds, parse_env,
-    read_line, read_to_eof, request, toml_service, v4, wait_gone,
+    Daemon, WAIT, assert_stderr_logged, child, child_argv, children_of, client_variables, connect,
+    connect_v6, field, has_status, is_root, is_timeout, open_fds, parse_env, read_line,
+    read_to_eof, request, toml_service, v4, wait_gone,
 };
 
 /// Deadline for the bulk transfers: 16 MiB each way is well under a second
@@ -49,11 +49,6 @@ fn start_pipe(mode: &[&str]) -> Daemon {
     Daemon::builder()
         .toml(&pipe_service("pipe", 0, mode, &[]))
         .start()
-}
-
-/// Whether a session-end line gives `status=WHAT` (`exit 0`, `signal 9`).
-fn has_status(line: &str, what: &str) -> bool {
-    line.contains(&format!("status={what}"))
 }
 
 /// Connects to 127.0.0.1:`port` with a 4 KiB receive buffer, and
@@ -427,50 +422,6 @@ fn half_close_is_eof_for_the_child_and_its_later_output_still_arrives() {
     assert!(rest.is_empty(), "nothing after the last line: {rest:?}");
     let end = daemon.session_end(pid);
     assert!(has_status(&end, "exit 0"), "{end}");
-}
-
-/// `timeout` in pipe mode: after `timeout` seconds without data from the
-/// client, the child's stdin ends (its blocking read returns 0) instead of
-/// failing as in socket mode; the child then exits 0 and the client gets
-/// EOF. The control, the same service without `timeout`, still waits past
-/// that time and then reads what the client sends late.
-#[test]
-fn timeout_turns_an_idle_client_into_eof_for_the_child() {
-    let config = [
-        pipe_service("timeout", 0, &["read-timeout"], &["timeout = 1"]),
-        pipe_service("patient", 1, &["read-timeout"], &[]),
-    ]
-    .concat();
-    let daemon = Daemon::builder().toml(&config).start();
-
-    // The daemon's clock starts at the accept, the child's only once it
-    // runs: measure from the client's side.
-    let connected = Instant::now();
-    let mut stream = connect(daemon.port(0));
-    let client = stream.local_addr().expect("local_addr");
-    assert_eq!(read_line(&mut stream, WAIT), "reading");
-    let line = read_line(&mut stream, WAIT);
-    let waited = connected.elapsed();
-    assert!(
-        line.starts_with("read ok 0 "),
-        "the child's read should see the end of its input: {line:?}"
-    );
-    assert!(
-        waited >= Duration::from_millis(950),
-        "the child's input ended {waited:?} after connecting, before the 1 s timeout"
-    );
-    let rest = read_to_eof(&mut stream, WAIT).expect("EOF once the child exits");
-    assert!(rest.is_empty(), "{rest:?}");
-    let (_, pid) = daemon.session_start(client);
-    let end = daemon.session_end(pid);
-    assert!(has_status(&end, "exit 0"), "{end}");
-
-    let mut stream = connect(daemon.port(1));
-    assert_eq!(read_line(&mut stream, WAIT), "reading");
-    assert_silent(&mut stream, Duration::from_millis(1500));
-    stream.write_all(b"late\n").expect("send");
-    let line = read_line(&mut stream, WAIT);
-    assert!(line.starts_with("read ok 5 "), "{line:?}");
 }
 
 /// `timeout` the other way: a client that stops reading while the child

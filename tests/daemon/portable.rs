@@ -4,8 +4,8 @@
 //! Linux and on Windows (under Wine here).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -14,34 +14,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    CHILD, DAEMON, Daemon, DaemonBuilder, Started, WAIT, attempt, child, child_argv, connect,
-    connect_to, daemon_path, field, free_port, get, is_event, json_events, must, peer_text,
-    read_line, read_to_eof, toml_service, v4, v6, wait_connectable, wait_event, wait_gone,
+    CHILD, DAEMON, Daemon, DaemonBuilder, Event, Started, WAIT, attempt, child, child_argv,
+    connect, daemon_path, field, free_port, hex, is_event, json_events, json_object, lo, peer_text,
+    pid_in, read_line, read_to_eof, request_to, toml_service, v4, v6, wait_connectable, wait_event,
+    wait_gone,
 };
 
 /// The config both OSes accept (see the file's header).
 const PORTABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/portable.toml");
-
-/// 127.0.0.`n`: every 127/8 address is on `lo`.
-fn lo(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
-
-/// Sends `input` to `addr`, half-closes, and returns the whole answer.
-fn request_to(addr: SocketAddr, input: &[u8]) -> String {
-    let mut stream = connect_to(addr);
-    stream.write_all(input).expect("send the request");
-    stream.shutdown(Shutdown::Write).expect("half-close");
-    let data = read_to_eof(&mut stream, WAIT).expect("read the answer");
-    String::from_utf8_lossy(&data).into_owned()
-}
-
-/// The number after `key=` in a child's line such as `sleeping pid=P`.
-fn pid_in(line: &str, key: &str) -> u32 {
-    field(line, key)
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
-}
 
 /// The `PATH` under which the daemon finds the test child by its bare name:
 /// the child's directory first, then the test's own `PATH`.
@@ -54,34 +34,6 @@ fn path_with_the_child() -> String {
         .expect("no separator in a directory")
         .into_string()
         .expect("a UTF-8 PATH")
-}
-
-/// `line` as a JSON object, or a panic that shows it.
-fn json(line: &str) -> serde_json::Map<String, Value> {
-    match serde_json::from_str(line) {
-        Ok(Value::Object(members)) => members,
-        _ => panic!("not one JSON object: {line:?}"),
-    }
-}
-
-/// Waits for a JSON line for which `matches` holds and returns it parsed.
-fn wait_json(
-    daemon: &Daemon,
-    what: &str,
-    matches: impl Fn(&serde_json::Map<String, Value>) -> bool,
-) -> serde_json::Map<String, Value> {
-    let line = daemon.wait_for(what, WAIT, |l| {
-        serde_json::from_str::<Value>(l)
-            .ok()
-            .and_then(|v| v.as_object().map(&matches))
-            .unwrap_or(false)
-    });
-    json(&line)
-}
-
-/// `bytes` in hex, as the test child's `stderr-hex` mode takes them.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A daemon of tests/data/portable.toml, with the test child on its `PATH`.
@@ -165,35 +117,38 @@ fn the_portable_config_is_checked_and_served() {
     // The log: one JSON object per event, with the session's fields.
     for (rule, source) in [("max_per_source", "127.0.0.1:"), ("deny", "127.0.0.2:")] {
         let refusal = wait_event(&daemon, &format!("refusal by {rule}"), |e| {
-            is_event(e, "refused", "guarded") && get(e, "rule") == Some(rule)
+            is_event(e, "refused", "guarded") && e["rule"] == rule
         });
-        assert!(must(&refusal, "peer").starts_with(source), "{refusal:?}");
+        assert!(
+            refusal["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(source)),
+            "{refusal}"
+        );
     }
     wait_event(&daemon, "refusal by rate", |e| {
-        is_event(e, "refused", "rated") && get(e, "rule") == Some("rate")
+        is_event(e, "refused", "rated") && e["rule"] == "rate"
     });
-    let held_pid = held_pid.to_string();
     wait_event(
         &daemon,
         "`session end` of the first `guarded` session",
-        |e| is_event(e, "session end", "guarded") && get(e, "pid") == Some(&held_pid),
+        |e| is_event(e, "session end", "guarded") && e["pid"] == held_pid,
     );
-    let sleeper = sleeper.to_string();
     wait_event(&daemon, "max_lifetime reached", |e| {
-        is_event(e, "max_lifetime", "lifetime") && get(e, "pid") == Some(&sleeper)
+        is_event(e, "max_lifetime", "lifetime") && e["pid"] == sleeper
     });
     wait_event(&daemon, "`session end` of `lifetime`", |e| {
-        is_event(e, "session end", "lifetime") && get(e, "pid") == Some(&sleeper)
+        is_event(e, "session end", "lifetime") && e["pid"] == sleeper
     });
     let start = wait_event(&daemon, "`session start` of `logged`", |e| {
-        is_event(e, "session start", "logged") && get(e, "peer") == Some(&peer_text(client))
+        is_event(e, "session start", "logged") && e["peer"] == peer_text(client)
     });
-    let logged_pid = must(&start, "pid").to_owned();
-    assert_eq!(must(&start, "local"), format!("127.0.0.1:{}", port(4)));
+    let logged_pid = start["pid"].clone();
+    assert_eq!(start["local"], format!("127.0.0.1:{}", port(4)), "{start}");
     let end = wait_event(&daemon, "`session end` of `logged`", |e| {
-        is_event(e, "session end", "logged") && get(e, "pid") == Some(&logged_pid)
+        is_event(e, "session end", "logged") && e["pid"] == logged_pid
     });
-    assert_eq!(must(&end, "status"), "exit 0");
+    assert_eq!(end["status"], "exit 0", "{end}");
     let events = json_events(&daemon);
     assert!(events.len() >= 10, "{} events", events.len());
 
@@ -202,9 +157,9 @@ fn the_portable_config_is_checked_and_served() {
     let stderr = wait_event(&daemon, "the child's stderr line", |e| {
         is_event(e, "program output", "logged")
     });
-    assert_eq!(must(&stderr, "pid"), logged_pid);
-    assert_eq!(must(&stderr, "level"), "INFO");
-    assert_eq!(must(&stderr, "output"), "portable-stderr-line");
+    assert_eq!(stderr["pid"], logged_pid, "{stderr}");
+    assert_eq!(stderr["level"], "INFO", "{stderr}");
+    assert_eq!(stderr["output"], "portable-stderr-line", "{stderr}");
 }
 
 /// Issue 16 item 17: with `log_format = "json"` every line is JSON, the
@@ -216,12 +171,12 @@ fn json_lines_all_parse_and_name_what_listens() {
     let daemon = portable_builder().start();
     let (echo, lifetime) = (daemon.port(0), daemon.port(5));
     assert_eq!(request_to(v4(echo), b"json\n"), "json\n");
-    wait_json(&daemon, "`session end` of `echo`", |e| {
-        e["message"] == "session end" && e["service"] == "echo"
+    wait_event(&daemon, "`session end` of `echo`", |e| {
+        is_event(e, "session end", "echo")
     });
 
     let lines = daemon.lines();
-    let events: Vec<_> = lines.iter().map(|l| json(l)).collect();
+    let events: Vec<Event> = json_events(&daemon);
     let listening: Vec<_> = events
         .iter()
         .filter(|e| e["message"] == "listening on")
@@ -302,10 +257,10 @@ fn program_output_is_its_own_member_in_json() {
     .concat();
     let daemon = Daemon::builder().toml(&config).start();
     assert_eq!(request_to(v4(daemon.port(0)), b""), "");
-    let start = wait_json(&daemon, "`session start`", |e| {
-        e["message"] == "session start" && e["service"] == "forger"
+    let start = wait_event(&daemon, "`session start`", |e| {
+        is_event(e, "session start", "forger")
     });
-    let output = wait_json(&daemon, "the program's output", |e| {
+    let output = wait_event(&daemon, "the program's output", |e| {
         e["message"] == "program output"
     });
     assert_eq!(output["service"], "forger");
@@ -316,13 +271,13 @@ fn program_output_is_its_own_member_in_json() {
         output["output"].as_str(),
         Some(&*String::from_utf8_lossy(FORGED))
     );
-    wait_json(&daemon, "`session end`", |e| {
-        e["message"] == "session end" && e["service"] == "forger"
+    wait_event(&daemon, "`session end`", |e| {
+        is_event(e, "session end", "forger")
     });
     for line in daemon.lines() {
         assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
-        let event = json(&line);
-        assert_ne!(event.get("service"), Some(&Value::from("ssh")), "{line}");
+        let event = json_object(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_ne!(event["service"], Value::from("ssh"), "{line}");
     }
 }
 
@@ -366,9 +321,12 @@ fn a_log_reader_that_stops_reading_blocks_no_session() {
             .spawn()
             .expect("start wininetd"),
     );
-    // Held, not read: the `listening on` lines are in it.
+    // Held, not read: the `listening on` lines are in it. So every port
+    // is probed until it accepts (a chatty probe logs its 200 lines too).
     let stderr = daemon.stderr.take().expect("stderr is piped");
-    wait_connectable(echo);
+    for port in chatty.iter().chain([&echo]) {
+        wait_connectable(*port);
+    }
 
     // 10 rounds of 4 x 200 lines: 8000 lines, more than a pipe and the
     // daemon's queue of 4096 lines hold. Each round ends with an echo.
@@ -418,21 +376,17 @@ fn a_log_reader_that_stops_reading_blocks_no_session() {
 #[test]
 fn a_log_nobody_reads_loses_only_its_lines() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = crate::common::free_port();
+    let port = free_port();
     let config = dir.path().join("wininetd.conf");
-    fs::write(
-        &config,
-        format!("{port} none {}\n", crate::common::child("echo")),
-    )
-    .expect("write the config");
+    fs::write(&config, format!("{port} none {}\n", child("echo"))).expect("write the config");
     let mut daemon = Started(
-        std::process::Command::new(crate::common::DAEMON)
+        Command::new(DAEMON)
             .arg("--debug")
             .arg("--cfgfile")
             .arg(daemon_path(&config))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start wininetd"),
     );
@@ -440,7 +394,7 @@ fn a_log_nobody_reads_loses_only_its_lines() {
     drop(daemon.stderr.take());
     // Nothing can tell when it listens: its `listening on` line goes
     // nowhere. Each session logs lines that cannot be written.
-    crate::common::wait_connectable(port);
+    wait_connectable(port);
     for i in 0..4 {
         assert_eq!(request_to(v4(port), b"ping\n"), "ping\n", "session {i}");
     }

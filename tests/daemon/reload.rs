@@ -1,7 +1,9 @@
 //! Reload on SIGHUP (issue 4): new settings for new connections while
 //! running sessions go on, a broken config that changes nothing, removed
 //! services that close their port but finish their sessions, added services
-//! that bind, and listeners that stay open through many reloads under load.
+//! that bind, and listeners that stay open through many reloads under load;
+//! a FIFO where the config was, a comment that changes nothing, and a
+//! config rewritten in UTF-16 (issue 16).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -12,8 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, WAIT, attempt, child_argv, connect, connect_to, connection_refused, is_alive,
-    read_line, read_to_eof, request, toml_service, v4, wait_refused,
+    Daemon, WAIT, attempt, child, child_argv, connect, connect_to, connection_refused, field,
+    free_port, has_token, is_alive, read_line, read_to_eof, request, toml_service, utf16, v4,
+    wait_refused,
 };
 
 fn echo_service(name: &str, port: &str, extra: &[&str]) -> String {
@@ -411,4 +414,82 @@ fn a_fifo_as_config_stops_neither_serving_nor_stopping() {
         "the stop took {:?}",
         began.elapsed()
     );
+}
+
+/// Issue 16, item 9: a reload that found a FIFO as its config stopped all
+/// accepting, and delayed SIGTERM, until someone wrote to the FIFO. It now
+/// fails at once, and the old config goes on serving.
+#[test]
+fn a_reload_that_finds_a_fifo_fails_and_keeps_serving() {
+    let mut daemon = Daemon::builder().service("none", &child("echo")).start();
+    let port = daemon.port(0);
+    std::fs::remove_file(daemon.config_path()).expect("remove the config");
+    let made = std::process::Command::new("mkfifo")
+        .arg(daemon.config_path())
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    daemon.send_signal(libc::SIGHUP);
+    let failed = daemon.wait_for_line("reload failed", WAIT);
+    let file = daemon.config_name();
+    daemon.wait_for("the reason, naming the file", WAIT, |l| {
+        l.contains(&file) && l.contains("not a regular file")
+    });
+    assert_eq!(request(port, b"served\n"), "served\n", "{failed}");
+    daemon.send_signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", daemon.report());
+}
+
+/// Issue 16, item 10: a reload that only added a comment line said every
+/// service "changed" (their line numbers were compared).
+#[test]
+fn a_reload_that_adds_a_comment_changes_nothing() {
+    let echo = child("echo");
+    let template = format!("{{port0}} none {echo}\n{{port1}} none {echo}\n");
+    let mut daemon = Daemon::builder().raw_config(&template).start();
+    let outcome = daemon.reload(&format!("# a comment\n\n{template}"));
+    assert!(outcome.contains("reload done"), "{outcome}");
+    assert_eq!(field(&outcome, "changed"), Some(""), "{outcome}");
+    let unchanged = field(&outcome, "unchanged").unwrap_or_default();
+    for port in [daemon.port(0), daemon.port(1)] {
+        assert!(
+            unchanged.split(',').any(|n| n == port.to_string()),
+            "{port} unchanged: {outcome}"
+        );
+    }
+    // A real change is one.
+    let outcome = daemon.reload(&format!(
+        "# a comment\n\n{{port0}} none {}\n{{port1}} none {echo}\n",
+        child("args x")
+    ));
+    assert_eq!(
+        field(&outcome, "changed"),
+        Some(daemon.port(0).to_string().as_str()),
+        "{outcome}"
+    );
+}
+
+/// Issue 16, item 20, on a reload: a config rewritten in UTF-16 is read,
+/// and the program of a service it adds gets its arguments decoded.
+#[test]
+fn a_utf16_config_serves_after_a_reload() {
+    let echo = child("echo");
+    let daemon = Daemon::builder()
+        .raw_config(&format!("{{port0}} none {echo}\n"))
+        .start();
+    let port1 = free_port();
+    let text = format!(
+        "# caf\u{e9}\r\n{} none {echo}\r\n{port1} none {}\r\n",
+        daemon.port(0),
+        child("args caf\u{e9}")
+    );
+    let path = daemon.config_path().to_owned();
+    let staging = path.with_extension("new");
+    std::fs::write(&staging, utf16(&text, true)).expect("write");
+    std::fs::rename(&staging, &path).expect("replace the config");
+    daemon.send_signal(libc::SIGHUP);
+    let outcome = daemon.wait_for_line("reload done", WAIT);
+    assert!(has_token(&outcome, &format!("added={port1}")), "{outcome}");
+    assert_eq!(request(port1, b""), "arg[0]=caf\u{e9}\nargc=1\n");
 }

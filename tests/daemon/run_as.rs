@@ -1,8 +1,9 @@
 //! Run-as: a service line with a user runs the child with that user's uid,
 //! gid, supplementary groups and HOME/USER/LOGNAME, and logs the user. The
 //! password of a `USER:PASS` line is ignored on Unix and never printed.
-//! These tests create system users, so they need root; they say so and
-//! return otherwise.
+//! These tests create system users, so they need root: they are ignored
+//! unless asked for (`cargo test -- --include-ignored`, as root; CI runs
+//! them).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Shutdown;
@@ -14,10 +15,9 @@ use crate::common::{
 const PASSWORD: &str = "s3cr3t-pa55";
 
 #[test]
+#[ignore = "needs root"]
 fn child_runs_with_the_users_ids_and_groups() {
-    let Some(user) = TestUser::create("ids") else {
-        return;
-    };
+    let user = TestUser::create("ids");
     let daemon = Daemon::builder().service(&user.name, &child("ids")).start();
     let mut stream = connect(daemon.port(0));
     let client = stream.local_addr().expect("local_addr");
@@ -64,10 +64,9 @@ fn child_runs_with_the_users_ids_and_groups() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn child_gets_the_users_environment_and_never_the_password() {
-    let Some(user) = TestUser::create("env") else {
-        return;
-    };
+    let user = TestUser::create("env");
     let daemon = Daemon::builder()
         .service(&format!("{}:{PASSWORD}", user.name), &child("env"))
         .env("HOME", "/root/daemon-home")
@@ -110,10 +109,9 @@ fn child_gets_the_users_environment_and_never_the_password() {
 /// `CLONE_VM` (the child shares the daemon's memory until its exec), and
 /// nothing made by fork.
 #[test]
+#[ignore = "needs root"]
 fn sessions_start_without_forking_the_daemon() {
-    let Some(user) = TestUser::create("clone") else {
-        return;
-    };
+    let user = TestUser::create("clone");
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("trace");
     let daemon = Daemon::builder()

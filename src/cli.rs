@@ -132,7 +132,7 @@ fn flag_range(range: std::ops::RangeInclusive<u64>) -> std::ops::RangeInclusive<
 }
 
 pub const DEFAULT_MAX_SESSIONS: u32 = 1024;
-pub const DEFAULT_SHUTDOWN_GRACE_SECS: u32 = 5;
+pub use crate::platform::DEFAULT_SHUTDOWN_GRACE_SECS;
 
 /// The flags that take a path: a `/?` after one of them is its value, not a
 /// request for help.

@@ -25,8 +25,9 @@ use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
 use crate::config::{Service, Transport};
 use crate::listen;
 use crate::platform;
+use crate::session::{SessionInfo, Slots};
 use crate::start::{ClientEnv, Launcher};
-use crate::supervise::{self, Session, SessionInfo, Slots};
+use crate::supervise::{self, Session};
 
 /// The longest pause a service takes after its program could not start
 /// for lack of a resource; each failure in a row doubles it from

@@ -6,8 +6,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::platform;
-
 /// Why `wininetd` stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,8 +25,10 @@ pub enum Error {
     ServiceManager(#[source] io::Error),
     #[error("cannot find this program's own path")]
     CurrentExe(#[source] io::Error),
+    /// Installing or removing the system service failed (the platform's
+    /// error, kept whole so that its causes print).
     #[error(transparent)]
-    Install(#[from] platform::InstallError),
+    Install(Box<dyn std::error::Error + Send + Sync>),
     /// `--install` checked the config first and found errors.
     #[error("{count} error(s) in {file}: not installed (--force installs anyway)")]
     InstallRefused { file: String, count: usize },

@@ -33,6 +33,7 @@ pub mod platform;
 pub mod relay;
 pub mod secret;
 pub mod server;
+pub mod session;
 pub mod start;
 pub mod stderr_log;
 pub mod supervise;

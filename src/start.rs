@@ -25,8 +25,8 @@ use socket2::Socket;
 use crate::config::{Service, StderrMode, StdioMode, Transport};
 use crate::platform::{self, ChildSpec, ChildStdio, Program};
 use crate::relay::{self, Relay};
+use crate::session::SessionInfo;
 use crate::stderr_log::{self, StderrLog};
-use crate::supervise::SessionInfo;
 
 /// The variables a connection adds: the original's `CLIENT_IP` and
 /// `CLIENT_PORT`, and the UCSPI-TCP set that tcpserver programs expect.

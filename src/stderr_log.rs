@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use crate::config::LogFormat;
 use crate::logging;
 use crate::platform;
-use crate::supervise::SessionInfo;
+use crate::session::SessionInfo;
 
 /// The longest line logged as one event; longer ones are split.
 pub const MAX_LINE: usize = 8 * 1024;

@@ -10,36 +10,14 @@
 //! (service, peer, pid...) themselves rather than through a span, so that a
 //! JSON line is one flat object.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::admit::{Permit, ServiceSlot, SourceSlot};
 use crate::platform;
+use crate::session::{SessionInfo, Slots};
 use crate::start::Backend;
-
-/// Who a session is, for its log lines.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub service: Arc<str>,
-    pub port: u16,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub pid: u32,
-    /// The run-as user, if any.
-    pub user: Option<Arc<str>>,
-}
-
-/// The slots a session holds; dropping them gives them back.
-#[derive(Debug)]
-pub struct Slots {
-    pub global: Permit,
-    pub service: ServiceSlot,
-    pub source: SourceSlot,
-}
 
 /// One running session, owned by its connection's task.
 #[derive(Debug)]

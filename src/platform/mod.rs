@@ -34,6 +34,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// How long sessions get between SIGTERM and SIGKILL when the daemon
+/// stops, unless `--shutdown-grace` says otherwise. Here because the
+/// service manager's own stop timeout (the systemd unit's) is built on it.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u32 = 5;
+
 /// What to run for a service's sessions: plain data, built once per
 /// service by the start stage; each OS turns it into its [`ChildSpec`]
 /// (what can be made ready before any connection comes).

@@ -69,6 +69,8 @@ mod sessions;
 // Windows.
 #[cfg(windows)]
 mod encoding;
+#[cfg(target_os = "linux")]
+mod structure;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]

@@ -36,7 +36,7 @@ const WANTED_BY: &str = "multi-user.target";
 
 /// wininetd's own default for `--shutdown-grace` (see the CLI): how long it
 /// waits after SIGTERM-ing the sessions before SIGKILL-ing them.
-const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = crate::cli::DEFAULT_SHUTDOWN_GRACE_SECS as u64;
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = super::super::DEFAULT_SHUTDOWN_GRACE_SECS as u64;
 
 /// What systemd waits beyond the shutdown grace before it SIGKILLs whatever is
 /// left: time for the daemon to kill the sessions, reap them and exit itself.
@@ -773,6 +773,14 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
+}
+
+/// The crate's error for a failed install, remove or reload request: the
+/// platform's error kept whole (its causes print).
+impl From<InstallError> for crate::Error {
+    fn from(e: InstallError) -> Self {
+        crate::Error::Install(Box::new(e))
+    }
 }
 
 #[cfg(test)]

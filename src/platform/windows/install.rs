@@ -605,6 +605,14 @@ pub(super) fn reload_named(
     Ok(lines)
 }
 
+/// The crate's error for a failed install, remove or reload request: the
+/// platform's error kept whole (its causes print).
+impl From<InstallError> for crate::Error {
+    fn from(e: InstallError) -> Self {
+        crate::Error::Install(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

@@ -502,7 +502,14 @@ fn max_lifetime_kills_the_process_tree() {
         .map(|(i, stdio)| {
             let connected = Instant::now();
             let mut stream = connect(daemon.port(i));
-            let line = read_line(&mut stream, WAIT);
+            // The grandchild (`sleep` mode) says `sleeping pid=N` on the
+            // same connection, before or after its parent's line.
+            let line = loop {
+                let line = read_line(&mut stream, WAIT);
+                if line.starts_with("parent ") {
+                    break line;
+                }
+            };
             let (parent, grandchild) = (pid_in(&line, "pid"), pid_in(&line, "grandchild"));
             assert!(is_alive(parent) && is_alive(grandchild), "{stdio}: {line}");
             (connected, stream, parent, grandchild)

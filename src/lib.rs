@@ -22,6 +22,7 @@
 //! systems differ.
 
 pub mod admit;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;

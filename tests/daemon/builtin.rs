@@ -266,6 +266,36 @@ fn timeout_closes_a_silent_client() {
     assert!(end.contains("status=timeout"), "{end}");
 }
 
+/// `--check` names, at line and column, a `command` beside `builtin` and
+/// each key that only a program has a use for; a clean built-in passes.
+#[test]
+fn check_reports_what_a_builtin_cannot_have() {
+    let (_, code) = crate::toml_config::check(&builtin("echo", &[]));
+    assert_eq!(code, Some(0), "a clean built-in");
+    let text = builtin(
+        "echo",
+        &[
+            "command = \"cat\"",
+            "env = { A = \"1\" }",
+            "stdio = \"pipe\"",
+        ],
+    );
+    let (daemon, code) = crate::toml_config::check(&text);
+    assert_eq!(code, Some(1), "--check on a bad file");
+    let name = daemon.config_name();
+    for expected in [
+        format!("{name}:4:11: error: `builtin` and `command` are mutually exclusive"),
+        format!("{name}:6:1: error: `env` has no meaning for a built-in service"),
+        format!("{name}:7:1: error: `stdio` has no meaning for a built-in service"),
+    ] {
+        assert!(
+            daemon.stderr_text().contains(&expected),
+            "{expected}\n{}",
+            daemon.report()
+        );
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;

@@ -203,7 +203,11 @@ fn log_start_failure(
     pid: Option<u32>,
     e: &std::io::Error,
 ) {
-    let program = active.service.program.display();
+    let program = match active.service.builtin {
+        // What failed is making the connection async (`builtin NAME`).
+        Some(_) => active.service.cmdline.clone(),
+        None => active.service.program.display().to_string(),
+    };
     match pid {
         Some(pid) => error!(
             service = %active.name, port, %peer, pid, program = %program, error = %e,

@@ -11,17 +11,20 @@
 //! (bind,       (access,       (what serves      (wait for the exit or
 //!  accept,      rates,         the session:      a deadline, drain the
 //!  back off)    limits:        a program with    relay, log, give the
-//!               a permit)      the socket, or    slots back, end the
-//!                              behind a relay)   whole tree on stop)
+//!               a permit)      the socket,       slots back, end the
+//!                              behind a relay,   whole tree on stop)
+//!                              or a built-in)
 //! ```
 //!
 //! Around them: [`config`] (parse, then resolve), [`server`] (wires the
 //! stages: the accept tasks, reload, the stop), [`relay`] (the daemon
-//! between a connection and a program's pipes), [`stderr_log`],
+//! between a connection and a program's pipes), [`builtin`] (the services
+//! the daemon serves itself), [`stderr_log`],
 //! [`logging`], [`cli`], and [`platform`], the only place where operating
 //! systems differ.
 
 pub mod admit;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;

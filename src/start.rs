@@ -2,7 +2,7 @@
 //!
 //! A session is served by a [`Backend`]: today a program, with the
 //! connection as its stdio or behind a [`relay`](crate::relay) (`stdio =
-//! "pipe"`); the next kinds (built-in services) are more variants of it.
+//! "pipe"`), or a [built-in service](crate::builtin) on the connection.
 //! The supervise stage waits on a backend through the same few calls
 //! whatever it is: its exit, its drain, its end.
 //!
@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::config::{Service, StderrMode, StdioMode, Transport};
+use crate::builtin;
+use crate::config::{Builtin, Service, StderrMode, StdioMode, Transport};
 use crate::platform::{self, ChildSpec, ChildStdio, Program};
 use crate::relay::{self, Relay};
 use crate::session::SessionInfo;
@@ -44,6 +45,8 @@ pub const CLIENT_VARIABLES: [&str; 7] = [
 #[derive(Debug)]
 pub struct Launcher {
     spec: Arc<ChildSpec>,
+    /// The daemon serves the sessions itself, with no program.
+    builtin: Option<Builtin>,
     /// The daemon relays the connection (`stdio = "pipe"`).
     relayed: bool,
     /// Bounds each of a relay's waits on the connection.
@@ -56,7 +59,11 @@ impl Launcher {
     /// variables override all.
     pub fn new(service: &Service, daemon_env: &[(OsString, OsString)]) -> Self {
         let relayed = service.stdio == StdioMode::Pipe;
-        if !relayed && !platform::SOCKET_TIMEOUTS_APPLY && service.socket.timeout.is_some() {
+        if service.builtin.is_none()
+            && !relayed
+            && !platform::SOCKET_TIMEOUTS_APPLY
+            && service.socket.timeout.is_some()
+        {
             tracing::warn!(
                 service = %service.name,
                 "--timeout has no effect with --stdio socket on Windows: a synchronous socket \
@@ -75,6 +82,7 @@ impl Launcher {
         };
         Self {
             spec: Arc::new(ChildSpec::new(program)),
+            builtin: service.builtin,
             relayed,
             timeout: service.socket.timeout,
         }
@@ -91,6 +99,13 @@ impl Launcher {
         client: ClientEnv,
         reaper: &platform::Reaper,
     ) -> io::Result<Backend> {
+        if let Some(builtin) = self.builtin {
+            return Ok(Backend::Builtin(builtin::Running::start(
+                builtin,
+                socket,
+                self.timeout,
+            )?));
+        }
         let (relay, stdio) = if self.relayed {
             let (relay, stdio) = Relay::new(socket, self.timeout)?;
             (Some(relay), stdio)
@@ -152,6 +167,26 @@ fn environment(
 pub enum Backend {
     /// A program, with the connection as its stdio or behind a relay.
     Process(Process),
+    /// A built-in service: a task of the daemon's on the connection.
+    Builtin(builtin::Running),
+}
+
+/// How what served a session ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// The program's exit status.
+    Process(platform::ExitStatus),
+    /// How a built-in's session ended, in words.
+    Builtin(String),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Process(status) => f.write_str(&platform::describe_exit(status)),
+            Self::Builtin(end) => f.write_str(end),
+        }
+    }
 }
 
 /// A session's program, its relay and its stderr log.
@@ -163,10 +198,12 @@ pub struct Process {
 }
 
 impl Backend {
-    /// The pid the session is known by.
+    /// The pid the session is known by: 0 for a built-in, which has no
+    /// process of its own.
     pub fn pid(&self) -> u32 {
         match self {
             Self::Process(p) => p.child.id(),
+            Self::Builtin(_) => 0,
         }
     }
 
@@ -180,13 +217,15 @@ impl Backend {
                     .take_stderr()
                     .map(|pipe| stderr_log::start(pipe, info.clone()));
             }
+            Self::Builtin(_) => {}
         }
     }
 
     /// Resolves when the program has exited, with its status.
-    pub async fn exited(&mut self) -> io::Result<platform::ExitStatus> {
+    pub async fn exited(&mut self) -> io::Result<Exit> {
         match self {
-            Self::Process(p) => p.child.wait().await,
+            Self::Process(p) => p.child.wait().await.map(Exit::Process),
+            Self::Builtin(b) => Ok(Exit::Builtin(b.ended().await)),
         }
     }
 
@@ -196,6 +235,7 @@ impl Backend {
     pub fn start_error(&self) -> Option<io::Error> {
         match self {
             Self::Process(p) => p.child.start_error(),
+            Self::Builtin(_) => None,
         }
     }
 
@@ -219,6 +259,7 @@ impl Backend {
                     pause = (pause * 2).min(LEFTOVER_POLL_MAX);
                 }
             }
+            Self::Builtin(_) => {}
         }
     }
 
@@ -227,6 +268,8 @@ impl Backend {
     pub fn terminate(&self) {
         match self {
             Self::Process(p) => p.child.terminate_tree(),
+            // Nothing to ask: its connection is closed at once.
+            Self::Builtin(b) => b.abort(),
         }
     }
 
@@ -234,6 +277,7 @@ impl Backend {
     pub fn kill(&self) {
         match self {
             Self::Process(p) => p.child.kill_tree(),
+            Self::Builtin(b) => b.abort(),
         }
     }
 
@@ -252,6 +296,9 @@ impl Backend {
                     }
                 })
                 .await;
+            }
+            Self::Builtin(b) => {
+                b.ended().await;
             }
         }
     }

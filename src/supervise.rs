@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::platform;
 use crate::session::{SessionInfo, Slots};
 use crate::start::Backend;
 
@@ -128,7 +127,7 @@ pub async fn supervise(
             peer = %info.peer,
             local = %info.local,
             pid = info.pid,
-            status = %platform::describe_exit(&status),
+            status = %status,
             duration = duration.as_secs_f64(),
             "session end"
         ),
@@ -139,7 +138,7 @@ pub async fn supervise(
             local = %info.local,
             pid = info.pid,
             user = %user,
-            status = %platform::describe_exit(&status),
+            status = %status,
             duration = duration.as_secs_f64(),
             "session end"
         ),

@@ -237,6 +237,9 @@ pub struct Service {
     pub program: PathBuf,
     /// argv[1..].
     pub args: Vec<OsString>,
+    /// Served by the daemon itself, with no program (`program` is then
+    /// empty and `cmdline` names the built-in).
+    pub builtin: Option<Builtin>,
     /// Run as this account instead of the daemon's own.
     pub user: Option<Identity>,
     /// Variables added to the child's environment.
@@ -266,6 +269,7 @@ impl Service {
             cmdline,
             program,
             args,
+            builtin,
             user,
             env,
             working_dir,
@@ -281,6 +285,7 @@ impl Service {
             && *listen == other.listen
             && *cmdline == other.cmdline
             && *program == other.program
+            && *builtin == other.builtin
             && *args == other.args
             && *user == other.user
             && *env == other.env
@@ -362,6 +367,8 @@ pub struct Draft {
     /// The valid listen addresses.
     pub listen: Vec<Placed<ListenAddr>>,
     pub command: Option<Placed<CommandLine>>,
+    /// A built-in service instead of a command (TOML only).
+    pub builtin: Option<Placed<Builtin>>,
     pub user: Option<Placed<String>>,
     pub group: Option<Placed<String>>,
     /// Placed at its key (TOML): what is said of it is about the key.
@@ -371,6 +378,41 @@ pub struct Draft {
     /// valid. `resolve` checks the rest of a draft that is not complete (so
     /// that one run reports every problem), but makes no service of it.
     pub complete: bool,
+}
+
+/// A service the daemon serves itself, with no program started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// RFC 862: sends back what it receives.
+    Echo,
+    /// RFC 863: reads and drops what it receives.
+    Discard,
+    /// RFC 867: the date and time as text.
+    Daytime,
+    /// RFC 868: seconds since 1900 as 32 bits.
+    Time,
+    /// RFC 864: lines of printable characters until the client leaves.
+    Chargen,
+}
+
+impl Builtin {
+    /// Each built-in with its name in a config file.
+    pub const ALL: [(&'static str, Builtin); 5] = [
+        ("echo", Builtin::Echo),
+        ("discard", Builtin::Discard),
+        ("daytime", Builtin::Daytime),
+        ("time", Builtin::Time),
+        ("chargen", Builtin::Chargen),
+    ];
+
+    /// Its name in a config file.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map(|(name, _)| *name)
+            .expect("every built-in is listed")
+    }
 }
 
 /// A command as written: one string to split, or argv itself.
@@ -563,6 +605,7 @@ fn parse_flat(file: &Path, text: &[u8]) -> Parsed {
                 name: entry.port.to_string(),
                 listen: vec![Placed::new(ListenAddr::Tcp(IpListen::Any(entry.port)), at)],
                 command: Some(Placed::new(CommandLine::Line(entry.cmdline), at)),
+                builtin: None,
                 user,
                 group: None,
                 password,

@@ -220,6 +220,11 @@ fn check(
         Some((_, Err(_))) => return None,
         None => None,
     };
+    if draft.builtin.is_some() {
+        // Runs no program, as no one: the parser refused what would say
+        // otherwise.
+        return Some((PathBuf::new(), Vec::new(), None));
+    }
     let (_, Ok(found)) = command? else {
         return None;
     };
@@ -339,10 +344,12 @@ fn build(
         Some(secs) => Some(Duration::from_secs(secs)),
         None => default,
     };
-    let cmdline = match draft.command.map(|c| c.value) {
-        Some(CommandLine::Line(line)) => line,
-        Some(CommandLine::Argv(argv)) => platform::join_command_line(&argv),
-        None => String::new(),
+    let builtin = draft.builtin.map(|b| b.value);
+    let cmdline = match (draft.command.map(|c| c.value), builtin) {
+        (_, Some(builtin)) => format!("builtin {}", builtin.name()),
+        (Some(CommandLine::Line(line)), None) => line,
+        (Some(CommandLine::Argv(argv)), None) => platform::join_command_line(&argv),
+        (None, None) => String::new(),
     };
     Service {
         name: draft.name,
@@ -351,6 +358,7 @@ fn build(
         cmdline,
         program,
         args,
+        builtin,
         user,
         env: o
             .env

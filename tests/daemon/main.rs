@@ -23,6 +23,8 @@ mod common;
 
 // Both systems.
 #[cfg(any(target_os = "linux", windows))]
+mod builtin;
+#[cfg(any(target_os = "linux", windows))]
 mod config;
 #[cfg(any(target_os = "linux", windows))]
 mod data;

@@ -46,8 +46,8 @@ use toml::de::{DeTable, DeValue};
 pub use self::options::Options;
 use self::options::{Key, OPTIONS, Scope};
 use super::{
-    CommandLine, Diagnostic, Draft, FileFormat, IpListen, ListenAddr, LogFormat, Parsed, Placed,
-    Pos, Secret, Severity, bounds,
+    Builtin, CommandLine, Diagnostic, Draft, FileFormat, IpListen, ListenAddr, LogFormat, Parsed,
+    Placed, Pos, Secret, Severity, bounds,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -62,9 +62,21 @@ const SERVICE_KEYS: &[Key] = &[
     Key::service_only("name"),
     Key::service_only("listen"),
     Key::service_only("command"),
+    Key::service_only("builtin"),
     Key::service_only("user"),
     Key::service_only("group"),
     Key::service_only("password"),
+];
+/// The keys of a `[[service]]` that only a program has a use for: errors
+/// beside `builtin`. (`[defaults]`' values of them do not apply to it.)
+const BUILTIN_MEANINGLESS: [&str; 7] = [
+    "user",
+    "group",
+    "password",
+    "env",
+    "working_dir",
+    "stdio",
+    "stderr",
 ];
 /// The keys of a `rate` or `rate_per_source` table.
 const RATE_KEYS: &[&str] = &["per_second", "burst"];
@@ -180,6 +192,10 @@ enum Problem {
     NulInPath(&'static str),
     #[error("`{0}` needs `user`")]
     NeedsUser(&'static str),
+    #[error("`builtin` and `command` are mutually exclusive: a built-in service runs no program")]
+    BuiltinAndCommand,
+    #[error("`{0}` has no meaning for a built-in service: it starts no program")]
+    NotForBuiltin(&'static str),
     #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
     BadEnvName(String),
     #[error("environment variable {} must not contain NUL", quoted(.0))]
@@ -311,6 +327,7 @@ impl Walker<'_> {
         let mut name = None;
         let mut listen = None;
         let mut command = None;
+        let mut builtin = None;
         let (mut user, mut group, mut password) = (None, None, None);
         let mut options = Options::default();
         for (key, value) in table {
@@ -320,6 +337,11 @@ impl Walker<'_> {
                 "name" => name = self.name(value, line, names),
                 "listen" => listen = Some(self.listen(value)),
                 "command" => command = self.command(value).map(|c| Placed::new(c, at)),
+                "builtin" => {
+                    builtin = self
+                        .choice("builtin", value, &Builtin::ALL)
+                        .map(|b| Placed::new(b, at));
+                }
                 "user" => user = self.non_empty("user", value).map(text),
                 "group" => group = self.non_empty("group", value).map(text),
                 // The warning that a password is ignored is about the key.
@@ -336,7 +358,7 @@ impl Walker<'_> {
         }
         let find = |wanted: &str| table.iter().find(|(key, _)| key.get_ref() == wanted);
         for key in ["name", "listen", "command"] {
-            if find(key).is_none() {
+            if find(key).is_none() && !(key == "command" && find("builtin").is_some()) {
                 let table = "[[service]]".to_owned();
                 self.error(header.clone(), Problem::Missing { key, table });
             }
@@ -348,14 +370,29 @@ impl Walker<'_> {
                 }
             }
         }
+        let mut exclusive = true;
+        if let Some((_, value)) = find("builtin") {
+            if find("command").is_some() {
+                self.error(value.span(), Problem::BuiltinAndCommand);
+                exclusive = false;
+            }
+            for key in BUILTIN_MEANINGLESS {
+                if let Some((found, _)) = find(key) {
+                    self.error(found.span(), Problem::NotForBuiltin(key));
+                    exclusive = false;
+                }
+            }
+        }
         let (listen, all_listen) = listen.unwrap_or_default();
-        let complete = name.is_some() && all_listen && command.is_some();
+        let complete =
+            name.is_some() && all_listen && exclusive && (command.is_some() || builtin.is_some());
         Some(Draft {
             line,
             format: FileFormat::Toml,
             name: name.unwrap_or_default(),
             listen,
             command,
+            builtin,
             user,
             group,
             password,
@@ -1048,7 +1085,8 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
         }
         let text = format!(
             "{SERVICE}{}",
-            key_names(&SERVICE_KEYS[3..]).join(" = \"x\"\n")
+            // After name, listen, command and builtin: user, group, password.
+            key_names(&SERVICE_KEYS[4..]).join(" = \"x\"\n")
         );
         let text = format!("{text} = \"x\"\n");
         assert!(parse_str(&text).diagnostics.is_empty(), "{text}");
@@ -1269,6 +1307,58 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
         assert_eq!(parsed.drafts[0].options.stdio, Some(StdioMode::Pipe));
         assert_eq!(parsed.drafts[1].options.stdio, Some(StdioMode::Socket));
+    }
+
+    #[test]
+    fn builtins() {
+        const BUILTIN: &str = "[[service]]\nname = \"s\"\nlisten = 7\nbuiltin = \"chargen\"\n";
+        let d = draft(BUILTIN);
+        assert_eq!(
+            d.builtin.map(|b| (b.value, b.pos)),
+            Some((
+                Builtin::Chargen,
+                Pos {
+                    line: 4,
+                    column: Some(11)
+                }
+            ))
+        );
+        assert!(d.command.is_none() && d.complete);
+        for (name, builtin) in Builtin::ALL {
+            let d = draft(&BUILTIN.replace("chargen", name));
+            assert_eq!(d.builtin.map(|b| b.value), Some(builtin));
+        }
+        assert_eq!(
+            message(&BUILTIN.replace("chargen", "qotd")),
+            "t.toml:4:11: error: `builtin` must be \"echo\", \"discard\", \"daytime\", \"time\" or \"chargen\", not \"qotd\""
+        );
+        let mut both = parse_str(&format!("{BUILTIN}command = \"cat\"\n"));
+        assert_eq!(
+            both.diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "t.toml:4:11: error: `builtin` and `command` are mutually exclusive: a built-in service runs no program"
+            ]
+        );
+        assert!(!both.drafts.remove(0).complete);
+        let meaningless = "user = \"u\"\ngroup = \"g\"\npassword = \"pw-SECRET\"\nenv = { A = \"1\" }\nworking_dir = \"/\"\nstdio = \"pipe\"\nstderr = \"log\"\n";
+        let found = messages(&format!("{BUILTIN}{meaningless}"));
+        let expected: Vec<String> = BUILTIN_MEANINGLESS
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                format!(
+                    "t.toml:{}:1: error: `{key}` has no meaning for a built-in service: it starts no program",
+                    i + 5
+                )
+            })
+            .collect();
+        assert_eq!(found, expected);
+        // What [defaults] says of them is for the programs.
+        let defaults = "[defaults]\nenv = { A = \"1\" }\nstdio = \"pipe\"\nstderr = \"log\"\n";
+        assert!(draft(&format!("{defaults}{BUILTIN}")).complete);
     }
 
     #[test]

@@ -161,6 +161,64 @@ struct Load {
     failures: Mutex<Vec<String>>,
 }
 
+/// Full requests on the echo service at `port`, one after another, from a
+/// thread of their own until [`Requests::finish`].
+struct Requests {
+    load: Arc<Load>,
+    stop: Arc<AtomicBool>,
+    client: thread::JoinHandle<()>,
+}
+
+impl Requests {
+    fn start(port: u16) -> Self {
+        let load = Arc::new(Load::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = {
+            let (load, stop) = (Arc::clone(&load), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(failure) = one_request(port, n) {
+                        load.failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(failure);
+                    }
+                    load.done.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+            })
+        };
+        Self { load, stop, client }
+    }
+
+    /// Requests done so far.
+    fn done(&self) -> usize {
+        self.load.done.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `at_least` requests are done.
+    fn wait_for(&self, at_least: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.done() < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "the load thread is stuck at {} requests",
+                self.done()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the requests: how many were done, and the failures.
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.client.join().expect("the load thread does not panic");
+        let failures = self.load.failures.lock().unwrap_or_else(|p| p.into_inner());
+        (self.load.done.load(Ordering::Relaxed), failures.clone())
+    }
+}
+
 /// One full request on the echo service: connect, send, half-close, read
 /// to EOF, compare.
 fn one_request(port: u16, n: usize) -> Result<(), String> {
@@ -204,49 +262,16 @@ fn reloads_under_load_lose_no_connection() {
     let mut daemon = Daemon::builder().toml(&config("a")).start();
     let port = daemon.port(0);
 
-    let load = Arc::new(Load::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (load, stop) = (Arc::clone(&load), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if let Err(failure) = one_request(port, n) {
-                    load.failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(failure);
-                }
-                load.done.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-            }
-        })
-    };
-
-    let wait_requests = |at_least: usize| {
-        let deadline = Instant::now() + WAIT;
-        while load.done.load(Ordering::Relaxed) < at_least {
-            assert!(
-                Instant::now() < deadline,
-                "the load thread is stuck at {} requests",
-                load.done.load(Ordering::Relaxed)
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    };
-    wait_requests(3);
+    let requests = Requests::start(port);
+    requests.wait_for(3);
     for i in 1..=RELOADS {
         let generation = if i % 2 == 1 { "b" } else { "a" };
         let outcome = daemon.reload(&config(generation));
         assert!(outcome.contains("reload done"), "reload {i}: {outcome}");
         // Requests between every two reloads, not all before or after.
-        wait_requests(load.done.load(Ordering::Relaxed) + 2);
+        requests.wait_for(requests.done() + 2);
     }
-    stop.store(true, Ordering::Relaxed);
-    client.join().expect("the load thread does not panic");
-
-    let failures = load.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let done = load.done.load(Ordering::Relaxed);
+    let (done, failures) = requests.finish();
     assert!(
         failures.is_empty(),
         "{} of {done} requests failed during reloads, first ones: {:#?}",
@@ -265,35 +290,6 @@ fn reloads_under_load_lose_no_connection() {
     eprintln!("{done} requests across {RELOADS} reloads, none failed");
 }
 
-/// Runs `one_request` on `port` from a thread until the returned closure is
-/// called; that returns how many ran and the failures.
-fn requests_meanwhile(port: u16) -> impl FnOnce() -> (usize, Vec<String>) {
-    let load = Arc::new(Load::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (load, stop) = (Arc::clone(&load), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if let Err(failure) = one_request(port, n) {
-                    load.failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(failure);
-                }
-                load.done.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-            }
-        })
-    };
-    move || {
-        stop.store(true, Ordering::Relaxed);
-        client.join().expect("the load thread does not panic");
-        let failures = load.failures.lock().unwrap_or_else(|p| p.into_inner());
-        (load.done.load(Ordering::Relaxed), failures.clone())
-    }
-}
-
 /// Regression (issue 16, item 8): a reload that changed a service's
 /// `stdio` left it with no listener (the new socket was bound before the
 /// old one was closed: "Address already in use"), while the log said
@@ -305,9 +301,9 @@ fn a_stdio_change_keeps_the_listener() {
         .toml(&echo_service("svc", "{port0}", &[]))
         .start();
     let port = daemon.port(0);
-    let finish = requests_meanwhile(port);
+    let requests = Requests::start(port);
     let outcome = daemon.reload(&echo_service("svc", "{port0}", &["stdio = \"pipe\""]));
-    let (done, failures) = finish();
+    let (done, failures) = requests.finish();
     assert!(outcome.contains("reload done"), "{outcome}");
     assert!(
         failures.is_empty(),

@@ -60,11 +60,11 @@ fn the_functions_run_at_start_and_per_session_lie_at_the_head_of_the_text() {
     };
     // Names that exist in a debug and in a release build (which inlines
     // most functions): the C entry, the config's parser (run at start) and
-    // the way a session's end is told (run per session).
+    // what shows a connection's addresses (run per connection).
     for name in [
         "main",
         "wininetd::config::parse",
-        "wininetd::platform::unix::describe_exit",
+        "wininetd::listen::canonical",
     ] {
         let address = address_of(name);
         assert!(

@@ -1343,7 +1343,11 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
             ]
         );
         assert!(!both.drafts.remove(0).complete);
-        let meaningless = "user = \"u\"\ngroup = \"g\"\npassword = \"pw-SECRET\"\nenv = { A = \"1\" }\nworking_dir = \"/\"\nstdio = \"pipe\"\nstderr = \"log\"\n";
+        let meaningless = format!(
+            "user = \"u\"\ngroup = \"g\"\npassword = \"pw-SECRET\"\nenv = {{ A = \"1\" }}\n\
+             working_dir = \"{}\"\nstdio = \"pipe\"\nstderr = \"log\"\n",
+            absolute_dir()
+        );
         let found = messages(&format!("{BUILTIN}{meaningless}"));
         let expected: Vec<String> = BUILTIN_MEANINGLESS
             .iter()

@@ -927,18 +927,23 @@ fn a_utf16_toml_config_is_read() {
     );
     let bad = format!("{}\ntimeout = \"\u{e9}\"\n", good.trim_end());
     for (encode, name) in UTF16_ENCODINGS {
-        let mut daemon = Daemon::builder()
-            .toml(&good)
-            .encoded(encode)
-            .arg("--check")
-            .no_debug()
-            .spawn();
-        assert_eq!(
-            daemon.wait_exit(WAIT).code(),
-            Some(0),
-            "{}",
-            daemon.report()
-        );
+        // `--check` of `text` in this encoding, with the exit code expected.
+        let check = |text: &str, code: i32| {
+            let mut daemon = Daemon::builder()
+                .toml(text)
+                .encoded(encode)
+                .arg("--check")
+                .no_debug()
+                .spawn();
+            assert_eq!(
+                daemon.wait_exit(WAIT).code(),
+                Some(code),
+                "{}",
+                daemon.report()
+            );
+            daemon
+        };
+        let daemon = check(&good, 0);
         let summary = format!(
             "{}: ok, 1 service(s), 0 warning(s), {name}",
             daemon.config_name()
@@ -949,18 +954,7 @@ fn a_utf16_toml_config_is_read() {
             daemon.report()
         );
 
-        let mut daemon = Daemon::builder()
-            .toml(&bad)
-            .encoded(encode)
-            .arg("--check")
-            .no_debug()
-            .spawn();
-        assert_eq!(
-            daemon.wait_exit(WAIT).code(),
-            Some(1),
-            "{}",
-            daemon.report()
-        );
+        let daemon = check(&bad, 1);
         let at = format!(
             "{}:6:11: error: `timeout` must be an integer",
             daemon.config_name()

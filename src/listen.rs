@@ -11,10 +11,10 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use socket2::{Domain, Socket, TcpKeepalive};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{IpListen, ListenAddr, SocketOptions, StdioMode, Transport};
+use crate::config::{IpListen, ListenAddr, Service, SocketOptions, StdioMode, Transport};
 use crate::platform::{self, Listener};
 
 /// Shortest and longest pause after an accept error that says the system
@@ -112,10 +112,35 @@ impl Acceptor {
     }
 }
 
-/// Binds `addr` and starts listening.
-pub fn bind(addr: ListenAddr, options: &SocketOptions, stdio: StdioMode) -> io::Result<Socket> {
+/// Binds `addr` for `service` and starts listening.
+pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Socket> {
     match addr {
-        ListenAddr::Tcp(ip) => bind_tcp(ip, options, stdio),
+        ListenAddr::Tcp(ip) => bind_tcp(*ip, &service.socket, service.stdio),
+        ListenAddr::Udp(ip) => bind_udp(*ip),
+        ListenAddr::Unix(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Unix sockets are not served yet",
+        )),
+    }
+}
+
+/// Binds a UDP address: one dual-stack socket for a bare port, as TCP.
+fn bind_udp(addr: IpListen) -> io::Result<Socket> {
+    let bind = |addr: SocketAddr, only_v6: bool| -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(only_v6)?;
+        }
+        platform::configure_listener(&socket)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    match addr {
+        IpListen::Any(port) => match bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
+            Err(e) if no_ipv6(&e) => bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), false),
+            result => result,
+        },
+        IpListen::At(addr) => bind(addr, true),
     }
 }
 

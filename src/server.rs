@@ -119,13 +119,10 @@ pub async fn serve(
     let actives = server.activate(&config);
     let mut bound = Vec::new();
     for (addr, active) in listen_plan(&actives) {
-        let socket =
-            listen::bind(addr, &active.service.socket, active.service.stdio).map_err(|source| {
-                Error::Listen {
-                    addr: addr.to_string(),
-                    source,
-                }
-            })?;
+        let socket = listen::bind(&addr, &active.service).map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
         bound.push((addr, active, socket));
     }
     // Only now that every port is bound: announce, then tell the service
@@ -193,8 +190,8 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
 }
 
 /// Binds `addr` for `active`'s service and registers it with the runtime.
-fn bind_listener(addr: ListenAddr, active: &Active) -> std::io::Result<Listener> {
-    listen::bind(addr, &active.service.socket, active.service.stdio).and_then(Listener::new)
+fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listener> {
+    listen::bind(addr, &active.service).and_then(Listener::new)
 }
 
 /// Every (address, service) pair to listen on.
@@ -206,7 +203,7 @@ fn listen_plan(actives: &HashMap<String, Arc<Active>>) -> Vec<(ListenAddr, Arc<A
                 .service
                 .listen
                 .iter()
-                .map(move |addr| (*addr, Arc::clone(active)))
+                .map(move |addr| (addr.clone(), Arc::clone(active)))
         })
         .collect();
     // In config order, so the listening lines are too.
@@ -293,7 +290,7 @@ impl Server {
                     new.service.stdio == StdioMode::Pipe,
                 ),
             })
-            .map(|(addr, _)| *addr)
+            .map(|(addr, _)| addr.clone())
             .collect();
         // Bind what is new and clashes with nothing first: if that fails,
         // nothing has changed yet. What needs a closing listener's port
@@ -306,11 +303,11 @@ impl Server {
                 continue;
             }
             if closing.iter().any(|old| old.overlaps(addr)) {
-                after_close.push((*addr, Arc::clone(active)));
+                after_close.push((addr.clone(), Arc::clone(active)));
                 continue;
             }
-            match bind_listener(*addr, active) {
-                Ok(listener) => bound.push((*addr, Arc::clone(active), listener)),
+            match bind_listener(addr, active) {
+                Ok(listener) => bound.push((addr.clone(), Arc::clone(active), listener)),
                 Err(e) => {
                     error!(%addr, service = %active.name, error = %e, "reload failed: cannot listen; the old config keeps running");
                     return;
@@ -324,12 +321,12 @@ impl Server {
             if let Some(endpoint) = self.endpoints.remove(addr) {
                 let old = Arc::clone(&endpoint.current.borrow());
                 endpoint.close().await;
-                closed.push((*addr, old));
+                closed.push((addr.clone(), old));
             }
         }
         let mut rebound = Vec::new();
         for (addr, active) in after_close {
-            match bind_listener(addr, &active) {
+            match bind_listener(&addr, &active) {
                 Ok(listener) => rebound.push((addr, active, listener)),
                 Err(e) => {
                     // Put the old listeners back before saying so.
@@ -389,7 +386,7 @@ impl Server {
     /// address is left without a listener, and said so.
     fn restore(&mut self, closed: Vec<(ListenAddr, Arc<Active>)>) {
         for (addr, active) in closed {
-            match bind_listener(addr, &active) {
+            match bind_listener(&addr, &active) {
                 Ok(listener) => self.start_endpoint(addr, active, listener),
                 Err(e) => error!(
                     %addr, service = %active.name, error = %e,

@@ -41,6 +41,7 @@ pub(super) fn access(allow: &[&str], deny: &[&str]) -> Access {
     Access {
         allow: allow.iter().copied().map(net).collect(),
         deny: deny.iter().copied().map(net).collect(),
+        ..Access::default()
     }
 }
 

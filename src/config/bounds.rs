@@ -57,6 +57,14 @@ pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
 /// `source_prefix_v6`: an IPv6 prefix length.
 pub const SOURCE_PREFIX_V6: RangeInclusive<u64> = 0..=128;
 
+/// `socket_mode`: a Unix socket file's permission bits (no set-id or
+/// sticky bit: they mean nothing on a socket).
+pub const SOCKET_MODE: RangeInclusive<u64> = 0..=0o777;
+
+/// A user or group ID written as a number: `uid_t` and `gid_t` are 32 bits,
+/// and the all-ones value is `(uid_t)-1`, "no change" to `chown`.
+pub const ACCOUNT_ID: RangeInclusive<u64> = 0..=u32::MAX as u64 - 1;
+
 /// `--shutdown-grace`, in seconds: how long sessions get after SIGTERM at
 /// stop, before SIGKILL.
 pub const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3_600;

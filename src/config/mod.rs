@@ -60,12 +60,15 @@ pub enum LogFormat {
 }
 
 /// Where a service listens: a transport and its address. The transport
-/// decides how connections arrive and what a program is told of them
-/// (`PROTO`); the next ones (UDP, Unix sockets) are more variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// decides how clients arrive and what a program is told of them (`PROTO`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
-    /// TCP: connections accepted one by one.
+    /// TCP: a stream listener.
     Tcp(IpListen),
+    /// UDP: a bound datagram socket.
+    Udp(IpListen),
+    /// A Unix domain stream socket at this path (`unix:PATH`).
+    Unix(PathBuf),
 }
 
 /// An IP listening address.
@@ -77,10 +80,12 @@ pub enum IpListen {
     At(SocketAddr),
 }
 
-/// How a service's connections arrive.
+/// How a service's clients arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Tcp,
+    Udp,
+    Unix,
 }
 
 impl Transport {
@@ -88,6 +93,8 @@ impl Transport {
     pub fn proto(self) -> &'static str {
         match self {
             Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+            Self::Unix => "UNIX",
         }
     }
 }
@@ -113,31 +120,42 @@ impl ListenAddr {
     pub fn transport(&self) -> Transport {
         match self {
             Self::Tcp(_) => Transport::Tcp,
+            Self::Udp(_) => Transport::Udp,
+            Self::Unix(_) => Transport::Unix,
         }
     }
 
     /// The IP address and port, for the transports that have them.
-    pub fn ip(&self) -> &IpListen {
+    pub fn ip(&self) -> Option<&IpListen> {
         match self {
-            Self::Tcp(ip) => ip,
+            Self::Tcp(ip) | Self::Udp(ip) => Some(ip),
+            Self::Unix(_) => None,
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.ip().port()
     }
 
     /// Whether binding both would clash.
     pub fn overlaps(&self, other: &Self) -> bool {
-        self.transport() == other.transport() && self.ip().overlaps(other.ip())
+        match (self, other) {
+            (Self::Unix(a), Self::Unix(b)) => a == b,
+            _ => {
+                self.transport() == other.transport()
+                    && matches!((self.ip(), other.ip()), (Some(a), Some(b)) if a.overlaps(b))
+            }
+        }
     }
 }
 
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = match self {
+            Self::Tcp(_) => "",
+            Self::Udp(_) => "/udp",
+            Self::Unix(path) => return write!(f, "unix:{}", path.display()),
+        };
         match self.ip() {
-            IpListen::Any(port) => write!(f, "port {port}"),
-            IpListen::At(addr) => write!(f, "{addr}"),
+            Some(IpListen::Any(port)) => write!(f, "port {port}{suffix}"),
+            Some(IpListen::At(addr)) => write!(f, "{addr}{suffix}"),
+            None => Ok(()),
         }
     }
 }
@@ -216,7 +234,25 @@ pub struct Limits {
 pub struct Access {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+    /// A Unix socket's clients: a non-empty list must hold the peer's
+    /// effective user ID, or `allow_gid` its group ID.
+    pub allow_uid: Vec<u32>,
+    pub allow_gid: Vec<u32>,
 }
+
+/// The file of a Unix socket service: its permissions and owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFile {
+    /// Permission bits (`socket_mode`, default 0666).
+    pub mode: u32,
+    /// Owner and group IDs (`socket_owner`, `socket_group`); unset keeps the
+    /// daemon's.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+/// A Unix socket's mode when the config does not set one, as inetd's.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o666;
 
 /// One service: where it listens and the program run for each connection.
 ///
@@ -231,6 +267,12 @@ pub struct Service {
     /// Line of the config file that defined it.
     pub line: usize,
     pub listen: Vec<ListenAddr>,
+    /// Wait mode (`wait = true`, and every UDP service with a command): the
+    /// program gets the listening socket itself and the daemon watches it
+    /// again only once the program has exited.
+    pub wait: bool,
+    /// The socket file of a Unix socket service.
+    pub socket_file: Option<SocketFile>,
     /// The command line as written (an argv array joined by spaces), for logs.
     pub cmdline: String,
     /// The program to execute: an absolute path.
@@ -266,6 +308,8 @@ impl Service {
             name,
             line: _,
             listen,
+            wait,
+            socket_file,
             cmdline,
             program,
             args,
@@ -283,6 +327,8 @@ impl Service {
         } = self;
         *name == other.name
             && *listen == other.listen
+            && *wait == other.wait
+            && *socket_file == other.socket_file
             && *cmdline == other.cmdline
             && *program == other.program
             && *builtin == other.builtin
@@ -413,6 +459,22 @@ impl Builtin {
             .map(|(name, _)| *name)
             .expect("every built-in is listed")
     }
+}
+
+/// A service's transport protocol (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A user or group as written: its numeric ID, or its name, looked up when
+/// the file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    Id(u32),
+    Name(Placed<String>),
 }
 
 /// A command as written: one string to split, or argv itself.

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Access, CommandLine, Config, Diagnostic, Draft, FileFormat, IpListen, Limits, ListenAddr,
-    Loaded, Parsed, Placed, Pos, Service, ServiceDefaults, Severity, SocketOptions,
+    Access, Account, CommandLine, Config, Diagnostic, Draft, FileFormat, IpListen, Limits,
+    ListenAddr, Loaded, Options, Parsed, Placed, Pos, Service, ServiceDefaults, Severity,
+    SocketFile, SocketOptions, StdioMode,
 };
 use crate::platform::{self, Identity};
 
@@ -59,6 +60,7 @@ pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceD
     for draft in parsed.drafts {
         let mut problems = Vec::new();
         let resolved = check(&draft, system, &mut taken, &mut problems);
+        let ids = ids(&draft.options, &mut problems);
         let failed = problems.iter().any(|(s, _, _)| *s == Severity::Error);
         diagnostics.extend(
             problems
@@ -66,10 +68,11 @@ pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceD
                 .map(|(severity, pos, message)| Diagnostic::at(severity, file, pos, message)),
         );
         if let Some((program, args, user)) = resolved
+            && let Some(ids) = ids
             && draft.complete
             && !failed
         {
-            services.push(Arc::new(build(draft, program, args, user, defaults)));
+            services.push(Arc::new(build(draft, program, args, user, ids, defaults)));
         }
     }
     let mut has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
@@ -112,15 +115,33 @@ fn check(
 ) -> Option<(PathBuf, Vec<OsString>, Option<Identity>)> {
     let error = |pos: Pos, message: String| (Severity::Error, pos, message);
     for Placed { value: addr, pos } in &draft.listen {
+        if matches!(addr, ListenAddr::Unix(_)) && !platform::UNIX_SOCKETS {
+            problems.push(error(
+                *pos,
+                "Unix sockets are not supported on this system: listen on a TCP or UDP port"
+                    .to_owned(),
+            ));
+            continue;
+        }
         match taken.iter().find(|t| t.addr.overlaps(addr)) {
             Some(Taken {
-                addr: ListenAddr::Tcp(IpListen::Any(port)),
-                line,
-                ..
-            }) if matches!(addr, ListenAddr::Tcp(IpListen::Any(_))) => problems.push(error(
-                *pos,
-                format!("duplicate port {port} (first used on line {line})"),
-            )),
+                addr: first, line, ..
+            }) if matches!(
+                (first.ip(), addr.ip()),
+                (Some(IpListen::Any(_)), Some(IpListen::Any(_)))
+            ) =>
+            {
+                let port = addr.ip().map_or(0, IpListen::port);
+                let udp = if matches!(addr, ListenAddr::Udp(_)) {
+                    "UDP "
+                } else {
+                    ""
+                };
+                problems.push(error(
+                    *pos,
+                    format!("duplicate {udp}port {port} (first used on line {line})"),
+                ));
+            }
             Some(t) => {
                 let of = if t.name.is_empty() {
                     "the service".to_owned()
@@ -133,7 +154,7 @@ fn check(
                 ));
             }
             None => taken.push(Taken {
-                addr: *addr,
+                addr: addr.clone(),
                 line: draft.line,
                 name: draft.name.clone(),
             }),
@@ -330,15 +351,56 @@ fn resolves(word: &str, system: &System) -> bool {
         .is_ok_and(|found| found.not_executable.is_none())
 }
 
+/// The user and group IDs of a service's options, looked up by name where
+/// they were written so.
+#[derive(Debug, Default)]
+struct Ids {
+    owner: Option<u32>,
+    group: Option<u32>,
+    allow_uid: Vec<u32>,
+    allow_gid: Vec<u32>,
+}
+
+/// Looks up the users and groups `options` names; `None` if one is
+/// unknown (each reported where it was written).
+fn ids(options: &Options, problems: &mut Vec<Problem>) -> Option<Ids> {
+    let before = problems.len();
+    let mut id = |account: &Account, group: bool| match account {
+        Account::Id(id) => Some(*id),
+        Account::Name(name) => platform::account_id(&name.value, group)
+            .map_err(|message| problems.push((Severity::Error, name.pos, message)))
+            .ok(),
+    };
+    let ids = Ids {
+        owner: options.socket_owner.as_ref().and_then(|a| id(a, false)),
+        group: options.socket_group.as_ref().and_then(|a| id(a, true)),
+        allow_uid: (options.allow_uid.iter().flatten())
+            .filter_map(|a| id(a, false))
+            .collect(),
+        allow_gid: (options.allow_gid.iter().flatten())
+            .filter_map(|a| id(a, true))
+            .collect(),
+    };
+    (problems.len() == before).then_some(ids)
+}
+
 /// A draft that passed every check, with the defaults applied.
 fn build(
     draft: Draft,
     program: PathBuf,
     args: Vec<OsString>,
     user: Option<Identity>,
+    ids: Ids,
     defaults: &ServiceDefaults,
 ) -> Service {
     let o = draft.options;
+    let listen: Vec<ListenAddr> = draft.listen.into_iter().map(|l| l.value).collect();
+    let udp = listen.iter().any(|l| matches!(l, ListenAddr::Udp(_)));
+    let unix = listen.iter().any(|l| matches!(l, ListenAddr::Unix(_)));
+    let wait = draft.builtin.is_none() && o.wait.unwrap_or(udp);
+    // The daemon accepts the connections (and sets their options) only of
+    // a stream service that is not in wait mode.
+    let accepts = !udp && !wait;
     let seconds = |value: Option<u64>, default: Option<Duration>| match value {
         Some(0) => None,
         Some(secs) => Some(Duration::from_secs(secs)),
@@ -354,7 +416,13 @@ fn build(
     Service {
         name: draft.name,
         line: draft.line,
-        listen: draft.listen.into_iter().map(|l| l.value).collect(),
+        listen,
+        wait,
+        socket_file: unix.then(|| SocketFile {
+            mode: o.socket_mode.unwrap_or(super::DEFAULT_SOCKET_MODE),
+            owner: ids.owner,
+            group: ids.group,
+        }),
         cmdline,
         program,
         args,
@@ -367,11 +435,15 @@ fn build(
             .map(|(k, v)| (k.into(), v.into()))
             .collect(),
         working_dir: o.working_dir,
-        stdio: o.stdio.unwrap_or(defaults.stdio),
+        stdio: if accepts {
+            o.stdio.unwrap_or(defaults.stdio)
+        } else {
+            StdioMode::Socket
+        },
         stderr: o.stderr.unwrap_or_default(),
         socket: SocketOptions {
-            timeout: seconds(o.timeout, defaults.timeout),
-            linger: seconds(o.linger_timeout, defaults.linger),
+            timeout: seconds(o.timeout, defaults.timeout.filter(|_| accepts)),
+            linger: seconds(o.linger_timeout, defaults.linger.filter(|_| accepts)),
             backlog: o.backlog.unwrap_or(super::DEFAULT_BACKLOG),
             nodelay: o.nodelay.unwrap_or(false),
             keepalive: seconds(o.keepalive, None),
@@ -388,6 +460,8 @@ fn build(
         access: Access {
             allow: o.allow.unwrap_or_default(),
             deny: o.deny.unwrap_or_default(),
+            allow_uid: ids.allow_uid,
+            allow_gid: ids.allow_gid,
         },
         reject_message: o.reject_message,
         max_lifetime: seconds(o.max_lifetime, None),

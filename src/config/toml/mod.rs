@@ -38,7 +38,7 @@ mod values;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -47,7 +47,7 @@ pub use self::options::Options;
 use self::options::{Key, OPTIONS, Scope};
 use super::{
     Builtin, CommandLine, Diagnostic, Draft, FileFormat, IpListen, ListenAddr, LogFormat, Parsed,
-    Placed, Pos, Secret, Severity, bounds,
+    Placed, Pos, Protocol, Secret, Severity, StdioMode, bounds,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -78,6 +78,10 @@ const BUILTIN_MEANINGLESS: [&str; 7] = [
     "stdio",
     "stderr",
 ];
+/// The longest Unix socket path: `sun_path` holds 108 bytes with its NUL
+/// on Linux, 104 on the BSDs and macOS.
+const UNIX_PATH_MAX: usize = 103;
+
 /// The keys of a `rate` or `rate_per_source` table.
 const RATE_KEYS: &[&str] = &["per_second", "burst"];
 
@@ -196,6 +200,28 @@ enum Problem {
     BuiltinAndCommand,
     #[error("`{0}` has no meaning for a built-in service: it starts no program")]
     NotForBuiltin(&'static str),
+    #[error("`{key}` has no meaning for {kind}: {why}")]
+    NotForKind {
+        key: &'static str,
+        kind: &'static str,
+        why: &'static str,
+    },
+    #[error("`{key}` must be an octal string of permission bits (0-777), such as \"0660\", not {}", quoted(.value))]
+    BadMode { key: &'static str, value: String },
+    #[error("`{key}` entry {} is not a user or group name", quoted(.value))]
+    BadAccount { key: &'static str, value: String },
+    #[error("{} is not a Unix socket path: use unix:/ABSOLUTE/PATH, at most {UNIX_PATH_MAX} bytes", quoted(.0))]
+    BadUnixPath(String),
+    #[error("Unix sockets here are stream sockets: `protocol = \"udp\"` listens on IP addresses")]
+    UdpUnix,
+    #[error("a service listens on Unix sockets or on IP addresses, not both")]
+    MixedListen,
+    #[error(
+        "a UDP service with a command runs in wait mode (its program reads the datagrams itself): remove `wait = false`"
+    )]
+    UdpCommandNotWait,
+    #[error("`wait` is for programs: a built-in answers each connection or datagram itself")]
+    WaitBuiltin,
     #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
     BadEnvName(String),
     #[error("environment variable {} must not contain NUL", quoted(.0))]
@@ -371,6 +397,23 @@ impl Walker<'_> {
             }
         }
         let mut exclusive = true;
+        let (mut listen, mut all_listen) = listen.unwrap_or_default();
+        if let Some((_, value)) = find("listen")
+            && !self.listen_kinds(value, &mut listen, options.protocol)
+        {
+            all_listen = false;
+        }
+        let kind = Kind {
+            udp: options.protocol == Some(Protocol::Udp),
+            unix: listen
+                .iter()
+                .any(|l| matches!(l.value, ListenAddr::Unix(_))),
+            builtin: find("builtin").is_some(),
+            wait: options.wait,
+        };
+        if !self.kind_rules(&kind, table, &options) {
+            exclusive = false;
+        }
         if let Some((_, value)) = find("builtin") {
             if find("command").is_some() {
                 self.error(value.span(), Problem::BuiltinAndCommand);
@@ -383,9 +426,17 @@ impl Walker<'_> {
                 }
             }
         }
-        let (listen, all_listen) = listen.unwrap_or_default();
         let complete =
             name.is_some() && all_listen && exclusive && (command.is_some() || builtin.is_some());
+        let mut options = options.inherit(defaults);
+        // What [defaults] says of a key this kind of service has no use for
+        // is for the others.
+        for (key, _) in kind.meaningless() {
+            options.clear(key);
+        }
+        if options.stdio == Some(StdioMode::Pipe) && kind.is_wait() {
+            options.stdio = None;
+        }
         Some(Draft {
             line,
             format: FileFormat::Toml,
@@ -396,7 +447,7 @@ impl Walker<'_> {
             user,
             group,
             password,
-            options: options.inherit(defaults),
+            options,
             complete,
         })
     }
@@ -464,6 +515,100 @@ impl Walker<'_> {
         (addrs, all)
     }
 
+    /// Makes `listen`'s IP addresses UDP ones when `protocol` says so, and
+    /// checks that its entries are of one kind; false if they are not.
+    fn listen_kinds(
+        &mut self,
+        value: &Value<'_>,
+        listen: &mut [Placed<ListenAddr>],
+        protocol: Option<Protocol>,
+    ) -> bool {
+        let mut ok = true;
+        let first_unix = listen
+            .first()
+            .is_some_and(|l| matches!(l.value, ListenAddr::Unix(_)));
+        for entry in listen.iter_mut() {
+            let span = self.span_at(value, entry.pos);
+            match &entry.value {
+                ListenAddr::Unix(_) if protocol == Some(Protocol::Udp) => {
+                    self.error(span, Problem::UdpUnix);
+                    ok = false;
+                }
+                ListenAddr::Unix(_) if !first_unix => {
+                    self.error(span, Problem::MixedListen);
+                    ok = false;
+                }
+                ListenAddr::Tcp(_) if first_unix => {
+                    self.error(span, Problem::MixedListen);
+                    ok = false;
+                }
+                ListenAddr::Tcp(ip) if protocol == Some(Protocol::Udp) => {
+                    entry.value = ListenAddr::Udp(*ip);
+                }
+                _ => {}
+            }
+        }
+        ok
+    }
+
+    /// The span of the entry of `value` (`listen`) written at `pos`.
+    fn span_at(&self, value: &Value<'_>, pos: Pos) -> Range<usize> {
+        let entries: Vec<&Value<'_>> = match value.get_ref() {
+            DeValue::Array(entries) => entries.iter().collect(),
+            _ => vec![value],
+        };
+        entries
+            .into_iter()
+            .map(Spanned::span)
+            .find(|span| self.pos(span) == pos)
+            .unwrap_or_else(|| value.span())
+    }
+
+    /// Reports each key the service set that means nothing for its kind,
+    /// and the combinations that cannot be; false if there was one.
+    fn kind_rules(&mut self, kind: &Kind, table: &DeTable<'_>, options: &Options) -> bool {
+        let find = |wanted: &str| table.iter().find(|(key, _)| key.get_ref() == wanted);
+        let mut ok = true;
+        for (key, why) in kind.meaningless() {
+            if let Some((found, _)) = find(key) {
+                self.error(
+                    found.span(),
+                    Problem::NotForKind {
+                        key,
+                        kind: kind.name(),
+                        why,
+                    },
+                );
+                ok = false;
+            }
+        }
+        if kind.is_wait()
+            && options.stdio == Some(StdioMode::Pipe)
+            && let Some((_, value)) = find("stdio")
+        {
+            self.error(
+                value.span(),
+                Problem::NotForKind {
+                    key: "stdio",
+                    kind: kind.name(),
+                    why: "`stdio = \"pipe\"`: the program takes the listening socket itself",
+                },
+            );
+            ok = false;
+        }
+        if let Some((_, value)) = find("wait") {
+            if kind.builtin && options.wait == Some(true) {
+                self.error(value.span(), Problem::WaitBuiltin);
+                ok = false;
+            }
+            if kind.udp && !kind.builtin && options.wait == Some(false) {
+                self.error(value.span(), Problem::UdpCommandNotWait);
+                ok = false;
+            }
+        }
+        ok
+    }
+
     /// `command`: a line to split later, or argv.
     fn command(&mut self, value: &Value<'_>) -> Option<CommandLine> {
         match value.get_ref() {
@@ -522,8 +667,112 @@ impl Walker<'_> {
     }
 }
 
-/// `PORT` (every address), `IPV4:PORT` or `[IPV6]:PORT`.
+/// What kind of service a `[[service]]` is, for the keys that mean
+/// something only for some kinds.
+struct Kind {
+    udp: bool,
+    unix: bool,
+    builtin: bool,
+    /// `wait` as written.
+    wait: Option<bool>,
+}
+
+const NO_CONNECTIONS: &str = "UDP has no connections";
+const ONE_PROGRAM: &str = "a wait service runs one program at a time, which serves every client";
+const ACCEPTS_ITSELF: &str = "a wait service's program accepts its connections itself";
+const NO_ADDRESS: &str =
+    "a Unix socket's clients have no address (use allow_uid and allow_gid to choose them)";
+const TCP_ONLY: &str = "it is a TCP option";
+const UNIX_ONLY: &str = "only a Unix socket (listen = \"unix:PATH\") has it";
+const PER_DATAGRAM: &str = "a UDP built-in answers each datagram at once: it has no sessions that last (limit it with rate and rate_per_source)";
+
+impl Kind {
+    /// Whether the program gets the listening socket.
+    fn is_wait(&self) -> bool {
+        !self.builtin && self.wait.unwrap_or(self.udp)
+    }
+
+    fn name(&self) -> &'static str {
+        match (self.udp, self.unix, self.builtin, self.is_wait()) {
+            (true, _, true, _) => "a UDP built-in",
+            (true, _, _, _) => "a UDP service",
+            (_, true, _, true) => "a Unix socket wait service",
+            (_, true, _, _) => "a Unix socket service",
+            (_, _, _, true) => "a wait service",
+            _ => "this service",
+        }
+    }
+
+    /// The keys with no meaning for this kind, each with the reason.
+    fn meaningless(&self) -> Vec<(&'static str, &'static str)> {
+        let mut keys: Vec<(&'static str, &'static str)> = Vec::new();
+        let mut add = |names: &[&'static str], why: &'static str| {
+            for name in names {
+                if !keys.iter().any(|(k, _)| k == name) {
+                    keys.push((name, why));
+                }
+            }
+        };
+        if self.udp {
+            add(
+                &[
+                    "timeout",
+                    "linger_timeout",
+                    "keepalive",
+                    "nodelay",
+                    "backlog",
+                    "reject_message",
+                    "max_per_source",
+                ],
+                NO_CONNECTIONS,
+            );
+            if self.builtin {
+                add(&["max_sessions", "max_lifetime"], PER_DATAGRAM);
+            }
+        }
+        if self.is_wait() {
+            add(&["max_sessions", "max_per_source"], ONE_PROGRAM);
+            add(
+                &["timeout", "linger_timeout", "keepalive", "nodelay"],
+                ACCEPTS_ITSELF,
+            );
+        }
+        if self.unix {
+            add(&["keepalive", "nodelay"], TCP_ONLY);
+            add(
+                &[
+                    "allow",
+                    "deny",
+                    "source_prefix_v6",
+                    "max_per_source",
+                    "rate_per_source",
+                ],
+                NO_ADDRESS,
+            );
+        } else {
+            add(
+                &[
+                    "socket_mode",
+                    "socket_owner",
+                    "socket_group",
+                    "allow_uid",
+                    "allow_gid",
+                ],
+                UNIX_ONLY,
+            );
+        }
+        keys
+    }
+}
+
+/// `PORT` (every address), `IPV4:PORT`, `[IPV6]:PORT` or `unix:PATH`.
 fn listen_addr(text: &str) -> Result<ListenAddr, Problem> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if !path.starts_with('/') || text.len() - 5 > UNIX_PATH_MAX || text.contains('\0') {
+            return Err(Problem::BadUnixPath(text.to_owned()));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
     if is_digits(text) {
         return port(text).map(|port| ListenAddr::Tcp(IpListen::Any(port)));
     }
@@ -651,10 +900,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
-    use crate::config::{IpNet, Rate, StderrMode, StdioMode};
+    use crate::config::{Account, IpNet, Rate, StderrMode};
 
     fn parse_str(text: &str) -> Parsed {
         parse(Path::new("t.toml"), text.as_bytes())
@@ -685,7 +933,7 @@ mod tests {
     }
 
     fn addrs(draft: &Draft) -> Vec<ListenAddr> {
-        draft.listen.iter().map(|l| l.value).collect()
+        draft.listen.iter().map(|l| l.value.clone()).collect()
     }
 
     /// A valid service, to which a test adds keys.
@@ -791,6 +1039,7 @@ reject_message = "busy\n"
             source_prefix_v6: Some(48),
             reject_message: Some("busy\n".into()),
             max_lifetime: Some(3600),
+            ..Options::default()
         };
         assert_eq!(d.options, expected);
     }
@@ -1122,6 +1371,224 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
                 burst: 1
             })
         );
+    }
+
+    #[test]
+    fn udp_and_unix_listen_forms() {
+        let udp = "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = [69, \"127.0.0.1:69\"]\ncommand = \"cat\"\n";
+        let d = draft(udp);
+        assert_eq!(
+            addrs(&d),
+            [
+                ListenAddr::Udp(IpListen::Any(69)),
+                ListenAddr::Udp(IpListen::At("127.0.0.1:69".parse().expect("valid"))),
+            ]
+        );
+        assert_eq!(d.options.protocol, Some(Protocol::Udp));
+        let unix = "[[service]]\nname = \"s\"\nlisten = \"unix:/run/s.sock\"\ncommand = \"cat\"\nsocket_mode = \"0660\"\nsocket_owner = 0\nsocket_group = \"wheel\"\nallow_uid = [0, \"alice\"]\n";
+        let d = draft(unix);
+        assert_eq!(addrs(&d), [ListenAddr::Unix(PathBuf::from("/run/s.sock"))]);
+        assert_eq!(d.options.socket_mode, Some(0o660));
+        assert_eq!(d.options.socket_owner, Some(Account::Id(0)));
+        assert!(
+            matches!(&d.options.socket_group, Some(Account::Name(n)) if n.value == "wheel" && n.pos == Pos { line: 7, column: Some(16) })
+        );
+        assert_eq!(d.options.allow_uid.as_ref().map(Vec::len), Some(2));
+        for (bad, expected) in [
+            (
+                "\"unix:run/s.sock\"",
+                "t.toml:3:10: error: \"unix:run/s.sock\" is not a Unix socket path: use unix:/ABSOLUTE/PATH, at most 103 bytes",
+            ),
+            (
+                "[\"unix:/a\", 7]",
+                "t.toml:3:22: error: a service listens on Unix sockets or on IP addresses, not both",
+            ),
+            (
+                "[7, \"unix:/a\"]",
+                "t.toml:3:14: error: a service listens on Unix sockets or on IP addresses, not both",
+            ),
+        ] {
+            let text = format!("[[service]]\nname = \"s\"\nlisten = {bad}\ncommand = \"cat\"\n");
+            assert_eq!(message(&text), expected, "{bad}");
+        }
+        let long = format!("\"unix:/{}\"", "a".repeat(103));
+        let text = format!("[[service]]\nname = \"s\"\nlisten = {long}\ncommand = \"cat\"\n");
+        assert!(message(&text).contains("is not a Unix socket path"));
+        assert_eq!(
+            message(
+                "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = \"unix:/a\"\ncommand = \"cat\"\n"
+            ),
+            "t.toml:4:10: error: Unix sockets here are stream sockets: `protocol = \"udp\"` listens on IP addresses"
+        );
+        for (key, value, expected) in [
+            (
+                "socket_mode",
+                "\"0888\"",
+                "t.toml:5:15: error: `socket_mode` must be an octal string of permission bits (0-777), such as \"0660\", not \"0888\"",
+            ),
+            (
+                "socket_mode",
+                "\"4755\"",
+                "t.toml:5:15: error: `socket_mode` must be an octal string of permission bits (0-777), such as \"0660\", not \"4755\"",
+            ),
+            (
+                "socket_mode",
+                "660",
+                "t.toml:5:15: error: `socket_mode` must be an octal string such as \"0660\", not an integer",
+            ),
+            (
+                "socket_owner",
+                "-1",
+                "t.toml:5:16: error: `socket_owner` must be 0-4294967294, not -1",
+            ),
+            (
+                "socket_owner",
+                "\"a:b\"",
+                "t.toml:5:16: error: `socket_owner` entry \"a:b\" is not a user or group name",
+            ),
+            (
+                "allow_gid",
+                "\"wheel\"",
+                "t.toml:5:13: error: `allow_gid` must be an array of names or numeric IDs, not a string",
+            ),
+        ] {
+            let text = format!(
+                "[[service]]\nname = \"s\"\nlisten = \"unix:/a\"\ncommand = \"cat\"\n{key} = {value}\n"
+            );
+            assert_eq!(message(&text), expected, "{key}");
+        }
+    }
+
+    /// Issue 18, item 5: a key with no meaning for a kind of service is an
+    /// error that says why, at the key; `[defaults]`' value of it is for
+    /// the other services.
+    #[test]
+    fn keys_with_no_meaning_for_a_kind_are_errors() {
+        let udp_command =
+            "[[service]]\nname = \"s\"\nlisten = 69\nprotocol = \"udp\"\ncommand = \"cat\"\n";
+        let udp_builtin =
+            "[[service]]\nname = \"s\"\nlisten = 7\nprotocol = \"udp\"\nbuiltin = \"echo\"\n";
+        let tcp_wait = "[[service]]\nname = \"s\"\nlisten = 7\nwait = true\ncommand = \"cat\"\n";
+        let unix = "[[service]]\nname = \"s\"\nlisten = \"unix:/a\"\ncommand = \"cat\"\n";
+        let cases = [
+            (
+                udp_command,
+                "nodelay = true",
+                "`nodelay` has no meaning for a UDP service: UDP has no connections",
+            ),
+            (
+                udp_command,
+                "max_sessions = 2",
+                "`max_sessions` has no meaning for a UDP service: a wait service runs one program at a time, which serves every client",
+            ),
+            (
+                udp_command,
+                "wait = false",
+                "a UDP service with a command runs in wait mode (its program reads the datagrams itself): remove `wait = false`",
+            ),
+            (
+                udp_command,
+                "stdio = \"pipe\"",
+                "`stdio` has no meaning for a UDP service: `stdio = \"pipe\"`: the program takes the listening socket itself",
+            ),
+            (
+                udp_builtin,
+                "max_sessions = 2",
+                "`max_sessions` has no meaning for a UDP built-in: a UDP built-in answers each datagram at once: it has no sessions that last (limit it with rate and rate_per_source)",
+            ),
+            (
+                udp_builtin,
+                "timeout = 2",
+                "`timeout` has no meaning for a UDP built-in: UDP has no connections",
+            ),
+            (
+                udp_builtin,
+                "wait = true",
+                "`wait` is for programs: a built-in answers each connection or datagram itself",
+            ),
+            (
+                tcp_wait,
+                "max_per_source = 2",
+                "`max_per_source` has no meaning for a wait service: a wait service runs one program at a time, which serves every client",
+            ),
+            (
+                tcp_wait,
+                "timeout = 3",
+                "`timeout` has no meaning for a wait service: a wait service's program accepts its connections itself",
+            ),
+            (
+                tcp_wait,
+                "stdio = \"pipe\"",
+                "`stdio` has no meaning for a wait service: `stdio = \"pipe\"`: the program takes the listening socket itself",
+            ),
+            (
+                unix,
+                "deny = [\"10.0.0.1\"]",
+                "`deny` has no meaning for a Unix socket service: a Unix socket's clients have no address (use allow_uid and allow_gid to choose them)",
+            ),
+            (
+                unix,
+                "keepalive = 5",
+                "`keepalive` has no meaning for a Unix socket service: it is a TCP option",
+            ),
+            (
+                SERVICE,
+                "allow_uid = [0]",
+                "`allow_uid` has no meaning for this service: only a Unix socket (listen = \"unix:PATH\") has it",
+            ),
+            (
+                SERVICE,
+                "socket_mode = \"0600\"",
+                "`socket_mode` has no meaning for this service: only a Unix socket (listen = \"unix:PATH\") has it",
+            ),
+        ];
+        for (service, line, expected) in cases {
+            let text = format!("{service}{line}\n");
+            let line_no = text.lines().count();
+            let m = message(&text);
+            assert!(m.starts_with(&format!("t.toml:{line_no}:")), "{m}");
+            assert!(m.ends_with(&format!("error: {expected}")), "{line}: {m}");
+        }
+        // What is meaningful stays allowed.
+        for (service, line) in [
+            (
+                udp_command,
+                "rate = { per_second = 1, burst = 1 }\nstderr = \"log\"\nuser = \"nobody\"",
+            ),
+            (udp_command, "wait = true\nstdio = \"socket\""),
+            (
+                udp_builtin,
+                "rate_per_source = { per_second = 1, burst = 1 }\nallow = [\"127.0.0.0/8\"]",
+            ),
+            (tcp_wait, "reject_message = \"no\\n\"\nmax_lifetime = 60"),
+            (
+                unix,
+                "allow_uid = [0]\nallow_gid = [0]\nmax_sessions = 3\nrate = { per_second = 1, burst = 1 }",
+            ),
+            (unix, "wait = true\nsocket_owner = \"root\""),
+        ] {
+            draft(&format!("{service}{line}\n"));
+        }
+        // [defaults]' values of such keys are dropped for these services,
+        // kept for the others.
+        let defaults = "[defaults]\ntimeout = 30\nnodelay = true\nmax_sessions = 5\nstdio = \"pipe\"\ndeny = [\"10.0.0.1\"]\nallow_uid = [0]\n";
+        let parsed = parse_str(&format!(
+            "{defaults}{udp_command}{}",
+            SERVICE.replace("\"s\"", "\"t\"")
+        ));
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let (udp, tcp) = (&parsed.drafts[0].options, &parsed.drafts[1].options);
+        assert_eq!(
+            (udp.timeout, udp.nodelay, udp.max_sessions, udp.stdio),
+            (None, None, None, None)
+        );
+        assert!(udp.deny.is_some() && udp.allow_uid.is_none());
+        assert_eq!(
+            (tcp.timeout, tcp.nodelay, tcp.max_sessions),
+            (Some(30), Some(true), Some(5))
+        );
+        assert_eq!(tcp.stdio, Some(StdioMode::Pipe));
+        assert!(tcp.allow_uid.is_none());
     }
 
     #[test]

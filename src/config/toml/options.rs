@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{Value, Walker};
-use crate::config::{IpNet, Rate, StderrMode, StdioMode, bounds};
+use crate::config::{Account, IpNet, Protocol, Rate, StderrMode, StdioMode, bounds};
 
 /// A key of a `[[service]]`, and where else it may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,15 @@ macro_rules! options {
                     $($key: options!(@inherit self.$key, defaults.$key $(, $merge)?),)*
                 }
             }
+
+            /// Forgets option `key`: a value `[defaults]` gave a service
+            /// for which it means nothing.
+            pub(super) fn clear(&mut self, key: &str) {
+                match key {
+                    $(stringify!($key) => self.$key = None,)*
+                    _ => {}
+                }
+            }
         }
     };
     (@inherit $own:expr, $default:expr) => {
@@ -120,6 +129,13 @@ macro_rules! options {
 // In this order in the key lists: of two keys equally near a typo, "did you
 // mean" names the first.
 options! {
+    /// The transport: TCP (the default) or UDP.
+    protocol: Protocol = choice(&[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)]) in ServiceOnly;
+
+    /// Wait mode: the program gets the listening socket itself. Default:
+    /// off, on for a UDP service with a command.
+    wait: bool = boolean() in ServiceOnly;
+
     /// Variables added to the program's environment, sorted by name. A
     /// service's own are merged with `[defaults]`' by name (its value wins).
     env: Vec<(String, String)> = env() in ServiceOrDefaults, merged by merge_env;
@@ -174,6 +190,23 @@ options! {
 
     /// Who may not connect.
     deny: Vec<IpNet> = networks() in ServiceOrDefaults;
+
+    /// A Unix socket's clients by effective user: empty or unset is
+    /// everyone (`allow_gid` may still let them in).
+    allow_uid: Vec<Account> = accounts() in ServiceOrDefaults;
+
+    /// A Unix socket's clients by effective group.
+    allow_gid: Vec<Account> = accounts() in ServiceOrDefaults;
+
+    /// A Unix socket file's permission bits, in octal. Default:
+    /// [`DEFAULT_SOCKET_MODE`](crate::config::DEFAULT_SOCKET_MODE).
+    socket_mode: u32 = octal_mode() in ServiceOnly;
+
+    /// A Unix socket file's owner. Default: the daemon's user.
+    socket_owner: Account = account() in ServiceOnly;
+
+    /// A Unix socket file's group. Default: the daemon's group.
+    socket_group: Account = account() in ServiceOnly;
 
     /// IPv6 sources are grouped by this prefix length for the per-source
     /// limits. Default: [`DEFAULT_SOURCE_PREFIX_V6`](crate::config::DEFAULT_SOURCE_PREFIX_V6).

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use toml::de::DeValue;
 
 use super::{Problem, RATE_KEYS, Value, Walker};
-use crate::config::{IpNet, Rate, bounds};
+use crate::config::{Account, IpNet, Placed, Rate, bounds};
 
 impl Walker<'_> {
     /// An integer in `range`, which `T` holds.
@@ -245,6 +245,76 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+}
+
+impl Walker<'_> {
+    /// Permission bits as an octal string: `"0660"`, `"660"`.
+    pub(super) fn octal_mode(&mut self, key: &'static str, value: &Value<'_>) -> Option<u32> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.as_ref(),
+            _ => {
+                self.wrong_type(key, "an octal string such as \"0660\"", value);
+                return None;
+            }
+        };
+        let mode = (!text.is_empty() && text.len() <= 4)
+            .then(|| u32::from_str_radix(text, 8).ok())
+            .flatten()
+            .filter(|mode| bounds::SOCKET_MODE.contains(&u64::from(*mode)));
+        if mode.is_none() {
+            let problem = Problem::BadMode {
+                key,
+                value: text.to_owned(),
+            };
+            self.error(value.span(), problem);
+        }
+        mode
+    }
+
+    /// A user or group: its name, or its ID as an integer.
+    pub(super) fn account(&mut self, key: &'static str, value: &Value<'_>) -> Option<Account> {
+        match value.get_ref() {
+            DeValue::Integer(_) => self
+                .within::<u32>(key, value, bounds::ACCOUNT_ID)
+                .map(Account::Id),
+            DeValue::String(_) => {
+                let name = self.non_empty(key, value)?;
+                if name.chars().any(|c| c.is_control() || c == ':') {
+                    let problem = Problem::BadAccount {
+                        key,
+                        value: name.to_owned(),
+                    };
+                    self.error(value.span(), problem);
+                    return None;
+                }
+                Some(Account::Name(Placed::new(
+                    name.to_owned(),
+                    self.pos(&value.span()),
+                )))
+            }
+            _ => {
+                self.wrong_type(key, "a name or a numeric ID", value);
+                None
+            }
+        }
+    }
+
+    /// An array of users or groups, each a name or an ID.
+    pub(super) fn accounts(
+        &mut self,
+        key: &'static str,
+        value: &Value<'_>,
+    ) -> Option<Vec<Account>> {
+        let DeValue::Array(entries) = value.get_ref() else {
+            self.wrong_type(key, "an array of names or numeric IDs", value);
+            return None;
+        };
+        let accounts: Vec<Account> = entries
+            .iter()
+            .filter_map(|entry| self.account(key, entry))
+            .collect();
+        (accounts.len() == entries.len()).then_some(accounts)
     }
 }
 

@@ -110,6 +110,24 @@ pub fn lookup_user(
     })
 }
 
+/// Unix domain sockets can be listened on.
+pub const UNIX_SOCKETS: bool = true;
+
+/// The ID of the user (or, with `group`, the group) named `name`.
+pub fn account_id(name: &str, group: bool) -> Result<u32, String> {
+    let found = if group {
+        nix::unistd::Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw()))
+    } else {
+        User::from_name(name).map(|u| u.map(|u| u.uid.as_raw()))
+    };
+    let what = if group { "group" } else { "user" };
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!("unknown {what} {name:?}")),
+        Err(e) => Err(format!("cannot look up {what} {name:?}: {e}")),
+    }
+}
+
 /// Only root can start programs as another user.
 pub fn can_switch_users() -> bool {
     Uid::effective().is_root()

@@ -114,6 +114,19 @@ pub enum UserError {
     },
 }
 
+/// Unix domain sockets are not offered: Windows has them only since 2018,
+/// without credentials passing, and no inetd-style program expects one.
+pub const UNIX_SOCKETS: bool = false;
+
+/// User and group IDs are a Unix notion: only a Unix socket's options
+/// name them, and those are refused on Windows before this is asked.
+pub fn account_id(name: &str, group: bool) -> Result<u32, String> {
+    let what = if group { "group" } else { "user" };
+    Err(format!(
+        "{what} {name:?}: Windows has no numeric user and group IDs"
+    ))
+}
+
 /// Checks that `name` is a user account (LookupAccountNameW), as Unix looks
 /// its users up at load, so that a typo is a config error with its line
 /// rather than a refused connection later. `DOMAIN\user` and

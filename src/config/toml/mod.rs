@@ -679,6 +679,7 @@ struct Kind {
 
 const NO_CONNECTIONS: &str = "UDP has no connections";
 const ONE_PROGRAM: &str = "a wait service runs one program at a time, which serves every client";
+const UNSEEN_SOURCE: &str = "a stream wait service's program accepts its connections itself: who connects is not known before it runs (use a nowait service, or a firewall)";
 const ACCEPTS_ITSELF: &str = "a wait service's program accepts its connections itself";
 const NO_ADDRESS: &str =
     "a Unix socket's clients have no address (use allow_uid and allow_gid to choose them)";
@@ -732,6 +733,20 @@ impl Kind {
         }
         if self.is_wait() {
             add(&["max_sessions", "max_per_source"], ONE_PROGRAM);
+            if !self.udp {
+                add(
+                    &[
+                        "allow",
+                        "deny",
+                        "rate_per_source",
+                        "source_prefix_v6",
+                        "allow_uid",
+                        "allow_gid",
+                        "reject_message",
+                    ],
+                    UNSEEN_SOURCE,
+                );
+            }
             add(
                 &["timeout", "linger_timeout", "keepalive", "nodelay"],
                 ACCEPTS_ITSELF,
@@ -1560,12 +1575,18 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
                 udp_builtin,
                 "rate_per_source = { per_second = 1, burst = 1 }\nallow = [\"127.0.0.0/8\"]",
             ),
-            (tcp_wait, "reject_message = \"no\\n\"\nmax_lifetime = 60"),
+            (
+                tcp_wait,
+                "rate = { per_second = 1, burst = 1 }\nmax_lifetime = 60",
+            ),
             (
                 unix,
                 "allow_uid = [0]\nallow_gid = [0]\nmax_sessions = 3\nrate = { per_second = 1, burst = 1 }",
             ),
-            (unix, "wait = true\nsocket_owner = \"root\""),
+            (
+                unix,
+                "wait = true\nsocket_owner = \"root\"\nsocket_mode = \"0600\"",
+            ),
         ] {
             draft(&format!("{service}{line}\n"));
         }

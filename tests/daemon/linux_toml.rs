@@ -552,3 +552,31 @@ fn extreme_values_start_serve_and_stop_cleanly() {
         assert_eq!(complaints, 0, "{}", daemon.report());
     }
 }
+
+/// Issue 18, item 3: the users and groups of a Unix socket service's
+/// options are looked up at load, each unknown one an error at its value;
+/// numbers are taken as they are.
+#[test]
+fn unix_socket_accounts_are_looked_up_at_their_values() {
+    let text = format!(
+        "[[service]]\nname = \"u\"\nlisten = \"unix:/tmp/wininetd-check.sock\"\ncommand = {}\n\
+         socket_owner = \"no-such-user-wininetd\"\nsocket_group = 0\n\
+         allow_uid = [0, \"root\", \"no-such-user-wininetd\"]\nallow_gid = [\"no-such-group-wininetd\"]\n",
+        child_argv(&["echo"])
+    );
+    let (diagnostics, code) = check_diagnostics(&text);
+    assert_eq!(code, Some(1), "{diagnostics:?}");
+    assert_eq!(
+        diagnostics[..3],
+        [
+            "5:16: error: unknown user \"no-such-user-wininetd\"",
+            "7:25: error: unknown user \"no-such-user-wininetd\"",
+            "8:14: error: unknown group \"no-such-group-wininetd\"",
+        ]
+    );
+    let good = text
+        .replace("\"no-such-user-wininetd\"", "\"root\"")
+        .replace("\"no-such-group-wininetd\"", "\"root\"");
+    let (diagnostics, code) = check_diagnostics(&good);
+    assert_eq!(code, Some(0), "{diagnostics:?}");
+}

@@ -966,3 +966,58 @@ fn a_utf16_toml_config_is_read() {
         );
     }
 }
+
+/// Issue 18, item 5: the keys of the new kinds of service are checked
+/// like every other: a typo draws "did you mean", a key with no meaning for
+/// its kind is an error at the key that says why, and `--check` lists them
+/// all, each at its line and column.
+#[test]
+fn check_lists_the_errors_of_every_kind_of_service() {
+    let text = format!(
+        "{}{}{}{}",
+        toml_service(
+            "udp",
+            "7201",
+            &child_argv(&["echo"]),
+            &["protocl = \"udp\""]
+        ),
+        toml_service(
+            "udp-wait",
+            "7202",
+            &child_argv(&["echo"]),
+            &["protocol = \"udp\"", "wait = false", "nodelay = true"]
+        ),
+        toml_service(
+            "tcp-wait",
+            "7203",
+            &child_argv(&["echo"]),
+            &[
+                "wait = true",
+                "stdio = \"pipe\"",
+                "max_sessions = 2",
+                "socket_mod = \"0600\""
+            ]
+        ),
+        "[[service]]\nname = \"udp-echo\"\nlisten = 7204\nprotocol = \"udp\"\nbuiltin = \"echo\"\nwait = true\ntimeout = 5\nallow_uid = [0]\n",
+    );
+    let (diagnostics, code) = check_diagnostics(&text);
+    assert_eq!(code, Some(1), "{diagnostics:?}");
+    let expected = [
+        "5:1: error: unknown key \"protocl\" in [[service]] (did you mean `protocol`?)",
+        "12:8: error: a UDP service with a command runs in wait mode",
+        "13:1: error: `nodelay` has no meaning for a UDP service: UDP has no connections",
+        "20:9: error: `stdio` has no meaning for a wait service: `stdio = \"pipe\"`",
+        "21:1: error: `max_sessions` has no meaning for a wait service: a wait service runs one program at a time",
+        "22:1: error: unknown key \"socket_mod\" in [[service]] (did you mean `socket_mode`?)",
+        "29:8: error: `wait` is for programs",
+        "30:1: error: `timeout` has no meaning for a UDP built-in: UDP has no connections",
+        "31:1: error: `allow_uid` has no meaning for a UDP built-in: only a Unix socket",
+    ];
+    for want in expected {
+        assert!(
+            diagnostics.iter().any(|d| d.starts_with(want)),
+            "no {want:?} in {diagnostics:#?}"
+        );
+    }
+    assert_eq!(diagnostics.len(), expected.len(), "{diagnostics:#?}");
+}

@@ -113,7 +113,7 @@ pub fn check_resolve(format: Format, data: &[u8]) {
         return;
     };
     assert!(!config.services.is_empty(), "a config without services");
-    let mut seen: Vec<(ListenAddr, &str)> = Vec::new();
+    let mut seen: Vec<(&ListenAddr, &str)> = Vec::new();
     for service in &config.services {
         assert!(
             (1..=lines).contains(&service.line),
@@ -137,7 +137,7 @@ pub fn check_resolve(format: Format, data: &[u8]) {
                     service.name
                 );
             }
-            seen.push((*addr, &service.name));
+            seen.push((addr, &service.name));
         }
         check_bounds(service);
         // What the server builds from it at start and at each reload.

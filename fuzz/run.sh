@@ -26,7 +26,7 @@ shift || true
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    targets=(flat toml resolve cmdline)
+    targets=(flat toml resolve cmdline proxy)
 fi
 
 toolchain=${FUZZ_TOOLCHAIN:-nightly}

@@ -25,6 +25,7 @@ use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
 use crate::config::{Service, Transport};
 use crate::listen;
 use crate::platform;
+use crate::proxy;
 use crate::session::{SessionInfo, Slots};
 use crate::start::{ClientEnv, Launcher};
 use crate::supervise::{self, Session};
@@ -89,7 +90,30 @@ impl Connection {
             slot,
             context,
         } = self;
-        let peer = listen::canonical(peer);
+        let mut peer = listen::canonical(peer);
+        let mut socket = socket;
+        // Behind a proxy: who the client is, and where it connected, are
+        // what the proxy's header says.
+        let mut proxied = None;
+        if let Some(proxy) = &active.service.proxy {
+            if !proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
+                return refuse(&active, socket, peer, &Refusal::Untrusted);
+            }
+            match proxy::read_header(socket, proxy.versions, proxy.timeout).await {
+                Ok((kept, header)) => {
+                    socket = kept;
+                    let through = peer;
+                    if let Some((client, _)) = header.addresses {
+                        peer = listen::canonical(client);
+                    }
+                    proxied = Some((through, header));
+                }
+                Err(e) => {
+                    let refusal = Refusal::Proxy(e.to_string());
+                    return log_refusal(&active, peer, None, &refusal);
+                }
+            }
+        }
         let source = match active.gate.admit(peer.ip(), Instant::now()) {
             Ok(source) => source,
             Err(refusal) => return refuse(&active, socket, peer, &refusal),
@@ -101,7 +125,11 @@ impl Connection {
         };
         let started = Instant::now();
         let service = &active.service;
-        let local = match bound.map_or_else(
+        let destination = proxied
+            .as_ref()
+            .and_then(|(_, header)| header.addresses)
+            .map(|(_, destination)| destination);
+        let local = match destination.or(bound).map_or_else(
             || socket.local_addr().map(|a| a.as_socket()),
             |a| Ok(Some(a)),
         ) {
@@ -115,7 +143,11 @@ impl Connection {
         if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
             warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
         }
-        let client = ClientEnv::new(transport, peer, local);
+        let mut client = ClientEnv::new(transport, peer, local);
+        if let Some((through, header)) = &proxied {
+            client.proxied(*through, header);
+        }
+        let through = proxied.map(|(through, _)| through);
         let backend = match active.launcher.start(socket, client, &context.reaper).await {
             Ok(backend) => backend,
             Err(e) => {
@@ -131,12 +163,13 @@ impl Connection {
             pid: backend.pid(),
             user: active.user.clone(),
         };
+        let proxy = through.map(tracing::field::display);
         match &info.user {
             Some(user) => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user, "session start")
+                info!(service = %info.service, port = info.port, peer = %peer, local = %local, proxy, pid = info.pid, user = %user, "session start")
             }
             None => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")
+                info!(service = %info.service, port = info.port, peer = %peer, local = %local, proxy, pid = info.pid, "session start")
             }
         }
         let (port, pid) = (info.port, info.pid);
@@ -155,14 +188,10 @@ impl Connection {
     }
 }
 
-/// Closes a refused connection, after the service's `reject_message`.
-fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
+/// Logs a refused connection, unless too many were logged just now (then
+/// the next line counts it among those suppressed).
+fn log_refusal(active: &Active, peer: SocketAddr, local: Option<SocketAddr>, refusal: &Refusal) {
     if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(listen::canonical);
         warn!(
             service = %active.name,
             %peer,
@@ -173,6 +202,16 @@ fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) 
             "connection refused"
         );
     }
+}
+
+/// Closes a refused connection, after the service's `reject_message`.
+fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
+    let local = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(listen::canonical);
+    log_refusal(active, peer, local, refusal);
     // Never wait for a refused client: no lingering, no blocking call.
     let _ = socket.set_linger(None);
     if socket.set_nonblocking(true).is_err() {

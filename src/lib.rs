@@ -33,6 +33,7 @@ pub mod listen;
 pub mod logging;
 #[allow(unsafe_code)]
 pub mod platform;
+pub mod proxy;
 pub mod relay;
 pub mod secret;
 pub mod server;

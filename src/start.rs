@@ -41,6 +41,17 @@ pub const CLIENT_VARIABLES: [&str; 7] = [
     "TCPLOCALPORT",
 ];
 
+/// The variables a connection through a proxy adds (PROXY protocol): the
+/// proxy's own address, and what its header carried. Never taken from the
+/// daemon's environment, so that a program is told of a proxy only when
+/// there is one.
+pub const PROXY_VARIABLES: [&str; 4] = [
+    "PROXY_IP",
+    "PROXY_PORT",
+    "PROXY_AUTHORITY",
+    "PROXY_UNIQUE_ID",
+];
+
 /// What is fixed about starting a service's sessions, built once at load.
 #[derive(Debug)]
 pub struct Launcher {
@@ -115,12 +126,12 @@ impl Launcher {
         let child = if platform::SPAWN_BLOCKS {
             let (spec, reaper) = (Arc::clone(&self.spec), reaper.clone());
             tokio::task::spawn_blocking(move || {
-                platform::spawn(&spec, stdio, &client.vars(), &reaper)
+                client.with_vars(|vars| platform::spawn(&spec, stdio, vars, &reaper))
             })
             .await
             .map_err(io::Error::other)??
         } else {
-            platform::spawn(&self.spec, stdio, &client.vars(), reaper)?
+            client.with_vars(|vars| platform::spawn(&self.spec, stdio, vars, reaper))?
         };
         Ok(Backend::Process(Process {
             child,
@@ -149,6 +160,7 @@ fn environment(
     }
     let overridden = |key: &OsString| {
         CLIENT_VARIABLES.iter().any(|v| key == v)
+            || PROXY_VARIABLES.iter().any(|v| key == v)
             || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)
             || added.iter().any(|(k, _)| k == key)
     };
@@ -318,6 +330,9 @@ pub struct ClientEnv {
     peer_port: Field,
     local_ip: Field,
     local_port: Field,
+    /// Set for a connection through a proxy: the [`PROXY_VARIABLES`] with
+    /// their values.
+    proxy: Option<Vec<(&'static str, String)>>,
 }
 
 impl ClientEnv {
@@ -328,6 +343,36 @@ impl ClientEnv {
             peer_port: Field::new(peer.port()),
             local_ip: Field::new(local.ip()),
             local_port: Field::new(local.port()),
+            proxy: None,
+        }
+    }
+
+    /// Adds what a connection through the proxy at `through` carries.
+    pub fn proxied(&mut self, through: SocketAddr, header: &crate::proxy::Proxied) {
+        let through = crate::listen::canonical(through);
+        let mut vars = vec![
+            (PROXY_VARIABLES[0], through.ip().to_string()),
+            (PROXY_VARIABLES[1], through.port().to_string()),
+        ];
+        if let Some(authority) = &header.authority {
+            vars.push((PROXY_VARIABLES[2], authority.clone()));
+        }
+        if let Some(id) = &header.unique_id {
+            vars.push((PROXY_VARIABLES[3], id.clone()));
+        }
+        self.proxy = Some(vars);
+    }
+
+    /// Calls `f` with every variable: [`ClientEnv::vars`], and those of a
+    /// proxy.
+    pub fn with_vars<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        match &self.proxy {
+            None => f(&self.vars()),
+            Some(proxy) => {
+                let mut all: Vec<(&str, &str)> = self.vars().to_vec();
+                all.extend(proxy.iter().map(|(k, v)| (*k, v.as_str())));
+                f(&all)
+            }
         }
     }
 

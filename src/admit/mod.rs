@@ -273,7 +273,7 @@ impl fmt::Debug for SourceSlot {
 }
 
 /// Why a connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The peer is in this `deny` rule (as written).
     Denied(IpNet),
@@ -288,6 +288,11 @@ pub enum Refusal {
     /// A new source while the gate remembers [`MAX_SOURCES`] sources, each
     /// with a session in progress: it could not count this one's.
     TooManySources,
+    /// A PROXY protocol service's connection from outside
+    /// `trusted_proxies`.
+    Untrusted,
+    /// A trusted proxy's connection without a valid PROXY header: why.
+    Proxy(String),
 }
 
 impl Refusal {
@@ -299,6 +304,7 @@ impl Refusal {
             Self::Rate => "rate",
             Self::RatePerSource => "rate_per_source",
             Self::MaxPerSource | Self::TooManySources => "max_per_source",
+            Self::Untrusted | Self::Proxy(_) => "proxy",
         }
     }
 }
@@ -314,6 +320,8 @@ impl fmt::Display for Refusal {
             Self::TooManySources => {
                 f.write_str("too many sources with sessions in progress to count another")
             }
+            Self::Untrusted => f.write_str("not from a trusted proxy"),
+            Self::Proxy(reason) => f.write_str(reason),
         }
     }
 }

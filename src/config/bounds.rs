@@ -65,6 +65,11 @@ pub const SOCKET_MODE: RangeInclusive<u64> = 0..=0o777;
 /// and the all-ones value is `(uid_t)-1`, "no change" to `chown`.
 pub const ACCOUNT_ID: RangeInclusive<u64> = 0..=u32::MAX as u64 - 1;
 
+/// `proxy_timeout`, in seconds: a proxy sends its header at once, so
+/// this bounds what a client that connected to the proxy and sent nothing
+/// can hold.
+pub const PROXY_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
+
 /// `--shutdown-grace`, in seconds: how long sessions get after SIGTERM at
 /// stop, before SIGKILL.
 pub const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3_600;

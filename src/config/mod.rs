@@ -294,6 +294,8 @@ pub struct Service {
     pub access: Access,
     /// Sent to a refused client before the connection is closed.
     pub reject_message: Option<String>,
+    /// Connections come through proxies that send a PROXY header.
+    pub proxy: Option<ProxyProtocol>,
     /// A session (its whole process tree) is killed after this long.
     pub max_lifetime: Option<Duration>,
 }
@@ -323,6 +325,7 @@ impl Service {
             limits,
             access,
             reject_message,
+            proxy,
             max_lifetime,
         } = self;
         *name == other.name
@@ -342,6 +345,7 @@ impl Service {
             && *limits == other.limits
             && *access == other.access
             && *reject_message == other.reject_message
+            && *proxy == other.proxy
             && *max_lifetime == other.max_lifetime
     }
 }
@@ -460,6 +464,31 @@ impl Builtin {
             .expect("every built-in is listed")
     }
 }
+
+/// The PROXY protocol versions a service takes (`proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersions {
+    /// The text header only.
+    V1,
+    /// The binary header only.
+    V2,
+    /// Either.
+    Any,
+}
+
+/// A service behind proxies that send the PROXY protocol: whom to trust,
+/// what to take, how long to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    pub versions: ProxyVersions,
+    /// Connections from elsewhere are refused.
+    pub trusted: Vec<IpNet>,
+    /// How long a proxy has to send its whole header.
+    pub timeout: Duration,
+}
+
+/// `proxy_timeout` when the config does not set one.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A service's transport protocol (`protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

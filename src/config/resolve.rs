@@ -464,6 +464,13 @@ fn build(
             allow_gid: ids.allow_gid,
         },
         reject_message: o.reject_message,
+        proxy: o.proxy_protocol.map(|versions| super::ProxyProtocol {
+            versions,
+            trusted: o.trusted_proxies.unwrap_or_default(),
+            timeout: o
+                .proxy_timeout
+                .map_or(super::DEFAULT_PROXY_TIMEOUT, Duration::from_secs),
+        }),
         max_lifetime: seconds(o.max_lifetime, None),
     }
 }

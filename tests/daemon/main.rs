@@ -33,6 +33,8 @@ mod environment;
 #[cfg(any(target_os = "linux", windows))]
 mod portable;
 #[cfg(any(target_os = "linux", windows))]
+mod proxy;
+#[cfg(any(target_os = "linux", windows))]
 mod startup;
 #[cfg(any(target_os = "linux", windows))]
 mod toml_config;
@@ -59,6 +61,8 @@ mod linux_toml;
 mod logging;
 #[cfg(target_os = "linux")]
 mod pipe;
+#[cfg(target_os = "linux")]
+mod proxy_haproxy;
 #[cfg(target_os = "linux")]
 mod reliability;
 #[cfg(target_os = "linux")]

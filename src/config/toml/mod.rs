@@ -220,6 +220,12 @@ enum Problem {
         "a UDP service with a command runs in wait mode (its program reads the datagrams itself): remove `wait = false`"
     )]
     UdpCommandNotWait,
+    #[error(
+        "`proxy_protocol` needs `trusted_proxies`: the proxies whose headers are believed (a header from anyone else would let them pass for any address)"
+    )]
+    ProxyNeedsTrusted,
+    #[error("`{0}` needs `proxy_protocol`")]
+    NeedsProxyProtocol(&'static str),
     #[error("`wait` is for programs: a built-in answers each connection or datagram itself")]
     WaitBuiltin,
     #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
@@ -426,8 +432,6 @@ impl Walker<'_> {
                 }
             }
         }
-        let complete =
-            name.is_some() && all_listen && exclusive && (command.is_some() || builtin.is_some());
         let mut options = options.inherit(defaults);
         // What [defaults] says of a key this kind of service has no use for
         // is for the others.
@@ -437,6 +441,11 @@ impl Walker<'_> {
         if options.stdio == Some(StdioMode::Pipe) && kind.is_wait() {
             options.stdio = None;
         }
+        if !self.proxy_rules(table, &header, &options) {
+            exclusive = false;
+        }
+        let complete =
+            name.is_some() && all_listen && exclusive && (command.is_some() || builtin.is_some());
         Some(Draft {
             line,
             format: FileFormat::Toml,
@@ -609,6 +618,36 @@ impl Walker<'_> {
         ok
     }
 
+    /// `proxy_protocol` needs `trusted_proxies` (whose headers to believe),
+    /// and the other PROXY keys need it; false if a rule is broken.
+    fn proxy_rules(
+        &mut self,
+        table: &DeTable<'_>,
+        header: &Range<usize>,
+        options: &Options,
+    ) -> bool {
+        let find = |wanted: &str| table.iter().find(|(key, _)| key.get_ref() == wanted);
+        let trusted = options
+            .trusted_proxies
+            .as_ref()
+            .is_some_and(|t| !t.is_empty());
+        if options.proxy_protocol.is_some() && !trusted {
+            let span = find("proxy_protocol").map_or_else(|| header.clone(), |(key, _)| key.span());
+            self.error(span, Problem::ProxyNeedsTrusted);
+            return false;
+        }
+        // (A key that means nothing for this kind of service was said so.)
+        if options.proxy_protocol.is_none() && find("proxy_protocol").is_none() {
+            for key in ["trusted_proxies", "proxy_timeout"] {
+                if let Some((found, _)) = find(key) {
+                    self.error(found.span(), Problem::NeedsProxyProtocol(key));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// `command`: a line to split later, or argv.
     fn command(&mut self, value: &Value<'_>) -> Option<CommandLine> {
         match value.get_ref() {
@@ -724,6 +763,9 @@ impl Kind {
                     "backlog",
                     "reject_message",
                     "max_per_source",
+                    "proxy_protocol",
+                    "trusted_proxies",
+                    "proxy_timeout",
                 ],
                 NO_CONNECTIONS,
             );
@@ -743,6 +785,9 @@ impl Kind {
                         "allow_uid",
                         "allow_gid",
                         "reject_message",
+                        "proxy_protocol",
+                        "trusted_proxies",
+                        "proxy_timeout",
                     ],
                     UNSEEN_SOURCE,
                 );
@@ -761,6 +806,9 @@ impl Kind {
                     "source_prefix_v6",
                     "max_per_source",
                     "rate_per_source",
+                    "proxy_protocol",
+                    "trusted_proxies",
+                    "proxy_timeout",
                 ],
                 NO_ADDRESS,
             );
@@ -917,7 +965,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
 
     use super::*;
-    use crate::config::{Account, IpNet, Rate, StderrMode};
+    use crate::config::{Account, IpNet, ProxyVersions, Rate, StderrMode};
 
     fn parse_str(text: &str) -> Parsed {
         parse(Path::new("t.toml"), text.as_bytes())
@@ -1472,6 +1520,66 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
             );
             assert_eq!(message(&text), expected, "{key}");
         }
+    }
+
+    /// Issue 19, item 1: `proxy_protocol` needs `trusted_proxies`, the
+    /// other PROXY keys need `proxy_protocol`, and none means anything off
+    /// a TCP nowait service.
+    #[test]
+    fn proxy_keys() {
+        let d = draft(&format!(
+            "{SERVICE}proxy_protocol = \"any\"\ntrusted_proxies = [\"10.0.0.0/8\"]\nproxy_timeout = 2\n"
+        ));
+        assert_eq!(d.options.proxy_protocol, Some(ProxyVersions::Any));
+        assert_eq!(d.options.proxy_timeout, Some(2));
+        for (extra, expected) in [
+            (
+                "proxy_protocol = \"v1\"",
+                "t.toml:5:1: error: `proxy_protocol` needs `trusted_proxies`",
+            ),
+            (
+                "proxy_protocol = \"v1\"\ntrusted_proxies = []",
+                "t.toml:5:1: error: `proxy_protocol` needs `trusted_proxies`",
+            ),
+            (
+                "trusted_proxies = [\"10.0.0.1\"]",
+                "t.toml:5:1: error: `trusted_proxies` needs `proxy_protocol`",
+            ),
+            (
+                "proxy_protocol = \"v1\"\ntrusted_proxies = [\"10.0.0.1\"]\nproxy_timeout = 0",
+                "t.toml:7:17: error: `proxy_timeout` must be 1-3600, not 0",
+            ),
+            (
+                "proxy_protocol = \"v3\"",
+                "t.toml:5:18: error: `proxy_protocol` must be \"v1\", \"v2\" or \"any\", not \"v3\"",
+            ),
+        ] {
+            let m = message(&format!("{SERVICE}{extra}\n"));
+            assert!(m.starts_with(expected), "{extra}: {m}");
+        }
+        let m = messages(&format!(
+            "{SERVICE}protocol = \"udp\"\nproxy_protocol = \"v1\"\ntrusted_proxies = [\"10.0.0.1\"]\n"
+        ));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(
+            m[0].contains("`proxy_protocol` has no meaning for a UDP service"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].contains("`trusted_proxies` has no meaning for a UDP service"),
+            "{m:?}"
+        );
+        // From [defaults]: the services it means nothing for drop it.
+        let parsed = parse_str(&format!(
+            "[defaults]\nproxy_protocol = \"v2\"\ntrusted_proxies = [\"10.0.0.1\"]\n{SERVICE}{}",
+            "[[service]]\nname = \"u\"\nlisten = 7\nprotocol = \"udp\"\nbuiltin = \"echo\"\n"
+        ));
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        assert_eq!(
+            parsed.drafts[0].options.proxy_protocol,
+            Some(ProxyVersions::V2)
+        );
+        assert_eq!(parsed.drafts[1].options.proxy_protocol, None);
     }
 
     /// Issue 18, item 5: a key with no meaning for a kind of service is an

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{Value, Walker};
-use crate::config::{Account, IpNet, Protocol, Rate, StderrMode, StdioMode, bounds};
+use crate::config::{Account, IpNet, Protocol, ProxyVersions, Rate, StderrMode, StdioMode, bounds};
 
 /// A key of a `[[service]]`, and where else it may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +214,22 @@ options! {
 
     /// Sent to a refused client before the connection is closed.
     reject_message: String = text() in ServiceOrDefaults;
+
+    /// Each connection starts with a PROXY protocol header of this version.
+    /// Default: none.
+    proxy_protocol: ProxyVersions = choice(&[
+        ("v1", ProxyVersions::V1),
+        ("v2", ProxyVersions::V2),
+        ("any", ProxyVersions::Any),
+    ]) in ServiceOrDefaults;
+
+    /// The proxies whose connections are taken (required with
+    /// `proxy_protocol`).
+    trusted_proxies: Vec<IpNet> = networks() in ServiceOrDefaults;
+
+    /// Seconds a proxy has to send its header. Default:
+    /// [`DEFAULT_PROXY_TIMEOUT`](crate::config::DEFAULT_PROXY_TIMEOUT).
+    proxy_timeout: u64 = within(bounds::PROXY_TIMEOUT_SECS) in ServiceOrDefaults;
 }
 
 /// `env`: the default's variables, and the service's own over them.

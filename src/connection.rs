@@ -27,8 +27,9 @@ use crate::listen;
 use crate::platform;
 use crate::proxy;
 use crate::session::{SessionInfo, Slots};
-use crate::start::{ClientEnv, Launcher};
+use crate::start::{ClientEnv, Conn, Launcher};
 use crate::supervise::{self, Session};
+use crate::tls;
 
 /// The longest pause a service takes after its program could not start
 /// for lack of a resource; each failure in a row doubles it from
@@ -99,7 +100,11 @@ impl Connection {
             if !proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
                 return refuse(&active, socket, peer, &Refusal::Untrusted);
             }
-            match proxy::read_header(socket, proxy.versions, proxy.timeout).await {
+            let header = proxy::read_header(socket, proxy.versions, proxy.timeout);
+            let Some(header) = until_stop(&context, header).await else {
+                return;
+            };
+            match header {
                 Ok((kept, header)) => {
                     socket = kept;
                     let through = peer;
@@ -148,7 +153,18 @@ impl Connection {
             client.proxied(*through, header);
         }
         let through = proxied.map(|(through, _)| through);
-        let backend = match active.launcher.start(socket, client, &context.reaper).await {
+        let conn = match &service.tls {
+            None => Conn::Plain(socket),
+            Some(tls) => match until_stop(&context, tls.accept(socket)).await {
+                Some(Ok(accepted)) => {
+                    client.tls(accepted.vars);
+                    Conn::Tls(Box::new(accepted.stream))
+                }
+                Some(Err(e)) => return log_handshake_failure(&active, peer, &e),
+                None => return,
+            },
+        };
+        let backend = match active.launcher.start(conn, client, &context.reaper).await {
             Ok(backend) => backend,
             Err(e) => {
                 log_start_failure(&active, local.port(), peer, None, &e);
@@ -185,6 +201,23 @@ impl Connection {
             log_start_failure(&active, port, peer, Some(pid), &e);
             active.backoff.note_if_exhausted(&e);
         }
+    }
+}
+
+/// `work`, unless the server stops first: then `None`, and what `work`
+/// held (a connection in its handshake) is dropped.
+async fn until_stop<T>(context: &Context, work: impl Future<Output = T>) -> Option<T> {
+    let mut stop = context.stop.clone();
+    tokio::select! {
+        done = work => Some(done),
+        _ = stop.wait_for(|stopping| *stopping) => None,
+    }
+}
+
+/// Logs a failed TLS handshake, rate-limited like the refusals.
+fn log_handshake_failure(active: &Active, peer: SocketAddr, e: &tls::HandshakeError) {
+    if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
+        warn!(service = %active.name, %peer, reason = %e, suppressed, "TLS handshake failed");
     }
 }
 

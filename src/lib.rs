@@ -41,6 +41,7 @@ pub mod session;
 pub mod start;
 pub mod stderr_log;
 pub mod supervise;
+pub mod tls;
 
 use std::future::Future;
 

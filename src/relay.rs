@@ -9,21 +9,39 @@
 //! daemon's descriptors. Ending a session early (stop, `max_lifetime`)
 //! ends its relay with it.
 //!
-//! The bytes move in the platform's byte movers (`platform::Relay`:
-//! splice(2) on Linux, buffered copies elsewhere); later kinds of relay
-//! (TLS) are kinds of this stage too.
+//! Two kinds: a plain connection's bytes move in the platform's byte
+//! movers (`platform::Relay`: splice(2) on Linux, buffered copies
+//! elsewhere); a TLS connection's are decrypted and encrypted by rustls in
+//! the daemon and copied to and from the program's pipes through one
+//! buffer per direction, kept for the session. Either way EOF is carried
+//! both ways: the client's (for TLS, its close_notify, or the connection's
+//! end) closes the program's stdin; the end of the program's output
+//! half-closes the connection (for TLS, after a close_notify).
 
 use std::io;
 use std::time::Duration;
 
 use socket2::Socket;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
 
+use crate::platform::relay::{bounded, copy, until_output};
 use crate::platform::{self, ChildStdio};
 
 /// A relay made for a connection, not running yet.
 #[derive(Debug)]
-pub struct Relay(platform::Relay);
+pub enum Relay {
+    /// A plain connection.
+    Plain(platform::Relay),
+    /// A TLS connection whose handshake is done.
+    Tls {
+        stream: Box<TlsStream<TcpStream>>,
+        pipes: platform::Pipes,
+        timeout: Option<Duration>,
+    },
+}
 
 /// A running relay, owned by its session; dropping it ends the relay.
 #[derive(Debug)]
@@ -35,13 +53,65 @@ impl Relay {
     /// connection, as SO_RCVTIMEO and SO_SNDTIMEO do in socket mode.
     pub fn new(socket: Socket, timeout: Option<Duration>) -> io::Result<(Self, ChildStdio)> {
         let (relay, ends) = platform::Relay::new(socket, timeout)?;
-        Ok((Self(relay), ChildStdio::Relayed(ends)))
+        Ok((Self::Plain(relay), ChildStdio::Relayed(ends)))
+    }
+
+    /// Makes the pipes for a TLS connection: the relay, and what the
+    /// program gets as its stdin and stdout.
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        timeout: Option<Duration>,
+    ) -> io::Result<(Self, ChildStdio)> {
+        let (pipes, ends) = platform::Pipes::new()?;
+        let relay = Self::Tls {
+            stream: Box::new(stream),
+            pipes,
+            timeout,
+        };
+        Ok((relay, ChildStdio::Relayed(ends)))
     }
 
     /// Starts moving bytes, once the program runs.
     pub fn start(self) -> Running {
-        Running(Some(tokio::spawn(self.0.run())))
+        let task = match self {
+            Self::Plain(relay) => tokio::spawn(relay.run()),
+            Self::Tls {
+                stream,
+                pipes,
+                timeout,
+            } => tokio::spawn(relay_tls(*stream, pipes, timeout)),
+        };
+        Running(Some(task))
     }
+}
+
+/// Relays a TLS connection and a program's pipes until the program's output
+/// ends.
+async fn relay_tls(
+    stream: TlsStream<TcpStream>,
+    pipes: platform::Pipes,
+    timeout: Option<Duration>,
+) {
+    if pipes.connect().await.is_err() {
+        return;
+    }
+    let platform::Pipes {
+        mut to_child,
+        mut from_child,
+    } = pipes;
+    let (mut tls_in, mut tls_out) = tokio::io::split(stream);
+    let input = async move {
+        // Ends at the client's close_notify, or at the connection's end
+        // without one (a truncation: the program gets EOF all the same).
+        let _ = copy(&mut tls_in, &mut to_child, timeout, None).await;
+        drop(to_child);
+    };
+    let output = async move {
+        let _ = copy(&mut from_child, &mut tls_out, None, timeout).await;
+        // A close_notify, then the connection's sending side is shut down.
+        let _ = bounded(timeout, tls_out.shutdown()).await;
+    };
+    until_output(input, output).await;
 }
 
 impl Running {

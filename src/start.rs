@@ -99,29 +99,40 @@ impl Launcher {
         }
     }
 
-    /// Starts the service's program for the connection `socket`, with the
+    /// Starts the service's program for the connection `conn`, with the
     /// connection's variables `client`. Where starting blocks (Windows,
     /// Unix other than Linux) it runs on the blocking pool, so that other
     /// connections are served meanwhile. The socket is closed (the
     /// program has its own copy) when this returns.
     pub async fn start(
         &self,
-        socket: Socket,
+        conn: Conn,
         client: ClientEnv,
         reaper: &platform::Reaper,
     ) -> io::Result<Backend> {
-        if let Some(builtin) = self.builtin {
-            return Ok(Backend::Builtin(builtin::Running::start(
-                builtin,
-                socket,
-                self.timeout,
-            )?));
-        }
-        let (relay, stdio) = if self.relayed {
-            let (relay, stdio) = Relay::new(socket, self.timeout)?;
-            (Some(relay), stdio)
-        } else {
-            (None, ChildStdio::Socket(socket))
+        let (relay, stdio) = match (conn, self.builtin) {
+            (Conn::Plain(socket), Some(builtin)) => {
+                return Ok(Backend::Builtin(builtin::Running::start(
+                    builtin,
+                    socket,
+                    self.timeout,
+                )?));
+            }
+            (Conn::Tls(_), Some(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a built-in is not served over TLS",
+                ));
+            }
+            (Conn::Plain(socket), None) if self.relayed => {
+                let (relay, stdio) = Relay::new(socket, self.timeout)?;
+                (Some(relay), stdio)
+            }
+            (Conn::Plain(socket), None) => (None, ChildStdio::Socket(socket)),
+            (Conn::Tls(stream), None) => {
+                let (relay, stdio) = Relay::tls(*stream, self.timeout)?;
+                (Some(relay), stdio)
+            }
         };
         let child = if platform::SPAWN_BLOCKS {
             let (spec, reaper) = (Arc::clone(&self.spec), reaper.clone());
@@ -161,6 +172,7 @@ fn environment(
     let overridden = |key: &OsString| {
         CLIENT_VARIABLES.iter().any(|v| key == v)
             || PROXY_VARIABLES.iter().any(|v| key == v)
+            || crate::tls::VARIABLES.iter().any(|v| key == v)
             || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)
             || added.iter().any(|(k, _)| k == key)
     };
@@ -172,6 +184,15 @@ fn environment(
     let client = |key: &OsString| CLIENT_VARIABLES.iter().any(|v| key == v);
     env.extend(added.iter().filter(|(k, _)| !client(k)).cloned());
     env
+}
+
+/// A connection, as the start stage gets it.
+#[derive(Debug)]
+pub enum Conn {
+    /// The accepted socket.
+    Plain(Socket),
+    /// A TLS connection whose handshake is done: always relayed.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// What serves a session.
@@ -330,9 +351,10 @@ pub struct ClientEnv {
     peer_port: Field,
     local_ip: Field,
     local_port: Field,
-    /// Set for a connection through a proxy: the [`PROXY_VARIABLES`] with
-    /// their values.
-    proxy: Option<Vec<(&'static str, String)>>,
+    /// What a proxy's header or a TLS handshake adds: the
+    /// [`PROXY_VARIABLES`] and [`tls::VARIABLES`](crate::tls::VARIABLES)
+    /// with their values (empty, and unallocated, for most connections).
+    extra: Vec<(&'static str, String)>,
 }
 
 impl ClientEnv {
@@ -343,37 +365,38 @@ impl ClientEnv {
             peer_port: Field::new(peer.port()),
             local_ip: Field::new(local.ip()),
             local_port: Field::new(local.port()),
-            proxy: None,
+            extra: Vec::new(),
         }
     }
 
     /// Adds what a connection through the proxy at `through` carries.
     pub fn proxied(&mut self, through: SocketAddr, header: &crate::proxy::Proxied) {
         let through = crate::listen::canonical(through);
-        let mut vars = vec![
-            (PROXY_VARIABLES[0], through.ip().to_string()),
-            (PROXY_VARIABLES[1], through.port().to_string()),
-        ];
+        let vars = &mut self.extra;
+        vars.push((PROXY_VARIABLES[0], through.ip().to_string()));
+        vars.push((PROXY_VARIABLES[1], through.port().to_string()));
         if let Some(authority) = &header.authority {
             vars.push((PROXY_VARIABLES[2], authority.clone()));
         }
         if let Some(id) = &header.unique_id {
             vars.push((PROXY_VARIABLES[3], id.clone()));
         }
-        self.proxy = Some(vars);
+    }
+
+    /// Adds what a TLS handshake tells (`SSL_*`).
+    pub fn tls(&mut self, vars: Vec<(&'static str, String)>) {
+        self.extra.extend(vars);
     }
 
     /// Calls `f` with every variable: [`ClientEnv::vars`], and those of a
-    /// proxy.
+    /// proxy or a TLS handshake.
     pub fn with_vars<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
-        match &self.proxy {
-            None => f(&self.vars()),
-            Some(proxy) => {
-                let mut all: Vec<(&str, &str)> = self.vars().to_vec();
-                all.extend(proxy.iter().map(|(k, v)| (*k, v.as_str())));
-                f(&all)
-            }
+        if self.extra.is_empty() {
+            return f(&self.vars());
         }
+        let mut all: Vec<(&str, &str)> = self.vars().to_vec();
+        all.extend(self.extra.iter().map(|(k, v)| (*k, v.as_str())));
+        f(&all)
     }
 
     /// Each of [`CLIENT_VARIABLES`] with its value, in that order.

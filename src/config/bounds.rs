@@ -70,6 +70,10 @@ pub const ACCOUNT_ID: RangeInclusive<u64> = 0..=u32::MAX as u64 - 1;
 /// can hold.
 pub const PROXY_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
 
+/// `tls_timeout`, in seconds: how long a client may take over its
+/// handshake, holding a session slot meanwhile.
+pub const TLS_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
+
 /// `--shutdown-grace`, in seconds: how long sessions get after SIGTERM at
 /// stop, before SIGKILL.
 pub const SHUTDOWN_GRACE_SECS: RangeInclusive<u64> = 0..=3_600;

@@ -296,6 +296,8 @@ pub struct Service {
     pub reject_message: Option<String>,
     /// Connections come through proxies that send a PROXY header.
     pub proxy: Option<ProxyProtocol>,
+    /// The daemon terminates TLS: its certificate and key, loaded.
+    pub tls: Option<crate::tls::Server>,
     /// A session (its whole process tree) is killed after this long.
     pub max_lifetime: Option<Duration>,
 }
@@ -326,6 +328,7 @@ impl Service {
             access,
             reject_message,
             proxy,
+            tls,
             max_lifetime,
         } = self;
         *name == other.name
@@ -346,6 +349,7 @@ impl Service {
             && *access == other.access
             && *reject_message == other.reject_message
             && *proxy == other.proxy
+            && *tls == other.tls
             && *max_lifetime == other.max_lifetime
     }
 }
@@ -486,6 +490,9 @@ pub struct ProxyProtocol {
     /// How long a proxy has to send its whole header.
     pub timeout: Duration,
 }
+
+/// `tls_timeout` when the config does not set one.
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `proxy_timeout` when the config does not set one.
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -25,6 +25,7 @@ use super::{
     SocketFile, SocketOptions, StdioMode,
 };
 use crate::platform::{self, Identity};
+use crate::tls;
 
 /// What resolving needs from the running system; a parameter so that tests
 /// can pin it.
@@ -61,6 +62,7 @@ pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceD
         let mut problems = Vec::new();
         let resolved = check(&draft, system, &mut taken, &mut problems);
         let ids = ids(&draft.options, &mut problems);
+        let tls = tls(&draft.options, &mut problems);
         let failed = problems.iter().any(|(s, _, _)| *s == Severity::Error);
         diagnostics.extend(
             problems
@@ -69,10 +71,12 @@ pub fn resolve(file: &Path, parsed: Parsed, system: &System, defaults: &ServiceD
         );
         if let Some((program, args, user)) = resolved
             && let Some(ids) = ids
+            && let Ok(tls) = tls
             && draft.complete
             && !failed
         {
-            services.push(Arc::new(build(draft, program, args, user, ids, defaults)));
+            let service = build(draft, program, args, user, ids, tls, defaults);
+            services.push(Arc::new(service));
         }
     }
     let mut has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
@@ -384,6 +388,25 @@ fn ids(options: &Options, problems: &mut Vec<Problem>) -> Option<Ids> {
     (problems.len() == before).then_some(ids)
 }
 
+/// Reads a service's TLS files: its certificate, key and client CAs,
+/// checked together; `Err` when they are wrong (said at `tls`).
+fn tls(options: &Options, problems: &mut Vec<Problem>) -> Result<Option<tls::Server>, ()> {
+    let Some(files) = &options.tls else {
+        return Ok(None);
+    };
+    let timeout = options
+        .tls_timeout
+        .map_or(super::DEFAULT_TLS_TIMEOUT, Duration::from_secs);
+    let mut warn = |message| problems.push((Severity::Warning, files.pos, message));
+    match tls::Server::load(&files.value, timeout, &mut warn) {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => {
+            problems.push((Severity::Error, files.pos, e.to_string()));
+            Err(())
+        }
+    }
+}
+
 /// A draft that passed every check, with the defaults applied.
 fn build(
     draft: Draft,
@@ -391,6 +414,7 @@ fn build(
     args: Vec<OsString>,
     user: Option<Identity>,
     ids: Ids,
+    tls: Option<tls::Server>,
     defaults: &ServiceDefaults,
 ) -> Service {
     let o = draft.options;
@@ -435,7 +459,10 @@ fn build(
             .map(|(k, v)| (k.into(), v.into()))
             .collect(),
         working_dir: o.working_dir,
-        stdio: if accepts {
+        stdio: if tls.is_some() {
+            // A TLS session's plaintext is relayed to the program's pipes.
+            StdioMode::Pipe
+        } else if accepts {
             o.stdio.unwrap_or(defaults.stdio)
         } else {
             StdioMode::Socket
@@ -464,6 +491,7 @@ fn build(
             allow_gid: ids.allow_gid,
         },
         reject_message: o.reject_message,
+        tls,
         proxy: o.proxy_protocol.map(|versions| super::ProxyProtocol {
             versions,
             trusted: o.trusted_proxies.unwrap_or_default(),

@@ -26,7 +26,7 @@
 
 pub mod help;
 mod pidfile;
-mod relay;
+pub mod relay;
 
 pub use pidfile::{PidFile, default_pidfile};
 

@@ -12,7 +12,6 @@
 use std::io;
 use std::time::Duration;
 
-#[cfg(not(target_os = "linux"))]
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Relays `stream` and a child's pipes until the child's output ends.
@@ -56,9 +55,9 @@ pub async fn until_output(input: impl Future<Output = ()>, output: impl Future<O
     }
 }
 
-/// Copies until EOF, each read and write bounded by its timeout.
-#[cfg(not(target_os = "linux"))]
-async fn copy<R, W>(
+/// Copies until EOF through one buffer, each read and write bounded by
+/// its timeout.
+pub async fn copy<R, W>(
     reader: &mut R,
     writer: &mut W,
     read_timeout: Option<Duration>,

@@ -37,6 +37,8 @@ mod proxy;
 #[cfg(any(target_os = "linux", windows))]
 mod startup;
 #[cfg(any(target_os = "linux", windows))]
+mod tls;
+#[cfg(any(target_os = "linux", windows))]
 mod toml_config;
 
 // Linux.
@@ -71,6 +73,8 @@ mod reload;
 mod run_as;
 #[cfg(target_os = "linux")]
 mod sessions;
+#[cfg(target_os = "linux")]
+mod tls_linux;
 
 // Windows.
 #[cfg(windows)]

@@ -82,6 +82,9 @@ const BUILTIN_MEANINGLESS: [&str; 7] = [
 /// on Linux, 104 on the BSDs and macOS.
 const UNIX_PATH_MAX: usize = 103;
 
+#[cfg(test)]
+use self::values::TLS_KEYS;
+
 /// The keys of a `rate` or `rate_per_source` table.
 const RATE_KEYS: &[&str] = &["per_second", "burst"];
 
@@ -226,6 +229,12 @@ enum Problem {
     ProxyNeedsTrusted,
     #[error("`{0}` needs `proxy_protocol`")]
     NeedsProxyProtocol(&'static str),
+    #[error("`{0}` needs `{1}`")]
+    NeedsKey(&'static str, &'static str),
+    #[error("an ALPN protocol name is at most 255 bytes")]
+    LongAlpn,
+    #[error("a TLS session is relayed (the program gets pipes): `stdio = \"socket\"` cannot be")]
+    TlsSocket,
     #[error("`wait` is for programs: a built-in answers each connection or datagram itself")]
     WaitBuiltin,
     #[error("environment variable name {} must not be empty or contain `=` or NUL", quoted(.0))]
@@ -441,7 +450,7 @@ impl Walker<'_> {
         if options.stdio == Some(StdioMode::Pipe) && kind.is_wait() {
             options.stdio = None;
         }
-        if !self.proxy_rules(table, &header, &options) {
+        if !self.dependent_keys(table, &header, &options) {
             exclusive = false;
         }
         let complete =
@@ -618,9 +627,11 @@ impl Walker<'_> {
         ok
     }
 
-    /// `proxy_protocol` needs `trusted_proxies` (whose headers to believe),
-    /// and the other PROXY keys need it; false if a rule is broken.
-    fn proxy_rules(
+    /// The keys that need another: `proxy_protocol` needs `trusted_proxies`
+    /// (whose headers to believe), the other PROXY keys need it, and
+    /// `tls_timeout` needs `tls` (whose sessions are relayed, so `stdio =
+    /// "socket"` cannot be); false if a rule is broken.
+    fn dependent_keys(
         &mut self,
         table: &DeTable<'_>,
         header: &Range<usize>,
@@ -634,6 +645,20 @@ impl Walker<'_> {
         if options.proxy_protocol.is_some() && !trusted {
             let span = find("proxy_protocol").map_or_else(|| header.clone(), |(key, _)| key.span());
             self.error(span, Problem::ProxyNeedsTrusted);
+            return false;
+        }
+        if options.tls.is_some()
+            && options.stdio == Some(StdioMode::Socket)
+            && let Some((_, value)) = find("stdio")
+        {
+            self.error(value.span(), Problem::TlsSocket);
+            return false;
+        }
+        if options.tls.is_none()
+            && find("tls").is_none()
+            && let Some((found, _)) = find("tls_timeout")
+        {
+            self.error(found.span(), Problem::NeedsKey("tls_timeout", "tls"));
             return false;
         }
         // (A key that means nothing for this kind of service was said so.)
@@ -722,6 +747,8 @@ const UNSEEN_SOURCE: &str = "a stream wait service's program accepts its connect
 const ACCEPTS_ITSELF: &str = "a wait service's program accepts its connections itself";
 const NO_ADDRESS: &str =
     "a Unix socket's clients have no address (use allow_uid and allow_gid to choose them)";
+const BUILTIN_NO_TLS: &str = "a built-in is served on the connection itself, not over TLS";
+const UNIX_NO_TLS: &str = "TLS is served on TCP connections (a Unix socket is local)";
 const TCP_ONLY: &str = "it is a TCP option";
 const UNIX_ONLY: &str = "only a Unix socket (listen = \"unix:PATH\") has it";
 const PER_DATAGRAM: &str = "a UDP built-in answers each datagram at once: it has no sessions that last (limit it with rate and rate_per_source)";
@@ -766,12 +793,17 @@ impl Kind {
                     "proxy_protocol",
                     "trusted_proxies",
                     "proxy_timeout",
+                    "tls",
+                    "tls_timeout",
                 ],
                 NO_CONNECTIONS,
             );
             if self.builtin {
                 add(&["max_sessions", "max_lifetime"], PER_DATAGRAM);
             }
+        }
+        if self.builtin {
+            add(&["tls", "tls_timeout"], BUILTIN_NO_TLS);
         }
         if self.is_wait() {
             add(&["max_sessions", "max_per_source"], ONE_PROGRAM);
@@ -791,6 +823,7 @@ impl Kind {
                     ],
                     UNSEEN_SOURCE,
                 );
+                add(&["tls", "tls_timeout"], ACCEPTS_ITSELF);
             }
             add(
                 &["timeout", "linger_timeout", "keepalive", "nodelay"],
@@ -812,6 +845,7 @@ impl Kind {
                 ],
                 NO_ADDRESS,
             );
+            add(&["tls", "tls_timeout"], UNIX_NO_TLS);
         } else {
             add(
                 &[
@@ -1522,6 +1556,78 @@ rate_per_source = {{ per_second = nan, burst = 1 }}
         }
     }
 
+    /// Issue 19, item 3: the `tls` table, each problem at its place.
+    #[test]
+    fn tls_keys() {
+        let d = draft(&format!(
+            "{SERVICE}tls = {{ cert = \"/c.pem\", key = \"/k.pem\", client_ca = \"/ca.pem\", min_version = \"1.3\", alpn = [\"h2\"] }}\ntls_timeout = 3\n"
+        ));
+        let tls = d.options.tls.expect("tls");
+        assert_eq!(
+            tls.pos,
+            Pos {
+                line: 5,
+                column: Some(7)
+            }
+        );
+        assert_eq!(tls.value.cert, PathBuf::from("/c.pem"));
+        assert_eq!(tls.value.client_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.value.min_version, crate::tls::MinVersion::Tls13);
+        assert_eq!(tls.value.alpn, ["h2"]);
+        assert_eq!(d.options.tls_timeout, Some(3));
+        for (extra, expected) in [
+            (
+                "tls = { cert = \"/c.pem\" }",
+                "t.toml:5:7: error: `tls` has no `key`",
+            ),
+            (
+                "tls = { cert = \"c.pem\", key = \"/k\" }",
+                "t.toml:5:16: error: `tls.cert` must be an absolute path",
+            ),
+            (
+                "tls = { cert = \"/c\", key = \"/k\", ky = 1 }",
+                "t.toml:5:34: error: unknown key \"ky\" in `tls` (did you mean `key`?)",
+            ),
+            (
+                "tls = { cert = \"/c\", key = \"/k\", min_version = \"1.1\" }",
+                "t.toml:5:48: error: `tls.min_version` must be \"1.2\" or \"1.3\", not \"1.1\"",
+            ),
+            ("tls = \"/c\"", "t.toml:5:7: error: `tls` must be a table"),
+            (
+                "tls_timeout = 5",
+                "t.toml:5:1: error: `tls_timeout` needs `tls`",
+            ),
+            (
+                "tls = { cert = \"/c\", key = \"/k\" }\nstdio = \"socket\"",
+                "t.toml:6:9: error: a TLS session is relayed",
+            ),
+        ] {
+            let m = message(&format!("{SERVICE}{extra}\n"));
+            assert!(m.starts_with(expected), "{extra}: {m}");
+        }
+        let tls = "tls = { cert = \"/c\", key = \"/k\" }";
+        for (kind, why) in [
+            (
+                "protocol = \"udp\"",
+                "a UDP service: UDP has no connections",
+            ),
+            ("wait = true", "a wait service"),
+        ] {
+            let m = message(&format!("{SERVICE}{kind}\n{tls}\n"));
+            assert!(
+                m.contains(&format!("`tls` has no meaning for {why}")),
+                "{m}"
+            );
+        }
+        let m = message(&format!(
+            "[[service]]\nname = \"b\"\nlisten = 7\nbuiltin = \"echo\"\n{tls}\n"
+        ));
+        assert!(
+            m.contains("`tls` has no meaning for this service: a built-in"),
+            "{m}"
+        );
+    }
+
     /// Issue 19, item 1: `proxy_protocol` needs `trusted_proxies`, the
     /// other PROXY keys need `proxy_protocol`, and none means anything off
     /// a TCP nowait service.
@@ -2158,7 +2264,13 @@ listen = ["0", 0, 70000, "70000", "localhost:80", "::1:80", "1.2.3.4:0", "1.2.3.
 
     /// Every key of the file: the top level's, a service's, a rate's.
     fn every_key() -> Vec<&'static str> {
-        let keys = [TOP_KEYS, TOP_TABLES, &key_names(service_keys()), RATE_KEYS];
+        let keys = [
+            TOP_KEYS,
+            TOP_TABLES,
+            &key_names(service_keys()),
+            RATE_KEYS,
+            TLS_KEYS,
+        ];
         keys.concat()
     }
 

@@ -227,6 +227,14 @@ options! {
     /// `proxy_protocol`).
     trusted_proxies: Vec<IpNet> = networks() in ServiceOrDefaults;
 
+    /// TLS termination: the daemon does the handshake and relays plaintext
+    /// to the program's pipes. Default: none.
+    tls: crate::config::Placed<crate::tls::Files> = tls() in ServiceOrDefaults;
+
+    /// Seconds a client has to finish its TLS handshake. Default:
+    /// [`DEFAULT_TLS_TIMEOUT`](crate::config::DEFAULT_TLS_TIMEOUT).
+    tls_timeout: u64 = within(bounds::TLS_TIMEOUT_SECS) in ServiceOrDefaults;
+
     /// Seconds a proxy has to send its header. Default:
     /// [`DEFAULT_PROXY_TIMEOUT`](crate::config::DEFAULT_PROXY_TIMEOUT).
     proxy_timeout: u64 = within(bounds::PROXY_TIMEOUT_SECS) in ServiceOrDefaults;

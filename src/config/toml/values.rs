@@ -318,6 +318,89 @@ impl Walker<'_> {
     }
 }
 
+/// The keys of a `tls` table.
+pub(super) const TLS_KEYS: &[&str] = &["cert", "key", "client_ca", "min_version", "alpn"];
+
+impl Walker<'_> {
+    /// `tls = { cert = PATH, key = PATH, client_ca = PATH, min_version =
+    /// "1.2" | "1.3", alpn = [...] }`, kept with where it was written (the
+    /// files are read when the config is resolved).
+    pub(super) fn tls(
+        &mut self,
+        key: &'static str,
+        value: &Value<'_>,
+    ) -> Option<Placed<crate::tls::Files>> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type(key, "a table { cert = PATH, key = PATH, ... }", value);
+            return None;
+        };
+        let (mut cert, mut private, mut client_ca) = (None, None, None);
+        let mut min_version = Some(crate::tls::MinVersion::default());
+        let mut alpn = Some(Vec::new());
+        let mut ok = true;
+        for (field, value) in table {
+            match field.get_ref().as_ref() {
+                "cert" => cert = Some(self.absolute_path("tls.cert", value)),
+                "key" => private = Some(self.absolute_path("tls.key", value)),
+                "client_ca" => client_ca = Some(self.absolute_path("tls.client_ca", value)),
+                "min_version" => {
+                    min_version = self.choice(
+                        "tls.min_version",
+                        value,
+                        &[
+                            ("1.2", crate::tls::MinVersion::Tls12),
+                            ("1.3", crate::tls::MinVersion::Tls13),
+                        ],
+                    );
+                }
+                "alpn" => alpn = self.alpn(value),
+                _ => {
+                    self.unknown_key(field, "`tls`", TLS_KEYS.to_vec());
+                    ok = false;
+                }
+            }
+        }
+        for (field, present) in [("cert", cert.is_some()), ("key", private.is_some())] {
+            if !present {
+                let table = "`tls`".to_owned();
+                self.error(value.span(), Problem::Missing { key: field, table });
+                ok = false;
+            }
+        }
+        let files = crate::tls::Files {
+            cert: cert??,
+            key: private??,
+            client_ca: match client_ca {
+                Some(path) => Some(path?),
+                None => None,
+            },
+            min_version: min_version?,
+            alpn: alpn?,
+        };
+        ok.then(|| Placed::new(files, self.pos(&value.span())))
+    }
+
+    /// `alpn`: protocol names, each 1-255 bytes.
+    fn alpn(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        let DeValue::Array(entries) = value.get_ref() else {
+            self.wrong_type("tls.alpn", "an array of protocol names", value);
+            return None;
+        };
+        let names: Vec<String> = entries
+            .iter()
+            .filter_map(|entry| {
+                let name = self.non_empty("tls.alpn", entry)?;
+                if name.len() > 255 {
+                    self.error(entry.span(), Problem::LongAlpn);
+                    return None;
+                }
+                Some(name.to_owned())
+            })
+            .collect();
+        (names.len() == entries.len()).then_some(names)
+    }
+}
+
 /// A CIDR network, or an address as the network of that one host.
 fn network(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()

@@ -128,6 +128,14 @@ pub fn account_id(name: &str, group: bool) -> Result<u32, String> {
     }
 }
 
+/// The permission bits of the file at `path` when its group or others may
+/// read it (a private key should be its owner's alone).
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 /// Only root can start programs as another user.
 pub fn can_switch_users() -> bool {
     Uid::effective().is_root()
@@ -253,9 +261,9 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 pub use process::{Child, ChildSpec, ExitStatus, Reaper, SPAWN_BLOCKS, StderrPipe, spawn};
 #[cfg(not(target_os = "linux"))]
-pub use process::{ChildEnds, Relay};
+pub use process::{ChildEnds, Pipes, Relay};
 #[cfg(target_os = "linux")]
-pub use splice::{ChildEnds, Relay};
+pub use splice::{ChildEnds, Pipes, Relay};
 
 /// Readies a stderr pipe for reading: nothing to do on Unix.
 pub async fn stderr_ready(_pipe: &mut StderrPipe) -> io::Result<()> {

@@ -58,7 +58,7 @@ pub use super::clone::{SPAWN_BLOCKS, StderrPipe, spawn};
 #[cfg(target_os = "linux")]
 pub use super::reaper::{Child, Reaper};
 #[cfg(not(target_os = "linux"))]
-pub use portable::{Child, ChildEnds, Reaper, Relay, SPAWN_BLOCKS, StderrPipe, spawn};
+pub use portable::{Child, ChildEnds, Pipes, Reaper, Relay, SPAWN_BLOCKS, StderrPipe, spawn};
 
 /// The standard exit status, made from what `waitid` reports.
 pub type ExitStatus = std::process::ExitStatus;
@@ -96,6 +96,32 @@ mod portable {
     pub struct ChildEnds {
         stdin: OwnedFd,
         stdout: OwnedFd,
+    }
+
+    /// The daemon's ends of a program's stdin and stdout pipes, async, for
+    /// a relay that moves the bytes itself (TLS).
+    #[derive(Debug)]
+    pub struct Pipes {
+        pub to_child: pipe::Sender,
+        pub from_child: pipe::Receiver,
+    }
+
+    impl Pipes {
+        /// Makes the pipes: the daemon's ends, and the program's.
+        pub fn new() -> io::Result<(Self, ChildEnds)> {
+            let (stdin, to_child) = pipe2(OFlag::O_CLOEXEC)?;
+            let (from_child, stdout) = pipe2(OFlag::O_CLOEXEC)?;
+            let pipes = Self {
+                to_child: pipe::Sender::from_owned_fd(to_child)?,
+                from_child: pipe::Receiver::from_owned_fd(from_child)?,
+            };
+            Ok((pipes, ChildEnds { stdin, stdout }))
+        }
+
+        /// Ready to move bytes (at once: a pipe needs no connecting here).
+        pub async fn connect(&self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     impl Relay {

@@ -64,6 +64,32 @@ pub struct ChildEnds {
     pub(super) stdout: OwnedFd,
 }
 
+/// The daemon's ends of a program's stdin and stdout pipes, async, for a
+/// relay that moves the bytes itself (TLS).
+#[derive(Debug)]
+pub struct Pipes {
+    pub to_child: tokio::net::unix::pipe::Sender,
+    pub from_child: tokio::net::unix::pipe::Receiver,
+}
+
+impl Pipes {
+    /// Makes the pipes: the daemon's ends, and the program's.
+    pub fn new() -> io::Result<(Self, ChildEnds)> {
+        let (stdin, to_child) = pipe2(OFlag::O_CLOEXEC)?;
+        let (from_child, stdout) = pipe2(OFlag::O_CLOEXEC)?;
+        let pipes = Self {
+            to_child: tokio::net::unix::pipe::Sender::from_owned_fd(to_child)?,
+            from_child: tokio::net::unix::pipe::Receiver::from_owned_fd(from_child)?,
+        };
+        Ok((pipes, ChildEnds { stdin, stdout }))
+    }
+
+    /// Ready to move bytes (at once: a pipe needs no connecting here).
+    pub async fn connect(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Relay {
     /// Makes the pipes and registers everything, so that nothing is left to
     /// fail once the child runs. `timeout` bounds each wait on the

@@ -38,7 +38,7 @@ pub use eventlog::{Priority, SystemLog, journal_prefix, stderr_is_journal, syste
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
 pub use service::{Daemon, Reload, Stop, StopFuture, notify_ready, run_as_service};
 pub use spawn::{
-    Child, ChildEnds, ChildSpec, ExitStatus, Reaper, Relay, SPAWN_BLOCKS, StderrPipe,
+    Child, ChildEnds, ChildSpec, ExitStatus, Pipes, Reaper, Relay, SPAWN_BLOCKS, StderrPipe,
     describe_exit, spawn, stderr_ready,
 };
 
@@ -112,6 +112,11 @@ pub enum UserError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Who may read a file is an ACL on Windows, which is not checked: `None`.
+pub fn readable_by_others(_path: &Path) -> Option<u32> {
+    None
 }
 
 /// Unix domain sockets are not offered: Windows has them only since 2018,

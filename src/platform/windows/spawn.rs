@@ -842,6 +842,37 @@ impl Relay {
     }
 }
 
+/// The daemon's ends of a program's stdin and stdout pipes, async, for a
+/// relay that moves the bytes itself (TLS).
+#[derive(Debug)]
+pub struct Pipes {
+    pub to_child: NamedPipeServer,
+    pub from_child: NamedPipeServer,
+}
+
+impl Pipes {
+    /// Makes the pipes: the daemon's ends (on the runtime's thread), and
+    /// the program's.
+    pub fn new() -> io::Result<(Self, ChildEnds)> {
+        let (to_child, stdin) = pipe(Direction::ToChild)?;
+        let (from_child, stdout) = pipe(Direction::FromChild)?;
+        Ok((
+            Self {
+                to_child,
+                from_child,
+            },
+            ChildEnds { stdin, stdout },
+        ))
+    }
+
+    /// Waits until the program's ends are connected (they were opened when
+    /// the pipes were made, so this returns at once).
+    pub async fn connect(&self) -> io::Result<()> {
+        self.to_child.connect().await?;
+        self.from_child.connect().await
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
     ToChild,

@@ -13,15 +13,12 @@ use std::time::{Duration, Instant};
 use crate::common::{Daemon, WAIT, child_argv, connect, env_value, run_command, toml_service};
 use crate::tls::{Pki, client_config, tls_line, tls_session, toml_path};
 
-const ENV: &[&str] = &[
-    "env",
-    "SSL_PROTOCOL",
-    "SSL_CIPHER",
-    "SSL_TLS_SNI",
-    "SSL_ALPN",
-    "SSL_CLIENT_S_DN",
-    "SSL_CLIENT_CERT_SHA256",
-];
+/// The test child's mode that prints every `SSL_*` variable.
+fn env_mode() -> Vec<&'static str> {
+    let mut mode = vec!["env"];
+    mode.extend(wininetd::tls::VARIABLES);
+    mode
+}
 
 /// A daemon with one TLS service running `argv`, with `more` fields in
 /// its `tls` table and `extra` lines.
@@ -55,7 +52,7 @@ fn s_client(port: u16, args: &[&str]) -> String {
 #[test]
 fn openssl_s_client_tls13_and_tls12_with_sni_and_alpn() {
     let pki = Pki::new();
-    let daemon = tls_daemon(&pki, ENV, ", alpn = [\"h2\", \"http/1.1\"]", &[]);
+    let daemon = tls_daemon(&pki, &env_mode(), ", alpn = [\"h2\", \"http/1.1\"]", &[]);
     let ca = pki.ca();
     let ca = ca.to_str().expect("UTF-8");
     for (version, expected) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
@@ -95,7 +92,7 @@ fn client_certificates_are_required_and_checked() {
     let pki = Pki::new();
     let daemon = tls_daemon(
         &pki,
-        ENV,
+        &env_mode(),
         &format!(", client_ca = {}", toml_path(&pki.ca())),
         &[],
     );

@@ -60,7 +60,7 @@ fn skipped(data: &Data, out: &mut String) {
     if lines.is_empty() {
         return;
     }
-    out.push_str("Not measured (the server's service did not start; see the run's output):\n\n");
+    out.push_str("Not measured (the run's output has the server's log):\n\n");
     for line in lines {
         out.push_str(&line);
     }
@@ -427,7 +427,7 @@ test=udp server=xinetd conc=1 run=1 size=64 loss_timeout_ms=10 rate=10000 loss_p
 test=udp server=xinetd conc=1 run=2 size=64 loss_timeout_ms=10 rate=6000 loss_pct=14.0 late=1 own_cpu_us=9 errors=0
 test=udp server=socat conc=1 run=1 size=64 loss_timeout_ms=10 rate=900 loss_pct=0.00 late=0 own_cpu_us=80 errors=0
 test=builtin server=xinetd builtin=daytime conc=8 run=1 rate=5000 errors=0
-test=skipped server=wininetd figure=tcp-builtins reason=unknown%20key%20`protocol`%2C%20100%25%zz
+test=skipped server=wininetd figure=tcp-builtins reason=its%20service%20did%20not%20start:%20unknown%20key%20`protocol`%2C%20100%25%zz
 test=tftp server=wininetd run=1 bytes=10485760 secs=1.30 mb_per_s=8.07 own_cpu_ms=0.9 ok=yes fresh=yes
 test=tftp server=wininetd run=2 bytes=10485760 secs=1.50 mb_per_s=7.00 own_cpu_ms=1.1 ok=yes fresh=yes
 test=tftp server=xinetd run=1 bytes=10485760 secs=1.35 mb_per_s=7.77 own_cpu_ms=2.0 ok=yes fresh=yes
@@ -475,7 +475,7 @@ test=tftp server=xinetd run=3 bytes=0 secs=0.02 mb_per_s=500 own_cpu_ms=0.5 ok=n
         // its targets; the figures nobody measured have no row.
         assert!(
             report.contains(
-                "- **wininetd**, TCP built-ins: skipped, unknown key `protocol`, 100%%zz"
+                "- **wininetd**, TCP built-ins: skipped, its service did not start: unknown key `protocol`, 100%%zz"
             ),
             "{report}"
         );

@@ -3,8 +3,9 @@
 # Debian packages on loopback, serving the same tiny programs, measures them
 # side by side and writes bench/RESULTS.md. See bench/README.md.
 #
-#   bench/run.sh            the full suite (about 26 minutes)
-#   bench/run.sh --quick    a quick pass (about 3 minutes)
+#   bench/run.sh            the full suite (about 35 minutes)
+#   bench/run.sh --quick    a quick pass (about 5 minutes)
+#   bench/run.sh --suite kinds   only the built-ins, UDP and wait mode
 #
 # Everything listens on 127.0.0.1 and every client connects there; every
 # measurement is bounded in time and count; every server is stopped by its
@@ -16,9 +17,15 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/run.sh [--quick] [--runs N] [--note TEXT] [--out FILE] [--servers LIST]
+                    [--suite LIST]
 
-  --quick          short windows and fewer runs (about 3 minutes)
+  --quick          short windows and fewer runs (about 5 minutes)
   --runs N         runs of each figure (median reported; default 5, quick 3)
+  --suite LIST     comma-separated parts to run (default: both):
+                   main  - programs served over TCP (sessions, latency, CPU,
+                           held sessions, bulk, idle memory, spawn ceiling)
+                   kinds - built-ins over TCP and UDP, and in.tftpd in UDP
+                           wait mode, against xinetd (and socat for UDP)
   --note TEXT      a line for RESULTS.md (say if the machine was busy)
   --out FILE       where to write the report (default bench/RESULTS.md)
   --servers LIST   comma-separated subset of: wininetd wininetd-static
@@ -44,6 +51,7 @@ runs=""
 note=""
 out="$root/bench/RESULTS.md"
 servers_arg=""
+suite_arg=main,kinds
 args_given=""
 while (($#)); do
     case $1 in
@@ -56,6 +64,7 @@ while (($#)); do
         --note) note=$2; shift ;;
         --out) out=$2; shift ;;
         --servers) servers_arg=$2; shift ;;
+        --suite) suite_arg=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -81,6 +90,12 @@ else
 fi
 held_sessions=1000
 concurrencies=(1 8 64)
+# The other kinds of services: tftp transfers are the noisiest figure.
+if [[ $mode == quick ]]; then tftp_runs=3; else tftp_runs=9; fi
+tftp_bytes=$((10 << 20))
+# A UDP client waits this long for a reply before it sends its next
+# datagram (the reply still counts if it comes later).
+udp_loss_timeout=10ms
 children=(min static)
 call_limit=120
 
@@ -100,6 +115,17 @@ fi
 main_servers=()
 for s in "${servers[@]}"; do [[ $s == wininetd+log ]] || main_servers+=("$s"); done
 
+run_main=0 run_kinds=0
+IFS=, read -r -a suites <<<"$suite_arg"
+for part in "${suites[@]}"; do
+    case $part in
+        main) run_main=1 ;;
+        kinds) run_kinds=1 ;;
+        *) echo "run.sh: unknown suite $part (main, kinds)" >&2; exit 2 ;;
+    esac
+done
+((run_main || run_kinds)) || { echo "run.sh: --suite names no part" >&2; exit 2; }
+
 say() { printf '[%4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
@@ -111,18 +137,47 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 declare -A package_of=(
     [xinetd]=xinetd [tcpserver]=ucspi-tcp [tcpsvd]=ipsvd [socat]=socat
     [systemd-socket-activate]=systemd [gcc]=gcc [strace]=strace [timeout]=coreutils
+    [in.tftpd]=tftpd-hpa [tftp]=tftp-hpa
 )
 export PATH=$PATH:/usr/sbin:/sbin
 missing=()
 for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
 done
+
+# install_packages PKG...: apt-get install, with no service started. xinetd
+# and tftpd-hpa start a system-wide daemon when installed (tftpd-hpa on
+# port 69): the suite starts only its own servers, so while it installs,
+# a policy-rc.d (invoke-rc.d's and deb-systemd-invoke's hook) denies every
+# start, unless the machine's own already does; the machine's file, if
+# any, is put back.
+install_packages() {
+    local policy=/usr/sbin/policy-rc.d saved="" ours=0 status=0 rc=0
+    if [[ -x $policy ]]; then "$policy" xinetd start >/dev/null 2>&1 || rc=$?; fi
+    if ((rc != 101)); then
+        if [[ -e $policy ]]; then
+            saved=$(mktemp /usr/sbin/policy-rc.d.wininetd-bench.XXXXXX)
+            cp -p "$policy" "$saved"
+        fi
+        printf '#!/bin/sh\n# bench/run.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    {
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "$@" >/dev/null
+    } || status=$?
+    if ((ours)); then
+        if [[ -n $saved ]]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
+    fi
+    return "$status"
+}
+
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "missing packages (run as root to install them): ${missing[*]}"
     say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}" || die "could not install ${missing[*]}"
 fi
 
 # 1,000 held sessions need 1,000 descriptors on the client side, and as many
@@ -152,7 +207,7 @@ gen=$target/release/wininetd-bench
 
 # wininetd-static is the same code linked statically with musl: no shared
 # library to map, so about half the idle memory (README, "Static build").
-if [[ " ${servers[*]} " == *" wininetd-static "* && -z ${WININETD_STATIC:-} ]]; then
+if ((run_main)) && [[ " ${servers[*]} " == *" wininetd-static "* && -z ${WININETD_STATIC:-} ]]; then
     musl=$(uname -m)-unknown-linux-musl
     if rustup target list --installed 2>/dev/null | grep -qx "$musl" ||
         { ((EUID == 0)) && rustup target add "$musl" >/dev/null 2>&1; }; then
@@ -414,23 +469,12 @@ base_of() { # SERVER OFFSET
     done
 }
 
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-say "mode $mode: $runs runs, windows $window (+$warmup warm-up), servers: ${servers[*]}"
-
-# --- 1. Network check: nothing but loopback -----------------------------
-
-say "network check (strace -f -e trace=network)"
-trace=1
-for s in "${main_servers[@]}"; do
-    base=$(base_of "$s" 700)
-    start_server "$s" "$base" min static echo
-    for i in 0 1; do
-        measure sessions --addr "127.0.0.1:$((base + i))" --concurrency 2 --duration 300ms \
-            --warmup 0s --tag test=traced --tag server="$s"
-    done
-    measure bulk --addr "127.0.0.1:$((base + 2))" --bytes 1000000 --tag test=traced --tag server="$s"
-    stop_server "$s"
-    files=("$tmp/strace/$s".*)
+# check_trace NAME FIELDS: reads the strace files of instance NAME and
+# writes its netcheck line, with FIELDS ("server=S", and "figure=F" for
+# the other kinds); stops the suite if it saw any address but loopback.
+check_trace() {
+    local name=$1 fields=$2 files calls addresses offending
+    files=("$tmp/strace/$name".*)
     calls=$(cat "${files[@]}" | grep -cvE '^[0-9]+ +(\+\+\+|---)' || true)
     addresses=$(cat "${files[@]}" |
         grep -ohE 'inet_addr\("[^"]*"\)|inet_pton\(AF_INET6, "[^"]*"' |
@@ -438,122 +482,152 @@ for s in "${main_servers[@]}"; do
     offending=$(tr , '\n' <<<"$addresses" |
         grep -vE '^(127\.[0-9.]+|0\.0\.0\.0|::1|::|::ffff:127\.[0-9.]+)$' | paste -sd, - || true)
     if [[ -n $offending ]]; then
-        echo "test=netcheck server=$s calls=$calls addresses=${addresses:-none} verdict=OFF-MACHINE:$offending" >>"$results"
-        die "$s touched non-loopback addresses: $offending (see $tmp/strace)"
+        echo "test=netcheck $fields calls=$calls addresses=${addresses:-none} verdict=OFF-MACHINE:$offending" >>"$results"
+        die "$name touched non-loopback addresses: $offending (see $tmp/strace)"
     fi
-    echo "test=netcheck server=$s calls=$calls addresses=${addresses:-none} verdict=loopback-only" >>"$results"
-    say "$s: $calls network calls, addresses: ${addresses:-none}"
-done
-trace=""
+    echo "test=netcheck $fields calls=$calls addresses=${addresses:-none} verdict=loopback-only" >>"$results"
+    say "$name: $calls network calls, addresses: ${addresses:-none}"
+}
 
-# --- 2. Idle memory, four services ----------------------------------------
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+cores=$(nproc)
+say "mode $mode: $runs runs, windows $window (+$warmup warm-up), suite: ${suites[*]}, servers: ${servers[*]}"
 
-for ((run = 1; run <= idle_runs; run++)); do
+# The main suite: programs served over TCP (sections 1 to 5).
+main_suite() {
+    # --- 1. Network check: nothing but loopback -------------------------
+
+    say "network check (strace -f -e trace=network)"
+    trace=1
     for s in "${main_servers[@]}"; do
-        base=$(base_of "$s" 800)
-        start_server "$s" "$base" min static echo static2
-        sleep 1
-        pid_args=()
-        for svc in min static echo static2; do
-            [[ " ${pid_args[*]} " == *" ${pid_for[$s:$svc]} "* ]] || pid_args+=(--pid "${pid_for[$s:$svc]}")
+        base=$(base_of "$s" 700)
+        start_server "$s" "$base" min static echo
+        for i in 0 1; do
+            measure sessions --addr "127.0.0.1:$((base + i))" --concurrency 2 --duration 300ms \
+                --warmup 0s --tag test=traced --tag server="$s"
         done
-        measure mem "${pid_args[@]}" \
-            --tag test=idle --tag server="$s" --tag run="$run"
+        measure bulk --addr "127.0.0.1:$((base + 2))" --bytes 1000000 --tag test=traced --tag server="$s"
         stop_server "$s"
+        check_trace "$s" "server=$s"
     done
-done
+    trace=""
 
-# --- 3. Long-lived sessions, each run on a fresh instance ------------------
+    # --- 2. Idle memory, four services ------------------------------------
 
-# Fresh, so that "before" is the daemon's memory before it served anything:
-# the growth then includes what its first sessions allocate for good, the
-# conservative figure. Each run has its own ports (no TIME_WAIT to bind).
-for ((run = 1; run <= hold_runs; run++)); do
-    for s in "${main_servers[@]}"; do
-        base=$(base_of "$s" $((100 * run)))
-        start_server "$s" "$base" echo
-        measure hold --addr "127.0.0.1:$base" --count "$held_sessions" \
-            --hold "$hold" --pid "${pid_for[$s:echo]}" --program bench-echo \
-            --tag test=hold --tag server="$s" --tag run="$run"
-        stop_server "$s"
+    for ((run = 1; run <= idle_runs; run++)); do
+        for s in "${main_servers[@]}"; do
+            base=$(base_of "$s" 800)
+            start_server "$s" "$base" min static echo static2
+            sleep 1
+            pid_args=()
+            for svc in min static echo static2; do
+                [[ " ${pid_args[*]} " == *" ${pid_for[$s:$svc]} "* ]] || pid_args+=(--pid "${pid_for[$s:$svc]}")
+            done
+            measure mem "${pid_args[@]}" \
+                --tag test=idle --tag server="$s" --tag run="$run"
+            stop_server "$s"
+        done
     done
-done
 
-# --- 4. The measured servers ----------------------------------------------
+    # --- 3. Long-lived sessions, each run on a fresh instance --------------
 
-for s in "${servers[@]}"; do
-    if [[ $s == wininetd ]]; then
-        start_server "$s" "$(base_of "$s" 0)" min static echo relay
-    else
-        start_server "$s" "$(base_of "$s" 0)" min static echo
-    fi
-done
-port_of() { # SERVER SERVICE
-    local offset
-    case $2 in min) offset=0 ;; static) offset=1 ;; echo) offset=2 ;; relay) offset=3 ;; esac
-    echo $(($(base_of "$1" 0) + offset))
-}
-cpu_args() { # SERVER SERVICE
-    echo "--pid ${pid_for[$1:$2]}${cg_for[$1]:+ --cgroup ${cg_for[$1]}}"
-}
+    # Fresh, so that "before" is the daemon's memory before it served anything:
+    # the growth then includes what its first sessions allocate for good, the
+    # conservative figure. Each run has its own ports (no TIME_WAIT to bind).
+    for ((run = 1; run <= hold_runs; run++)); do
+        for s in "${main_servers[@]}"; do
+            base=$(base_of "$s" $((100 * run)))
+            start_server "$s" "$base" echo
+            measure hold --addr "127.0.0.1:$base" --count "$held_sessions" \
+                --hold "$hold" --pid "${pid_for[$s:echo]}" --program bench-echo \
+                --tag test=hold --tag server="$s" --tag run="$run"
+            stop_server "$s"
+        done
+    done
 
-# Sessions: runs outermost and the server order rotated each run, so that a
-# drift of the machine's load spreads over every server alike.
-for ((run = 1; run <= runs; run++)); do
-    for conc in "${concurrencies[@]}"; do
-        for child in "${children[@]}"; do
-            n=${#servers[@]}
-            for ((k = 0; k < n; k++)); do
-                s=${servers[(k + run - 1) % n]}
-                # shellcheck disable=SC2046
-                measure sessions --addr "127.0.0.1:$(port_of "$s" "$child")" \
-                    --concurrency "$conc" --duration "$window" --warmup "$warmup" \
-                    $(cpu_args "$s" "$child") \
-                    --tag test=sessions --tag server="$s" --tag child="$child" \
-                    --tag conc="$conc" --tag run="$run"
+    # --- 4. The measured servers ------------------------------------------
+
+    for s in "${servers[@]}"; do
+        if [[ $s == wininetd ]]; then
+            start_server "$s" "$(base_of "$s" 0)" min static echo relay
+        else
+            start_server "$s" "$(base_of "$s" 0)" min static echo
+        fi
+    done
+    port_of() { # SERVER SERVICE
+        local offset
+        case $2 in min) offset=0 ;; static) offset=1 ;; echo) offset=2 ;; relay) offset=3 ;; esac
+        echo $(($(base_of "$1" 0) + offset))
+    }
+    cpu_args() { # SERVER SERVICE
+        echo "--pid ${pid_for[$1:$2]}${cg_for[$1]:+ --cgroup ${cg_for[$1]}}"
+    }
+
+    # Sessions: runs outermost and the server order rotated each run, so that a
+    # drift of the machine's load spreads over every server alike.
+    for ((run = 1; run <= runs; run++)); do
+        for conc in "${concurrencies[@]}"; do
+            for child in "${children[@]}"; do
+                n=${#servers[@]}
+                for ((k = 0; k < n; k++)); do
+                    s=${servers[(k + run - 1) % n]}
+                    # shellcheck disable=SC2046
+                    measure sessions --addr "127.0.0.1:$(port_of "$s" "$child")" \
+                        --concurrency "$conc" --duration "$window" --warmup "$warmup" \
+                        $(cpu_args "$s" "$child") \
+                        --tag test=sessions --tag server="$s" --tag child="$child" \
+                        --tag conc="$conc" --tag run="$run"
+                done
             done
         done
     done
-done
 
-# Bulk throughput: the server order rotated each run, as for sessions. Its
-# figures move the most from run to run (where the scheduler puts the
-# client and the program), hence more runs than the others.
-for ((run = 1; run <= bulk_runs; run++)); do
-    n=${#main_servers[@]}
-    for ((k = 0; k < n; k++)); do
-        s=${main_servers[(k + run - 1) % n]}
-        path=socket
-        [[ $s == socat ]] && path=relay
-        # shellcheck disable=SC2046
-        measure bulk --addr "127.0.0.1:$(port_of "$s" echo)" --bytes "$bulk_bytes" \
-            $(cpu_args "$s" echo) \
-            --tag test=bulk --tag server="$s" --tag path="$path" --tag run="$run"
-        if [[ $s == wininetd ]]; then
+    # Bulk throughput: the server order rotated each run, as for sessions. Its
+    # figures move the most from run to run (where the scheduler puts the
+    # client and the program), hence more runs than the others.
+    for ((run = 1; run <= bulk_runs; run++)); do
+        n=${#main_servers[@]}
+        for ((k = 0; k < n; k++)); do
+            s=${main_servers[(k + run - 1) % n]}
+            path=socket
+            [[ $s == socat ]] && path=relay
             # shellcheck disable=SC2046
-            measure bulk --addr "127.0.0.1:$(port_of "$s" relay)" --bytes "$bulk_bytes" \
-                $(cpu_args "$s" relay) \
-                --tag test=bulk --tag server="$s" --tag path=relay --tag run="$run"
-        fi
-    done
-done
-
-for s in "${servers[@]}"; do stop_server "$s"; done
-
-# --- 5. The machine's spawn ceiling ---------------------------------------
-
-cores=$(nproc)
-for ((run = 1; run <= runs; run++)); do
-    for child in "${children[@]}"; do
-        for threads in 1 "$cores"; do
-            measure ceiling --program "$tmp/bin/bench-$child" --threads "$threads" \
-                --duration "$ceiling_window" --warmup "$warmup" \
-                --tag test=ceiling --tag child="$child" --tag threads="$threads" --tag run="$run"
+            measure bulk --addr "127.0.0.1:$(port_of "$s" echo)" --bytes "$bulk_bytes" \
+                $(cpu_args "$s" echo) \
+                --tag test=bulk --tag server="$s" --tag path="$path" --tag run="$run"
+            if [[ $s == wininetd ]]; then
+                # shellcheck disable=SC2046
+                measure bulk --addr "127.0.0.1:$(port_of "$s" relay)" --bytes "$bulk_bytes" \
+                    $(cpu_args "$s" relay) \
+                    --tag test=bulk --tag server="$s" --tag path=relay --tag run="$run"
+            fi
         done
     done
-done
 
-# --- 6. The report ---------------------------------------------------------
+    for s in "${servers[@]}"; do stop_server "$s"; done
+
+    # --- 5. The machine's spawn ceiling -----------------------------------
+
+    for ((run = 1; run <= runs; run++)); do
+        for child in "${children[@]}"; do
+            for threads in 1 "$cores"; do
+                measure ceiling --program "$tmp/bin/bench-$child" --threads "$threads" \
+                    --duration "$ceiling_window" --warmup "$warmup" \
+                    --tag test=ceiling --tag child="$child" --tag threads="$threads" --tag run="$run"
+            done
+        done
+    done
+
+} # main_suite
+
+# The other kinds of services: kinds.sh, which uses the functions above.
+# shellcheck source=bench/kinds.sh
+. "$root/bench/kinds.sh"
+
+((run_main == 0)) || main_suite
+((run_kinds == 0)) || kinds_suite
+
+# --- 7. The report ---------------------------------------------------------
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 version_of() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo unknown; }
@@ -562,8 +636,14 @@ header=$tmp/header.md
     echo "# wininetd benchmark results"
     echo
     echo "Written by \`bench/run.sh$args_given\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($mode mode)."
-    echo "Every figure is the median of $runs runs (held sessions: $hold_runs, bulk: $bulk_runs, idle memory: $idle_runs);"
-    echo "session windows of $window after a $warmup warm-up; $held_sessions sessions held $hold; $((bulk_bytes >> 20)) MiB per bulk transfer."
+    if ((run_main)); then
+        echo "Every figure is the median of $runs runs (held sessions: $hold_runs, bulk: $bulk_runs, idle memory: $idle_runs);"
+        echo "session windows of $window after a $warmup warm-up; $held_sessions sessions held $hold; $((bulk_bytes >> 20)) MiB per bulk transfer."
+    fi
+    if ((run_kinds)); then
+        echo "Built-ins, UDP and wait mode: the median of $runs runs of each UDP and built-in figure (windows of $window after a $warmup warm-up;"
+        echo "a UDP client gives a datagram up after $udp_loss_timeout) and of $tftp_runs tftp transfers of $((tftp_bytes >> 20)) MiB."
+    fi
     echo "How to read and reproduce it: [README.md](README.md)."
     echo
     [[ -z $note ]] || { echo "> **Note:** $note"; echo; }
@@ -592,24 +672,42 @@ header=$tmp/header.md
     echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"
     echo "| socat | $(version_of socat) |"
     echo "| systemd-socket-activate (systemd) | $(version_of systemd) |"
+    if ((run_kinds)); then
+        echo "| in.tftpd (tftpd-hpa) | $(version_of tftpd-hpa) |"
+        echo "| tftp (tftp-hpa) | $(version_of tftp-hpa) |"
+    fi
     echo "| rustc | $(rustc --version 2>/dev/null || echo unknown) |"
     echo "| gcc (children) | $(gcc -dumpfullversion 2>/dev/null || echo unknown) |"
     echo
     echo "## Servers"
     echo
-    echo "Each serves the same three programs (\`bench/children/\`: minimal, static C, echo) on 127.0.0.1, with caps and rates above the load and no name or ident lookups:"
-    echo
-    echo "| server | configuration |"
-    echo "| --- | --- |"
-    for s in "${servers[@]}"; do echo "| $s | \`${cmd_for[$s]:-}\` |"; done
-    echo
+    if ((run_main)); then
+        echo "Each serves the same three programs (\`bench/children/\`: minimal, static C, echo) on 127.0.0.1, with caps and rates above the load and no name or ident lookups:"
+        echo
+        echo "| server | configuration |"
+        echo "| --- | --- |"
+        for s in "${servers[@]}"; do echo "| $s | \`${cmd_for[$s]:-}\` |"; done
+        echo
+    fi
+    if ((run_kinds)); then
+        echo "Built-ins, UDP and wait mode: each figure has an instance of its own, on 127.0.0.1:"
+        echo
+        echo "| server | figure | configuration |"
+        echo "| --- | --- | --- |"
+        for inst in "${kinds_instances[@]}"; do
+            echo "| ${inst%@*} | ${inst#*@} | \`${cmd_for[$inst]:-}\` |"
+        done
+        echo
+    fi
 } >"$header"
 mkdir -p "$(dirname "$out")"
 "$gen" report --results "$results" --header "$header" --out "$out"
 {
-    # Where wininetd's time goes: a profile read by hand (bench/PROFILE.md).
-    echo
-    cat "$root/bench/PROFILE.md"
+    if ((run_main)); then
+        # Where wininetd's time goes: a profile read by hand (bench/PROFILE.md).
+        echo
+        cat "$root/bench/PROFILE.md"
+    fi
     echo
     echo "<details><summary>Raw measurements (one line per run)</summary>"
     echo

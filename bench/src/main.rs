@@ -11,12 +11,14 @@
 
 mod bulk;
 mod ceiling;
+mod datagrams;
 mod hold;
 mod hottext;
 mod line;
 mod procfs;
 mod report;
 mod sessions;
+mod tftp;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +41,13 @@ enum Command {
     /// concurrency: sessions per second, connect-to-first-byte latency, the
     /// daemon's CPU time per session.
     Sessions(sessions::Args),
+    /// Datagrams to a UDP echo service, one in flight per socket:
+    /// datagrams answered per second, round trips, the daemon's CPU time
+    /// per answered datagram.
+    Datagrams(datagrams::Args),
+    /// One file fetched with a TFTP client from a server running in.tftpd
+    /// in wait mode: time, checked bytes, the server's CPU time.
+    Tftp(tftp::Args),
     /// Open long-lived echo sessions, verify them, hold them, verify again,
     /// close them; the daemon's memory before and during.
     Hold(hold::Args),
@@ -49,8 +58,9 @@ enum Command {
     Ceiling(ceiling::Args),
     /// Memory of running processes (idle daemons).
     Mem(procfs::MemArgs),
-    /// Wait until something listens on a TCP port (reads /proc/net, never
-    /// connects, so no session starts).
+    /// Wait until something listens on a TCP port, or is bound to a UDP
+    /// one (reads /proc/net, never connects or sends, so no session
+    /// starts).
     WaitListen(procfs::WaitArgs),
     /// Write RESULTS.md from the collected lines.
     Report(report::Args),
@@ -66,6 +76,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sessions(args) => sessions::run(&args),
+        Command::Datagrams(args) => datagrams::run(&args),
+        Command::Tftp(args) => tftp::run(&args),
         Command::Hold(args) => hold::run(&args),
         Command::Bulk(args) => bulk::run(&args),
         Command::Ceiling(args) => ceiling::run(&args),

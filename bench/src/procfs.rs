@@ -186,6 +186,34 @@ pub fn descendants(pid: u32) -> io::Result<Vec<u32>> {
     Ok(found)
 }
 
+/// The processes of a server's tree, sorted: those in its cgroup when it
+/// has one (which counts what left the tree, as a program's forked child
+/// whose parent exited), else `pid` and its live descendants.
+pub fn tree_pids(pid: u32, cgroup: Option<&std::path::Path>) -> io::Result<Vec<u32>> {
+    let mut pids = match cgroup {
+        Some(dir) => {
+            let procs = dir.join("cgroup.procs");
+            fs::read_to_string(&procs)
+                .map_err(|e| io::Error::other(format!("{}: {e}", procs.display())))?
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        }
+        None => {
+            let mut pids = descendants(pid)?;
+            pids.push(pid);
+            pids
+        }
+    };
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// Whether `pid` is still running (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|state| state != "Z" && state != "X"))
+}
+
 /// A server's memory: the daemon's own RSS, and the PSS of the daemon and
 /// every process of its tree that is not a served program (for a forking
 /// server that also counts its per-connection copies).
@@ -247,9 +275,16 @@ pub fn mem(args: &MemArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
-    /// The TCP port (any local address, IPv4 or IPv6).
+    /// The port (any local address, IPv4 or IPv6).
     #[arg(long)]
     port: u16,
+    /// A UDP port: wait until a socket is bound to it.
+    #[arg(long)]
+    udp: bool,
+    /// Give up as soon as this process has exited (the server that should
+    /// listen failed to start).
+    #[arg(long)]
+    pid: Option<u32>,
     #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
     timeout: Duration,
 }
@@ -257,8 +292,16 @@ pub struct WaitArgs {
 pub fn wait_listen(args: &WaitArgs) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + args.timeout;
     loop {
-        if is_listening(args.port)? {
+        let ready = if args.udp {
+            is_bound_udp(args.port)?
+        } else {
+            is_listening(args.port)?
+        };
+        if ready {
             return Ok(());
+        }
+        if let Some(pid) = args.pid.filter(|&pid| !alive(pid)) {
+            return Err(format!("process {pid} exited before port {} was ready", args.port).into());
         }
         if Instant::now() >= deadline {
             return Err(format!(
@@ -274,8 +317,19 @@ pub fn wait_listen(args: &WaitArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// Whether a socket in state LISTEN (0A) has local port `port`, per
 /// `/proc/net/tcp` and `/proc/net/tcp6`.
 pub fn is_listening(port: u16) -> io::Result<bool> {
+    has_socket(&["/proc/net/tcp", "/proc/net/tcp6"], port, "0A")
+}
+
+/// Whether an unconnected UDP socket (state 07) is bound to local port
+/// `port`, per `/proc/net/udp` and `/proc/net/udp6`.
+pub fn is_bound_udp(port: u16) -> io::Result<bool> {
+    has_socket(&["/proc/net/udp", "/proc/net/udp6"], port, "07")
+}
+
+/// Whether one of the socket tables lists local port `port` in `wanted_state`.
+fn has_socket(tables: &[&str], port: u16, wanted_state: &str) -> io::Result<bool> {
     let wanted = format!(":{port:04X}");
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    for &table in tables {
         let text = match fs::read_to_string(table) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -285,7 +339,7 @@ pub fn is_listening(port: u16) -> io::Result<bool> {
             let mut f = line.split_whitespace();
             let local = f.nth(1).unwrap_or("");
             let state = f.nth(1).unwrap_or("");
-            state == "0A" && local.ends_with(&wanted)
+            state == wanted_state && local.ends_with(&wanted)
         });
         if found {
             return Ok(true);
@@ -326,5 +380,30 @@ mod tests {
         assert!(is_listening(port).expect("read /proc/net"));
         drop(listener);
         assert!(!is_listening(port).expect("read /proc/net"));
+    }
+
+    #[test]
+    fn bound_udp_port() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        assert!(is_bound_udp(port).expect("read /proc/net"));
+        drop(socket);
+        assert!(!is_bound_udp(port).expect("read /proc/net"));
+    }
+
+    #[test]
+    fn own_tree() {
+        let pid = std::process::id();
+        assert!(alive(pid));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let child_pid = child.id();
+        let tree = tree_pids(pid, None).expect("read /proc");
+        assert!(tree.contains(&pid) && tree.contains(&child_pid), "{tree:?}");
+        child.kill().expect("kill sleep");
+        child.wait().expect("reap sleep");
+        assert!(!alive(child_pid));
     }
 }

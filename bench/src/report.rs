@@ -4,7 +4,10 @@
 //! rates, against the machine's spawn ceiling.
 //!
 //! The lines carry `test=` (sessions, hold, bulk, ceiling, idle, netcheck),
-//! `server=`, and for sessions `child=` and `conc=`; see `run.sh`.
+//! `server=`, and for sessions `child=` and `conc=`; see `run.sh`. The
+//! other kinds of services (UDP, built-ins, wait mode) have a section of
+//! their own, in `kinds`. A run of one part of the suite (`run.sh
+//! --suite`) gets the sections of that part.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -13,6 +16,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::line;
+
+mod kinds;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -315,14 +320,22 @@ impl Table {
 
 fn render(data: &Data) -> String {
     let mut out = String::new();
-    summary(data, &mut out);
-    sessions(data, &mut out);
-    latency(data, &mut out);
-    cpu(data, &mut out);
-    hold(data, &mut out);
-    bulk(data, &mut out);
-    idle(data, &mut out);
-    ceiling(data, &mut out);
+    let main = ["sessions", "hold", "bulk", "idle", "ceiling"]
+        .iter()
+        .any(|t| data.runs(&[("test", t)]) > 0);
+    if main {
+        summary(data, &mut out);
+        sessions(data, &mut out);
+        latency(data, &mut out);
+        cpu(data, &mut out);
+        hold(data, &mut out);
+        bulk(data, &mut out);
+        idle(data, &mut out);
+        ceiling(data, &mut out);
+    }
+    if kinds::present(data) {
+        kinds::render(data, &mut out);
+    }
     netcheck(data, &mut out);
     out
 }
@@ -896,13 +909,19 @@ fn netcheck(data: &Data, out: &mut String) {
     out.push_str("## Network check\n\n");
     out.push_str(
         "Each server ran a few sessions of each service under `strace -f -e \
-         trace=network`; every address in its network calls is listed.\n\n",
+         trace=network` (the other kinds of services: a few datagrams, \
+         sessions and a small tftp transfer); every address in its network \
+         calls is listed.\n\n",
     );
     let mut t = Table::new(&["server", "network calls", "addresses", "verdict"]);
     for r in checks {
         let get = |k: &str| r.get(k).cloned().unwrap_or_else(|| "–".to_owned());
+        let server = match r.get("figure") {
+            Some(figure) => format!("{} ({})", get("server"), kinds::figure_name(figure)),
+            None => get("server"),
+        };
         t.row(vec![
-            get("server"),
+            server,
             get("calls"),
             get("addresses").replace(',', ", "),
             get("verdict"),

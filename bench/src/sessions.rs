@@ -1,5 +1,6 @@
 //! Short sessions at a fixed concurrency: `concurrency` tasks on one thread,
-//! each looping connect → read the reply → see EOF → close.
+//! each looping connect → (write a line and shut our side down: `--send`)
+//! → read the reply → see EOF → close.
 //!
 //! After a warm-up, a window of `duration` is measured: the sessions that
 //! complete inside it give the rate, their connect-to-first-byte times the
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::task::LocalSet;
 
@@ -43,6 +44,14 @@ pub struct Args {
     /// The reply every session must receive, exactly.
     #[arg(long, default_value = "hello\n")]
     expect: String,
+    /// Instead of `--expect`: any one line of printable text (a daytime
+    /// service's date), ending in LF or CR LF.
+    #[arg(long, conflicts_with = "expect")]
+    any_line: bool,
+    /// Written once connected, then our side is shut down (an echo
+    /// service's line; its reply then ends with the server's EOF).
+    #[arg(long)]
+    send: Option<String>,
     /// A session that takes longer fails.
     #[arg(long, value_parser = crate::parse_duration, default_value = "5s")]
     timeout: Duration,
@@ -162,7 +171,8 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
 #[derive(Debug, Clone)]
 struct Config {
     addr: SocketAddr,
-    expect: Rc<[u8]>,
+    expect: Expect,
+    send: Option<Rc<[u8]>>,
     timeout: Duration,
     max_sessions: u64,
 }
@@ -170,14 +180,19 @@ struct Config {
 fn config(args: &Args) -> Config {
     Config {
         addr: args.addr,
-        expect: args.expect.as_bytes().into(),
+        expect: if args.any_line {
+            Expect::AnyLine
+        } else {
+            Expect::Exactly(args.expect.as_bytes().into())
+        },
+        send: args.send.as_ref().map(|s| s.as_bytes().into()),
         timeout: args.timeout,
         max_sessions: args.max_sessions,
     }
 }
 
 async fn worker(state: Rc<State>, config: Config) {
-    let mut buf = vec![0; config.expect.len() + 1024];
+    let mut buf = vec![0; config.expect.max_len() + 1024];
     while state.phase.get() != Phase::Done && state.started.get() < config.max_sessions {
         state.started.set(state.started.get() + 1);
         let t0 = Instant::now();
@@ -222,6 +237,10 @@ async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     let mut stream = socket.connect(config.addr).await?;
+    if let Some(line) = &config.send {
+        stream.write_all(line).await?;
+        stream.shutdown().await?;
+    }
     let mut got = 0;
     let mut first_byte = None;
     loop {
@@ -235,7 +254,7 @@ async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
         first_byte.get_or_insert_with(Instant::now);
         got += n;
     }
-    if buf[..got] != *config.expect {
+    if !config.expect.accepts(&buf[..got]) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -245,6 +264,36 @@ async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
         ));
     }
     first_byte.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
+}
+
+/// What a session's reply must be.
+#[derive(Debug, Clone)]
+enum Expect {
+    Exactly(Rc<[u8]>),
+    AnyLine,
+}
+
+impl Expect {
+    /// The longest reply accepted, for the read buffer.
+    fn max_len(&self) -> usize {
+        match self {
+            Self::Exactly(bytes) => bytes.len(),
+            Self::AnyLine => 0,
+        }
+    }
+
+    fn accepts(&self, reply: &[u8]) -> bool {
+        match self {
+            Self::Exactly(bytes) => reply == &bytes[..],
+            Self::AnyLine => {
+                let text = reply
+                    .strip_suffix(b"\n")
+                    .map(|r| r.strip_suffix(b"\r").unwrap_or(r))
+                    .unwrap_or_default();
+                !text.is_empty() && text.iter().all(|b| (b' '..=b'~').contains(b))
+            }
+        }
+    }
 }
 
 /// What `--latencies` writes: a line a session, its start (µs into the
@@ -271,7 +320,7 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn micros(ns: Option<u64>) -> String {
+pub fn micros(ns: Option<u64>) -> String {
     match ns {
         Some(ns) => format!("{:.1}", ns as f64 / 1e3),
         None => "nan".to_owned(),
@@ -287,6 +336,28 @@ mod tests {
         let text = latency_lines(&[(0, 272_140), (1_500_000, 1_073_000)]);
         assert_eq!(text, "0.0 272.1\n1500.0 1073.0\n");
         assert_eq!(latency_lines(&[]), "");
+    }
+
+    #[test]
+    fn replies() {
+        let hello = Expect::Exactly(b"hello\n"[..].into());
+        assert!(hello.accepts(b"hello\n"));
+        assert!(!hello.accepts(b"hello\nhello\n"));
+        assert!(!hello.accepts(b"hell"));
+        let line = Expect::AnyLine;
+        assert!(line.accepts(b"Sat Dec  5 12:34:56 2026\r\n"));
+        assert!(line.accepts(b"05 DEC 2026 13:22:35 UTC\r\n"));
+        assert!(line.accepts(b"x\n"));
+        for bad in [
+            &b""[..],
+            b"\r\n",
+            b"\n",
+            b"no end",
+            b"two\nlines\n",
+            b"\x00\n",
+        ] {
+            assert!(!line.accepts(bad), "{bad:?}");
+        }
     }
 
     #[test]

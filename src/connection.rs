@@ -13,7 +13,6 @@
 //! connection. Whatever happens to one connection stays with it: it is
 //! refused, or its start fails and is logged, and nothing else is touched.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
 use crate::config::{Service, Transport};
 use crate::listen;
+use crate::peer::{Local, Peer};
 use crate::platform;
 use crate::session::{SessionInfo, Slots};
 use crate::start::{ClientEnv, Launcher};
@@ -65,11 +65,12 @@ pub struct Context {
 #[derive(Debug)]
 pub struct Connection {
     pub socket: Socket,
-    pub peer: SocketAddr,
+    /// The client: an IP address, or a Unix socket client's credentials.
+    pub peer: Peer,
     pub transport: Transport,
-    /// The listener's address when it is not a wildcard: the connection's
-    /// local address, known without a system call.
-    pub bound: Option<SocketAddr>,
+    /// The listener's address when it is not a wildcard (a Unix socket's
+    /// path): the connection's local address, known without a system call.
+    pub bound: Option<Local>,
     pub active: Arc<Active>,
     pub global: Permit,
     pub slot: ServiceSlot,
@@ -89,10 +90,10 @@ impl Connection {
             slot,
             context,
         } = self;
-        let peer = listen::canonical(peer);
-        let source = match active.gate.admit(peer.ip(), Instant::now()) {
+        let peer = peer.canonical();
+        let source = match active.gate.admit(&peer, Instant::now()) {
             Ok(source) => source,
-            Err(refusal) => return refuse(&active, socket, peer, &refusal),
+            Err(refusal) => return refuse(&active, socket, &peer, bound, &refusal),
         };
         let slots = Slots {
             global,
@@ -101,45 +102,41 @@ impl Connection {
         };
         let started = Instant::now();
         let service = &active.service;
-        let local = match bound.map_or_else(
-            || socket.local_addr().map(|a| a.as_socket()),
-            |a| Ok(Some(a)),
-        ) {
-            Ok(Some(local)) => listen::canonical(local),
-            Ok(None) => return,
+        let local = match bound.map_or_else(|| local_address(&socket), Ok) {
+            Ok(local) => local,
             Err(e) => {
                 warn!(service = %active.name, %peer, error = %e, "cannot read the connection's local address; closing it");
                 return active.backoff.note_if_exhausted(&e);
             }
         };
-        if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
+        if let Err(e) = listen::set_connection_options(&socket, &service.socket, transport) {
             warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
         }
-        let client = ClientEnv::new(transport, peer, local);
+        let client = ClientEnv::new(transport, &peer, &local);
         let backend = match active.launcher.start(socket, client, &context.reaper).await {
             Ok(backend) => backend,
             Err(e) => {
-                log_start_failure(&active, local.port(), peer, None, &e);
+                log_start_failure(&active, &local, &peer, None, &e);
                 return active.backoff.note_if_exhausted(&e);
             }
         };
         let info = SessionInfo {
             service: Arc::clone(&active.name),
-            port: local.port(),
             peer,
             local,
             pid: backend.pid(),
             user: active.user.clone(),
         };
-        match &info.user {
-            Some(user) => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, user = %user, "session start")
-            }
-            None => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, pid = info.pid, "session start")
-            }
-        }
-        let (port, pid) = (info.port, info.pid);
+        info!(
+            service = %info.service,
+            port = info.port(),
+            peer = %info.peer,
+            local = %info.local,
+            pid = info.pid,
+            user = info.user.as_deref().map(tracing::field::display),
+            "session start"
+        );
+        let (local, pid) = (info.local.clone(), info.pid);
         let session = Session {
             backend,
             slots,
@@ -149,24 +146,29 @@ impl Connection {
         };
         let stop = context.stop.clone();
         if let Some(e) = supervise::supervise(session, stop, context.shutdown_grace).await {
-            log_start_failure(&active, port, peer, Some(pid), &e);
+            log_start_failure(&active, &local, &peer, Some(pid), &e);
             active.backoff.note_if_exhausted(&e);
         }
     }
 }
 
+/// The address a connection was made to, when its listener's is a
+/// wildcard.
+fn local_address(socket: &Socket) -> std::io::Result<Local> {
+    Ok(match platform::local_address(socket)? {
+        Local::Ip(addr) => Local::Ip(listen::canonical(addr)),
+        unix => unix,
+    })
+}
+
 /// Closes a refused connection, after the service's `reject_message`.
-fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
+fn refuse(active: &Active, socket: Socket, peer: &Peer, bound: Option<Local>, refusal: &Refusal) {
     if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(listen::canonical);
+        let local = bound.map_or_else(|| local_address(&socket), Ok);
         warn!(
             service = %active.name,
             %peer,
-            local = %local.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            local = %local.map_or_else(|_| "-".to_owned(), |a| a.to_string()),
             rule = %refusal.rule(),
             reason = %refusal,
             suppressed,
@@ -198,8 +200,8 @@ fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) 
 /// was made for it, when its exec is what failed.
 fn log_start_failure(
     active: &Active,
-    port: u16,
-    peer: SocketAddr,
+    local: &Local,
+    peer: &Peer,
     pid: Option<u32>,
     e: &std::io::Error,
 ) {
@@ -208,16 +210,10 @@ fn log_start_failure(
         Some(_) => active.service.cmdline.clone(),
         None => active.service.program.display().to_string(),
     };
-    match pid {
-        Some(pid) => error!(
-            service = %active.name, port, %peer, pid, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
-        None => error!(
-            service = %active.name, port, %peer, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
-    }
+    error!(
+        service = %active.name, port = local.port(), %peer, pid, program = %program, error = %e,
+        "cannot start the program; closing the connection"
+    );
 }
 
 /// The pause before a service accepts again after its program could not

@@ -664,3 +664,98 @@ fn a_missing_directory_is_an_error_naming_the_address() {
     let line = daemon.wait_for_line("cannot listen", WAIT);
     assert!(line.contains(&format!("unix:{}", path.display())), "{line}");
 }
+
+/// A client of the socket at `path`, with read and write timeouts of
+/// [`WAIT`].
+fn connect_unix(path: &Path) -> std::os::unix::net::UnixStream {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    stream
+}
+
+/// One line from `stream`, without its newline.
+fn read_unix_line(stream: &mut std::os::unix::net::UnixStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while stream.read(&mut byte).expect("read a line") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// `timeout` bounds the program's reads on a Unix connection too: an
+/// accepted Unix socket inherits no option from its listener (unlike a
+/// TCP one on Linux), so the daemon sets it on each connection.
+#[test]
+fn timeout_applies_to_a_unix_connection() {
+    let config = unix_service(
+        "slow",
+        "{dir}/slow.sock",
+        &child_argv(&["read-timeout"]),
+        &["timeout = 1"],
+    );
+    let daemon = start(&config, 1);
+    let mut stream = connect_unix(&daemon.dir().join("slow.sock"));
+    assert_eq!(read_unix_line(&mut stream), "reading");
+    let line = read_unix_line(&mut stream);
+    assert!(
+        line.starts_with("read error WouldBlock after="),
+        "the read timed out: {line:?}"
+    );
+}
+
+/// `max_sessions`, `max_lifetime` and `stderr = "log"` on a Unix socket:
+/// at the cap the next client waits in the backlog until a session ends
+/// (here at its `max_lifetime`), and a program's stderr is logged with its
+/// service.
+#[test]
+fn limits_and_the_stderr_log_apply_to_a_unix_socket() {
+    let config = [
+        unix_service(
+            "capped",
+            "{dir}/capped.sock",
+            &child_argv(&["sleep", "30"]),
+            &["max_sessions = 1", "max_lifetime = 1"],
+        ),
+        unix_service(
+            "talker",
+            "{dir}/talker.sock",
+            &child_argv(&["stderr", "said-over-unix"]),
+            &[r#"stderr = "log""#],
+        ),
+    ]
+    .concat();
+    let daemon = start(&config, 2);
+
+    let capped = daemon.dir().join("capped.sock");
+    let mut first = connect_unix(&capped);
+    assert!(read_unix_line(&mut first).starts_with("sleeping pid="));
+    let mut second = connect_unix(&capped);
+    // Served only once the first session has ended, at its max_lifetime.
+    assert!(read_unix_line(&mut second).starts_with("sleeping pid="));
+    let lines = daemon.lines();
+    let reached = lines
+        .iter()
+        .position(|l| l.contains("reached max_lifetime"))
+        .expect("the first session reached max_lifetime");
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("session start") && l.contains("service=capped"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 2, "{lines:#?}");
+    assert!(
+        starts[1] > reached,
+        "the second session waited for the first: {lines:#?}"
+    );
+
+    let reply = socat(&daemon.dir().join("talker.sock"), b"", None);
+    assert!(reply.status.success(), "{reply:?}");
+    let line = daemon.wait_for("the program's stderr", WAIT, |l| {
+        l.contains("program output") && l.contains("said-over-unix")
+    });
+    assert!(has_field(&line, "service", "talker"), "{line}");
+}

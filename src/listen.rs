@@ -215,7 +215,14 @@ fn bind_unix(path: &Path, options: &FileOptions, backlog: u32) -> io::Result<(So
         path: path.to_owned(),
         id: platform::socket_file_id(path)?,
     };
-    platform::set_socket_file_mode(path, options.mode, options.owner, options.group)?;
+    platform::set_socket_file_mode(path, options.mode, options.owner, options.group).map_err(
+        |e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot give the socket file its owner, group and mode: {e}"),
+            )
+        },
+    )?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok((socket, file))
 }

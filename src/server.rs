@@ -354,7 +354,9 @@ impl Server {
 
         for (addr, endpoint) in &self.endpoints {
             if let Some(active) = wanted.get(addr) {
-                if let Some(file) = &endpoint.file {
+                let file_changed =
+                    endpoint.current.borrow().service.socket_file != active.service.socket_file;
+                if let Some(file) = endpoint.file.as_ref().filter(|_| file_changed) {
                     file.update(active.service.socket_file.as_ref());
                 }
                 endpoint.current.send_replace(Arc::clone(active));

@@ -318,7 +318,8 @@ fn stdio_pipe_relays_a_unix_connection() {
 
 /// `allow_uid` admits the users it lists and refuses the others, and
 /// `allow_gid` the groups, each refusal logged with its rule and the
-/// peer's credentials; a refused client gets nothing from the program.
+/// peer's credentials; a refused client gets the `reject_message` and
+/// nothing from the program.
 #[test]
 #[ignore = "needs root"]
 fn allow_uid_and_allow_gid_choose_the_clients() {
@@ -328,7 +329,7 @@ fn allow_uid_and_allow_gid_choose_the_clients() {
             "root-only",
             "{dir}/root.sock",
             &env_child(),
-            &["allow_uid = [0]"],
+            &["allow_uid = [0]", r#"reject_message = "not for you\n""#],
         ),
         unix_service(
             "group-only",
@@ -349,9 +350,10 @@ fn allow_uid_and_allow_gid_choose_the_clients() {
         "{root:?}"
     );
     let refused = socat(&root_sock, b"", Some(&user));
-    assert!(
-        !refused.text().contains("PROTO"),
-        "a user not in allow_uid was served: {refused:?}"
+    assert_eq!(
+        refused.text(),
+        "not for you\n",
+        "a user not in allow_uid gets the reject_message only: {refused:?}"
     );
     let peer = format!("uid:{},gid:{},pid:{}", user.uid, user.gid, refused.pid);
     let line = daemon.wait_for("the allow_uid refusal", WAIT, |l| {
@@ -758,4 +760,18 @@ fn limits_and_the_stderr_log_apply_to_a_unix_socket() {
         l.contains("program output") && l.contains("said-over-unix")
     });
     assert!(has_field(&line, "service", "talker"), "{line}");
+}
+
+/// A built-in over a Unix socket: echo sends back what it gets, with no
+/// program started.
+#[test]
+fn a_builtin_serves_a_unix_socket() {
+    let config = toml_service("echo", &toml_str("unix:{dir}/echo.sock"), "[]", &[])
+        .replace("command = []\n", "builtin = \"echo\"\n");
+    let daemon = start(&config, 1);
+    let reply = socat(&daemon.dir().join("echo.sock"), b"one\ntwo\n", None);
+    assert_eq!(reply.text(), "one\ntwo\n", "{reply:?}");
+    let line = daemon.wait_for_line("session end", WAIT);
+    assert!(has_field(&line, "pid", "0"), "{line}");
+    assert!(has_token(&line, "status=closed by the client"), "{line}");
 }

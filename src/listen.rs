@@ -234,16 +234,13 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         PathKind::Missing => Ok(()),
         PathKind::Other => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a socket: it is left alone (remove it, or listen elsewhere)",
-                path.display()
-            ),
+            "the path exists and is not a socket: it is left alone (remove it, or listen elsewhere)",
         )),
         PathKind::Socket => match probe(path) {
-            Ok(()) => Err(in_use(path)),
+            Ok(()) => Err(in_use()),
             // A full backlog (EAGAIN on the non-blocking connect) is a
             // listener too.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use(path)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use()),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
@@ -255,10 +252,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
             }
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot tell whether something listens on {}: {e}",
-                    path.display()
-                ),
+                format!("cannot tell whether something listens on the socket already: {e}"),
             )),
         },
     }
@@ -273,13 +267,10 @@ fn probe(path: &Path) -> io::Result<()> {
     socket.connect(&SockAddr::unix(path)?)
 }
 
-fn in_use(path: &Path) -> io::Error {
+fn in_use() -> io::Error {
     io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!(
-            "{} is in use: another process listens on it (it is left alone)",
-            path.display()
-        ),
+        "the socket is in use: another process listens on it (it is left alone)",
     )
 }
 

@@ -3,8 +3,8 @@
 //! before binding, its owner and mode, its removal).
 //!
 //! The policy (when a file may be replaced, in which order a socket is
-//! bound, chmodded and made to listen) is the listen stage's
-//! (`crate::listen`); these are the system calls it needs.
+//! bound, chmodded and made to listen) is the listen stage's; these are
+//! the system calls it needs.
 
 use std::fs;
 use std::io;

@@ -13,7 +13,6 @@
 //! connection. Whatever happens to one connection stays with it: it is
 //! refused, or its start fails and is logged, and nothing else is touched.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::admit::{Gate, Permit, Refusal, ServiceSlot};
 use crate::config::{Service, Transport};
 use crate::listen;
+use crate::peer::{Local, Peer};
 use crate::platform;
 use crate::proxy;
 use crate::session::{SessionInfo, Slots};
@@ -67,11 +67,12 @@ pub struct Context {
 #[derive(Debug)]
 pub struct Connection {
     pub socket: Socket,
-    pub peer: SocketAddr,
+    /// The client: an IP address, or a Unix socket client's credentials.
+    pub peer: Peer,
     pub transport: Transport,
-    /// The listener's address when it is not a wildcard: the connection's
-    /// local address, known without a system call.
-    pub bound: Option<SocketAddr>,
+    /// The listener's address when it is not a wildcard (a Unix socket's
+    /// path): the connection's local address, known without a system call.
+    pub bound: Option<Local>,
     pub active: Arc<Active>,
     pub global: Permit,
     pub slot: ServiceSlot,
@@ -91,14 +92,17 @@ impl Connection {
             slot,
             context,
         } = self;
-        let mut peer = listen::canonical(peer);
+        let mut peer = peer.canonical();
         let mut socket = socket;
         // Behind a proxy: who the client is, and where it connected, are
         // what the proxy's header says.
         let mut proxied = None;
         if let Some(proxy) = &active.service.proxy {
-            if !proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
-                return refuse(&active, socket, peer, &Refusal::Untrusted);
+            let trusted = peer
+                .ip()
+                .is_some_and(|ip| proxy.trusted.iter().any(|net| net.contains(&ip)));
+            if !trusted {
+                return refuse(&active, socket, &peer, bound, &Refusal::Untrusted);
             }
             let header = proxy::read_header(socket, proxy.versions, proxy.timeout);
             let Some(header) = until_stop(&context, header).await else {
@@ -109,19 +113,19 @@ impl Connection {
                     socket = kept;
                     let through = peer;
                     if let Some((client, _)) = header.addresses {
-                        peer = listen::canonical(client);
+                        peer = Peer::Ip(client).canonical();
                     }
                     proxied = Some((through, header));
                 }
                 Err(e) => {
                     let refusal = Refusal::Proxy(e.to_string());
-                    return log_refusal(&active, peer, None, &refusal);
+                    return log_refusal(&active, &peer, bound.as_ref(), &refusal);
                 }
             }
         }
-        let source = match active.gate.admit(peer.ip(), Instant::now()) {
+        let source = match active.gate.admit(&peer, Instant::now()) {
             Ok(source) => source,
-            Err(refusal) => return refuse(&active, socket, peer, &refusal),
+            Err(refusal) => return refuse(&active, socket, &peer, bound, &refusal),
         };
         let slots = Slots {
             global,
@@ -133,23 +137,22 @@ impl Connection {
         let destination = proxied
             .as_ref()
             .and_then(|(_, header)| header.addresses)
-            .map(|(_, destination)| destination);
-        let local = match destination.or(bound).map_or_else(
-            || socket.local_addr().map(|a| a.as_socket()),
-            |a| Ok(Some(a)),
-        ) {
-            Ok(Some(local)) => listen::canonical(local),
-            Ok(None) => return,
+            .map(|(_, destination)| Local::Ip(listen::canonical(destination)));
+        let local = match destination
+            .or(bound)
+            .map_or_else(|| local_address(&socket), Ok)
+        {
+            Ok(local) => local,
             Err(e) => {
                 warn!(service = %active.name, %peer, error = %e, "cannot read the connection's local address; closing it");
                 return active.backoff.note_if_exhausted(&e);
             }
         };
-        if let Err(e) = listen::set_connection_options(&socket, &service.socket) {
+        if let Err(e) = listen::set_connection_options(&socket, &service.socket, transport) {
             warn!(service = %active.name, %peer, error = %e, "cannot set the connection's socket options");
         }
-        let mut client = ClientEnv::new(transport, peer, local);
-        if let Some((through, header)) = &proxied {
+        let mut client = ClientEnv::new(transport, &peer, &local);
+        if let Some((Peer::Ip(through), header)) = &proxied {
             client.proxied(*through, header);
         }
         let through = proxied.map(|(through, _)| through);
@@ -160,35 +163,35 @@ impl Connection {
                     client.tls(accepted.vars);
                     Conn::Tls(Box::new(accepted.stream))
                 }
-                Some(Err(e)) => return log_handshake_failure(&active, peer, &e),
+                Some(Err(e)) => return log_handshake_failure(&active, &peer, &e),
                 None => return,
             },
         };
         let backend = match active.launcher.start(conn, client, &context.reaper).await {
             Ok(backend) => backend,
             Err(e) => {
-                log_start_failure(&active, local.port(), peer, None, &e);
+                log_start_failure(&active, &local, &peer, None, &e);
                 return active.backoff.note_if_exhausted(&e);
             }
         };
         let info = SessionInfo {
             service: Arc::clone(&active.name),
-            port: local.port(),
             peer,
             local,
             pid: backend.pid(),
             user: active.user.clone(),
         };
-        let proxy = through.map(tracing::field::display);
-        match &info.user {
-            Some(user) => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, proxy, pid = info.pid, user = %user, "session start")
-            }
-            None => {
-                info!(service = %info.service, port = info.port, peer = %peer, local = %local, proxy, pid = info.pid, "session start")
-            }
-        }
-        let (port, pid) = (info.port, info.pid);
+        info!(
+            service = %info.service,
+            port = info.port(),
+            peer = %info.peer,
+            local = %info.local,
+            proxy = through.as_ref().map(tracing::field::display),
+            pid = info.pid,
+            user = info.user.as_deref().map(tracing::field::display),
+            "session start"
+        );
+        let (local, pid) = (info.local.clone(), info.pid);
         let session = Session {
             backend,
             slots,
@@ -198,7 +201,7 @@ impl Connection {
         };
         let stop = context.stop.clone();
         if let Some(e) = supervise::supervise(session, stop, context.shutdown_grace).await {
-            log_start_failure(&active, port, peer, Some(pid), &e);
+            log_start_failure(&active, &local, &peer, Some(pid), &e);
             active.backoff.note_if_exhausted(&e);
         }
     }
@@ -215,20 +218,29 @@ async fn until_stop<T>(context: &Context, work: impl Future<Output = T>) -> Opti
 }
 
 /// Logs a failed TLS handshake, rate-limited like the refusals.
-fn log_handshake_failure(active: &Active, peer: SocketAddr, e: &tls::HandshakeError) {
+fn log_handshake_failure(active: &Active, peer: &Peer, e: &tls::HandshakeError) {
     if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
         warn!(service = %active.name, %peer, reason = %e, suppressed, "TLS handshake failed");
     }
 }
 
+/// The address a connection was made to, when its listener's is a
+/// wildcard.
+fn local_address(socket: &Socket) -> std::io::Result<Local> {
+    Ok(match platform::local_address(socket)? {
+        Local::Ip(addr) => Local::Ip(listen::canonical(addr)),
+        unix => unix,
+    })
+}
+
 /// Logs a refused connection, unless too many were logged just now (then
 /// the next line counts it among those suppressed).
-fn log_refusal(active: &Active, peer: SocketAddr, local: Option<SocketAddr>, refusal: &Refusal) {
+fn log_refusal(active: &Active, peer: &Peer, local: Option<&Local>, refusal: &Refusal) {
     if let Some(suppressed) = active.gate.log_refusal(Instant::now()) {
         warn!(
             service = %active.name,
             %peer,
-            local = %local.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            local = %local.map_or_else(|| "-".to_owned(), ToString::to_string),
             rule = %refusal.rule(),
             reason = %refusal,
             suppressed,
@@ -238,13 +250,9 @@ fn log_refusal(active: &Active, peer: SocketAddr, local: Option<SocketAddr>, ref
 }
 
 /// Closes a refused connection, after the service's `reject_message`.
-fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) {
-    let local = socket
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(listen::canonical);
-    log_refusal(active, peer, local, refusal);
+fn refuse(active: &Active, socket: Socket, peer: &Peer, bound: Option<Local>, refusal: &Refusal) {
+    let local = bound.map_or_else(|| local_address(&socket).ok(), Some);
+    log_refusal(active, peer, local.as_ref(), refusal);
     // Never wait for a refused client: no lingering, no blocking call.
     let _ = socket.set_linger(None);
     if socket.set_nonblocking(true).is_err() {
@@ -270,8 +278,8 @@ fn refuse(active: &Active, socket: Socket, peer: SocketAddr, refusal: &Refusal) 
 /// was made for it, when its exec is what failed.
 fn log_start_failure(
     active: &Active,
-    port: u16,
-    peer: SocketAddr,
+    local: &Local,
+    peer: &Peer,
     pid: Option<u32>,
     e: &std::io::Error,
 ) {
@@ -280,16 +288,10 @@ fn log_start_failure(
         Some(_) => active.service.cmdline.clone(),
         None => active.service.program.display().to_string(),
     };
-    match pid {
-        Some(pid) => error!(
-            service = %active.name, port, %peer, pid, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
-        None => error!(
-            service = %active.name, port, %peer, program = %program, error = %e,
-            "cannot start the program; closing the connection"
-        ),
-    }
+    error!(
+        service = %active.name, port = local.port(), %peer, pid, program = %program, error = %e,
+        "cannot start the program; closing the connection"
+    );
 }
 
 /// The pause before a service accepts again after its program could not

@@ -31,6 +31,7 @@ pub mod connection;
 pub mod error;
 pub mod listen;
 pub mod logging;
+pub mod peer;
 #[allow(unsafe_code)]
 pub mod platform;
 pub mod proxy;

@@ -3,19 +3,25 @@
 //!
 //! A bare port is bound once on every IPv6 and IPv4 address through one
 //! dual-stack socket, or on IPv4 alone where the host has no IPv6; an
-//! explicit address is bound as given. This module owns the sockets'
-//! options; what happens to an accepted connection is the business of the
-//! next stages.
+//! explicit address is bound as given. A Unix socket's file is made here,
+//! with its owner and mode, and removed when its listener goes
+//! ([`SocketFile`]); a stale one is replaced, a live one or another file
+//! never ([`bind`]). This module owns the sockets' options; what happens
+//! to an accepted connection is the business of the next stages.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{IpListen, ListenAddr, Service, SocketOptions, StdioMode, Transport};
-use crate::platform::{self, Listener};
+use crate::config::{
+    IpListen, ListenAddr, Service, SocketFile as FileOptions, SocketOptions, StdioMode, Transport,
+};
+use crate::peer::{Local, Peer};
+use crate::platform::{self, Listener, PathKind};
 
 /// Shortest and longest pause after an accept error that says the system
 /// is out of a resource (descriptors, memory).
@@ -28,20 +34,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct Acceptor {
     listener: Listener,
     transport: Transport,
-    /// The listener's address when it is not a wildcard: then every
-    /// connection has it as its local address, with no getsockname.
-    bound: Option<SocketAddr>,
+    /// The listener's address when it is not a wildcard (a Unix socket's
+    /// path, always): then every connection has it as its local address,
+    /// with no getsockname.
+    bound: Option<Local>,
     backoff: Duration,
     failing: bool,
 }
 
 impl Acceptor {
     pub fn new(listener: Listener, transport: Transport) -> Self {
-        let bound = listener
-            .local_addr()
-            .ok()
-            .filter(|a| !a.ip().is_unspecified())
-            .map(canonical);
+        let bound = listener.local_addr().ok().and_then(|local| match local {
+            Local::Ip(addr) if addr.ip().is_unspecified() => None,
+            Local::Ip(addr) => Some(Local::Ip(canonical(addr))),
+            unix @ Local::Unix(_) => Some(unix),
+        });
         Self {
             listener,
             transport,
@@ -57,8 +64,8 @@ impl Acceptor {
     }
 
     /// The listener's own address when it is not a wildcard.
-    pub fn bound(&self) -> Option<SocketAddr> {
-        self.bound
+    pub fn bound(&self) -> Option<&Local> {
+        self.bound.as_ref()
     }
 
     /// Waits until a connection is pending (it may still be gone when
@@ -73,7 +80,7 @@ impl Acceptor {
     /// Accepts a pending connection of `service`; `None` when there was
     /// none after all, or when accepting failed (then after a pause, if the
     /// system is short of a resource).
-    pub async fn accept(&mut self, service: &str) -> Option<(Socket, SocketAddr)> {
+    pub async fn accept(&mut self, service: &str) -> Option<(Socket, Peer)> {
         match self.listener.accept().await {
             Ok(Some(accepted)) => {
                 if self.failing {
@@ -112,16 +119,159 @@ impl Acceptor {
     }
 }
 
+/// A bound socket, listening if it is a stream socket, and the file it
+/// made if it is a Unix socket (which must live as long as the listener:
+/// dropping it removes the file).
+#[derive(Debug)]
+pub struct Bound {
+    pub socket: Socket,
+    pub file: Option<SocketFile>,
+}
+
 /// Binds `addr` for `service` and starts listening.
-pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Socket> {
-    match addr {
-        ListenAddr::Tcp(ip) => bind_tcp(*ip, &service.socket, service.stdio),
-        ListenAddr::Udp(ip) => bind_udp(*ip),
-        ListenAddr::Unix(_) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "Unix sockets are not served yet",
-        )),
+pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Bound> {
+    let socket = match addr {
+        ListenAddr::Tcp(ip) => bind_tcp(*ip, &service.socket, service.stdio)?,
+        ListenAddr::Udp(ip) => bind_udp(*ip)?,
+        ListenAddr::Unix(path) => {
+            let options = service.socket_file.unwrap_or(FileOptions {
+                mode: crate::config::DEFAULT_SOCKET_MODE,
+                owner: None,
+                group: None,
+            });
+            let (socket, file) = bind_unix(path, &options, service.socket.backlog)?;
+            return Ok(Bound {
+                socket,
+                file: Some(file),
+            });
+        }
+    };
+    Ok(Bound { socket, file: None })
+}
+
+/// The file of a Unix socket the daemon listens on. Dropping it removes
+/// the file, if the path still names the file the daemon made: when the
+/// daemon stops, and when a reload removes the address (a reload that
+/// keeps it keeps the listener, and so this). Another file there (the
+/// socket of a daemon that has taken the path over since) is left alone.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: platform::FileId,
+}
+
+impl SocketFile {
+    /// Gives the file a reloaded service's owner, group and mode, if the
+    /// path still names it.
+    pub fn update(&self, options: Option<&FileOptions>) {
+        let Some(options) = options else {
+            return;
+        };
+        let ours = platform::socket_file_id(&self.path).is_ok_and(|id| id == self.id);
+        if !ours {
+            return;
+        }
+        if let Err(e) =
+            platform::set_socket_file_mode(&self.path, options.mode, options.owner, options.group)
+        {
+            warn!(path = %self.path.display(), error = %e, "cannot update the socket file's owner and mode");
+        }
     }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match platform::remove_socket_file(&self.path, self.id) {
+            Ok(true) => debug!(path = %self.path.display(), "socket file removed"),
+            Ok(false) => info!(
+                path = %self.path.display(),
+                "socket file not removed: the path names another file now"
+            ),
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "cannot remove the socket file")
+            }
+        }
+    }
+}
+
+/// Binds a Unix domain stream socket at `path`, gives its file `options`'
+/// owner, group and mode, and only then starts listening: until a socket
+/// listens, a connect(2) to its file is refused, so whatever mode the file
+/// had between bind(2) and chmod(2) (0777 less the umask) let nobody in.
+/// The umask is never changed: it is the whole process's, and a program
+/// started meanwhile on another thread would inherit it.
+///
+/// A socket file already at `path` is removed first only if nothing
+/// listens on it (a connect(2) to it is refused: the file of a daemon that
+/// ended without removing it); a live one is an error ("in use"), and so is
+/// any other kind of file, which is never removed.
+fn bind_unix(path: &Path, options: &FileOptions, backlog: u32) -> io::Result<(Socket, SocketFile)> {
+    clear_stale(path)?;
+    let addr = SockAddr::unix(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&addr)?;
+    // From here on, dropping `file` removes it, on an error too.
+    let file = SocketFile {
+        path: path.to_owned(),
+        id: platform::socket_file_id(path)?,
+    };
+    platform::set_socket_file_mode(path, options.mode, options.owner, options.group).map_err(
+        |e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot give the socket file its owner, group and mode: {e}"),
+            )
+        },
+    )?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok((socket, file))
+}
+
+/// Removes a stale socket file at `path`; an error if a socket there is
+/// live or the file is not a socket.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    match platform::path_kind(path)? {
+        PathKind::Missing => Ok(()),
+        PathKind::Other => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket: it is left alone (remove it, or listen elsewhere)",
+        )),
+        PathKind::Socket => match probe(path) {
+            Ok(()) => Err(in_use()),
+            // A full backlog (EAGAIN on the non-blocking connect) is a
+            // listener too.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                info!(path = %path.display(), "removed a stale socket file (nothing listened on it)");
+                Ok(())
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot tell whether something listens on the socket already: {e}"),
+            )),
+        },
+    }
+}
+
+/// Connects to the socket at `path` and closes at once: `Ok` if something
+/// listens there. Non-blocking, so a listener whose backlog is full does
+/// not hold the daemon up.
+fn probe(path: &Path) -> io::Result<()> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)
+}
+
+fn in_use() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "the socket is in use: another process listens on it (it is left alone)",
+    )
 }
 
 /// Binds a UDP address: one dual-stack socket for a bare port, as TCP.
@@ -199,10 +349,15 @@ pub fn set_inherited_options(socket: &Socket, options: &SocketOptions) -> io::Re
 }
 
 /// Sets a service's options on an accepted connection: those the listener
-/// did not pass on, and TCP_NODELAY and keepalive when asked for (nothing
-/// at all by default on Linux).
-pub fn set_connection_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
-    if !platform::LISTENER_OPTIONS_INHERITED {
+/// did not pass on (a Unix socket's connections inherit none of them),
+/// and TCP_NODELAY and keepalive when asked for (nothing at all by
+/// default on Linux).
+pub fn set_connection_options(
+    socket: &Socket,
+    options: &SocketOptions,
+    transport: Transport,
+) -> io::Result<()> {
+    if !platform::LISTENER_OPTIONS_INHERITED || transport == Transport::Unix {
         set_inherited_options(socket, options)?;
     }
     if options.nodelay {

@@ -21,7 +21,6 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 use crate::config::LogFormat;
+use crate::peer::Local;
 use crate::platform::{self, Priority, SystemLog};
 
 /// Where the daemon logs.
@@ -141,9 +141,10 @@ pub fn init(target: Target, format: LogFormat) {
 /// Announces that `service` listens on `address`, serving `command`: the
 /// line tests and supervisors wait for. It goes to stderr (and to the
 /// system log when that is the target), whatever the log target and level.
-/// In text, `listening on ADDRESS (COMMAND)`; in JSON, an object with the
+/// In text, `listening on ADDRESS (COMMAND)` (a Unix socket's address is
+/// `unix:PATH`); in JSON, an object with the
 /// message `listening on` and `service`, `address` and `command` members.
-pub fn announce(service: &str, address: SocketAddr, command: &str) {
+pub fn announce(service: &str, address: &Local, command: &str) {
     let setup = setup();
     let text = match setup.format {
         LogFormat::Text => format!("listening on {address} ({command})"),

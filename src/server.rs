@@ -29,7 +29,7 @@ use crate::config::{
 };
 use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
 use crate::error::Error;
-use crate::listen::{self, Acceptor};
+use crate::listen::{self, Acceptor, SocketFile};
 use crate::logging;
 use crate::platform::{self, Listener};
 use crate::start::Launcher;
@@ -55,6 +55,8 @@ struct Shared {
 struct Endpoint {
     task: JoinHandle<()>,
     current: watch::Sender<Arc<Active>>,
+    /// A Unix socket's file: removed when the endpoint goes.
+    file: Option<SocketFile>,
 }
 
 impl Endpoint {
@@ -128,15 +130,15 @@ pub async fn serve(
     // Only now that every port is bound: announce, then tell the service
     // manager (WinInetd reported "running" before binding).
     let mut listeners = Vec::with_capacity(bound.len());
-    for (addr, active, socket) in bound {
+    for (addr, active, bound) in bound {
         let listen_error = |source| Error::Listen {
             addr: addr.to_string(),
             source,
         };
-        let listener = Listener::new(socket).map_err(listen_error)?;
+        let listener = Listener::new(bound.socket).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
-        logging::announce(&active.name, local, &active.service.cmdline);
-        listeners.push((addr, active, listener));
+        logging::announce(&active.name, &local, &active.service.cmdline);
+        listeners.push((addr, active, (listener, bound.file)));
     }
     if let Err(e) = platform::notify_ready() {
         warn!(error = %e, "cannot notify the service manager");
@@ -189,9 +191,13 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
     }
 }
 
+/// A listener registered with the runtime, and its Unix socket's file.
+type Listening = (Listener, Option<SocketFile>);
+
 /// Binds `addr` for `active`'s service and registers it with the runtime.
-fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listener> {
-    listen::bind(addr, &active.service).and_then(Listener::new)
+fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listening> {
+    let bound = listen::bind(addr, &active.service)?;
+    Ok((Listener::new(bound.socket)?, bound.file))
 }
 
 /// Every (address, service) pair to listen on.
@@ -238,7 +244,8 @@ impl Server {
             .collect()
     }
 
-    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Listener) {
+    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listening: Listening) {
+        let (listener, file) = listening;
         let (current, rx) = watch::channel(active);
         let task = tokio::spawn(accept_loop(
             listener,
@@ -246,7 +253,14 @@ impl Server {
             rx,
             Arc::clone(&self.shared),
         ));
-        self.endpoints.insert(addr, Endpoint { task, current });
+        self.endpoints.insert(
+            addr,
+            Endpoint {
+                task,
+                current,
+                file,
+            },
+        );
     }
 
     /// Applies a reloaded config; with any error the old one keeps running.
@@ -340,6 +354,11 @@ impl Server {
 
         for (addr, endpoint) in &self.endpoints {
             if let Some(active) = wanted.get(addr) {
+                let file_changed =
+                    endpoint.current.borrow().service.socket_file != active.service.socket_file;
+                if let Some(file) = endpoint.file.as_ref().filter(|_| file_changed) {
+                    file.update(active.service.socket_file.as_ref());
+                }
                 endpoint.current.send_replace(Arc::clone(active));
             }
         }
@@ -396,9 +415,9 @@ impl Server {
         }
     }
 
-    fn announce(&self, listener: &Listener, active: &Active) {
+    fn announce(&self, (listener, _): &Listening, active: &Active) {
         if let Ok(local) = listener.local_addr() {
-            logging::announce(&active.name, local, &active.service.cmdline);
+            logging::announce(&active.name, &local, &active.service.cmdline);
         }
     }
 }
@@ -495,7 +514,7 @@ async fn accept_loop(
                 socket,
                 peer,
                 transport: acceptor.transport(),
-                bound: acceptor.bound(),
+                bound: acceptor.bound().cloned(),
                 active,
                 global,
                 slot,

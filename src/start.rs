@@ -16,7 +16,7 @@
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::io;
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +24,18 @@ use socket2::Socket;
 
 use crate::builtin;
 use crate::config::{Builtin, Service, StderrMode, StdioMode, Transport};
+use crate::peer::{Local, Peer};
 use crate::platform::{self, ChildSpec, ChildStdio, Program};
 use crate::relay::{self, Relay};
 use crate::session::SessionInfo;
 use crate::stderr_log::{self, StderrLog};
 
-/// The variables a connection adds: the original's `CLIENT_IP` and
-/// `CLIENT_PORT`, and the UCSPI-TCP set that tcpserver programs expect.
-pub const CLIENT_VARIABLES: [&str; 7] = [
+/// The variables a connection may add: for a TCP client the original's
+/// `CLIENT_IP` and `CLIENT_PORT` and the UCSPI-TCP set that tcpserver
+/// programs expect; for a Unix socket client the UCSPI-UNIX set (its
+/// credentials and the socket's path). A program gets the ones of its
+/// connection's kind, and never the daemon's own values of any of them.
+pub const CLIENT_VARIABLES: [&str; 11] = [
     "CLIENT_IP",
     "CLIENT_PORT",
     "PROTO",
@@ -39,6 +43,10 @@ pub const CLIENT_VARIABLES: [&str; 7] = [
     "TCPREMOTEPORT",
     "TCPLOCALIP",
     "TCPLOCALPORT",
+    "UNIXREMOTEEUID",
+    "UNIXREMOTEEGID",
+    "UNIXREMOTEPID",
+    "UNIXLOCALPATH",
 ];
 
 /// The variables a connection through a proxy adds (PROXY protocol): the
@@ -344,33 +352,76 @@ const LEFTOVER_POLL_MAX: Duration = Duration::from_secs(1);
 /// The per-connection variables, formatted on the stack: a connection
 /// costs the daemon no allocation for them. Addresses are canonical (IPv4
 /// clients as `a.b.c.d`, not `::ffff:a.b.c.d`).
+///
+/// A Unix socket's client has no address: its program gets the UCSPI-UNIX
+/// variables and no `CLIENT_IP`, `CLIENT_PORT` or `TCP*` at all (an empty
+/// `CLIENT_IP` would read as a client with no address, which a program
+/// could take for a local IP client).
 #[derive(Debug)]
 pub struct ClientEnv {
     proto: &'static str,
-    peer_ip: Field,
-    peer_port: Field,
-    local_ip: Field,
-    local_port: Field,
+    client: Client,
     /// What a proxy's header or a TLS handshake adds: the
     /// [`PROXY_VARIABLES`] and [`tls::VARIABLES`](crate::tls::VARIABLES)
     /// with their values (empty, and unallocated, for most connections).
     extra: Vec<(&'static str, String)>,
 }
 
+/// What a connection's variables say of its client.
+#[derive(Debug)]
+enum Client {
+    Ip {
+        peer_ip: Field,
+        peer_port: Field,
+        local_ip: Field,
+        local_port: Field,
+    },
+    Unix {
+        euid: Field,
+        egid: Field,
+        /// Where the system says it.
+        pid: Option<Field>,
+        path: Arc<str>,
+    },
+}
+
 impl ClientEnv {
-    pub fn new(transport: Transport, peer: SocketAddr, local: SocketAddr) -> Self {
+    pub fn new(transport: Transport, peer: &Peer, local: &Local) -> Self {
+        let client = match (peer, local) {
+            (Peer::Unix(peer), Local::Unix(path)) => Client::Unix {
+                euid: Field::new(peer.uid),
+                egid: Field::new(peer.gid),
+                pid: peer.pid.map(Field::new),
+                path: Arc::clone(path),
+            },
+            (peer, local) => {
+                // A TCP connection has both addresses; were one missing,
+                // its variables would be empty rather than wrong.
+                let (peer_ip, peer_port) = match peer {
+                    Peer::Ip(addr) => (Field::new(addr.ip()), Field::new(addr.port())),
+                    Peer::Unix(_) => (Field::new(""), Field::new("")),
+                };
+                let (local_ip, local_port) = match local {
+                    Local::Ip(addr) => (Field::new(addr.ip()), Field::new(addr.port())),
+                    Local::Unix(_) => (Field::new(""), Field::new("")),
+                };
+                Client::Ip {
+                    peer_ip,
+                    peer_port,
+                    local_ip,
+                    local_port,
+                }
+            }
+        };
         Self {
             proto: transport.proto(),
-            peer_ip: Field::new(peer.ip()),
-            peer_port: Field::new(peer.port()),
-            local_ip: Field::new(local.ip()),
-            local_port: Field::new(local.port()),
+            client,
             extra: Vec::new(),
         }
     }
 
     /// Adds what a connection through the proxy at `through` carries.
-    pub fn proxied(&mut self, through: SocketAddr, header: &crate::proxy::Proxied) {
+    pub fn proxied(&mut self, through: std::net::SocketAddr, header: &crate::proxy::Proxied) {
         let through = crate::listen::canonical(through);
         let vars = &mut self.extra;
         vars.push((PROXY_VARIABLES[0], through.ip().to_string()));
@@ -399,17 +450,67 @@ impl ClientEnv {
         f(&all)
     }
 
-    /// Each of [`CLIENT_VARIABLES`] with its value, in that order.
-    pub fn vars(&self) -> [(&'static str, &str); 7] {
-        [
-            (CLIENT_VARIABLES[0], self.peer_ip.as_str()),
-            (CLIENT_VARIABLES[1], self.peer_port.as_str()),
-            (CLIENT_VARIABLES[2], self.proto),
-            (CLIENT_VARIABLES[3], self.peer_ip.as_str()),
-            (CLIENT_VARIABLES[4], self.peer_port.as_str()),
-            (CLIENT_VARIABLES[5], self.local_ip.as_str()),
-            (CLIENT_VARIABLES[6], self.local_port.as_str()),
-        ]
+    /// The connection's variables, each of [`CLIENT_VARIABLES`] it sets
+    /// with its value, in that order.
+    pub fn vars(&self) -> Vars<'_> {
+        let mut vars = Vars {
+            items: [("", ""); 7],
+            len: 0,
+        };
+        match &self.client {
+            Client::Ip {
+                peer_ip,
+                peer_port,
+                local_ip,
+                local_port,
+            } => {
+                vars.push("CLIENT_IP", peer_ip.as_str());
+                vars.push("CLIENT_PORT", peer_port.as_str());
+                vars.push("PROTO", self.proto);
+                vars.push("TCPREMOTEIP", peer_ip.as_str());
+                vars.push("TCPREMOTEPORT", peer_port.as_str());
+                vars.push("TCPLOCALIP", local_ip.as_str());
+                vars.push("TCPLOCALPORT", local_port.as_str());
+            }
+            Client::Unix {
+                euid,
+                egid,
+                pid,
+                path,
+            } => {
+                vars.push("PROTO", self.proto);
+                vars.push("UNIXREMOTEEUID", euid.as_str());
+                vars.push("UNIXREMOTEEGID", egid.as_str());
+                if let Some(pid) = pid {
+                    vars.push("UNIXREMOTEPID", pid.as_str());
+                }
+                vars.push("UNIXLOCALPATH", path);
+            }
+        }
+        vars
+    }
+}
+
+/// A connection's variables, as a slice of `(name, value)` pairs.
+#[derive(Debug)]
+pub struct Vars<'a> {
+    items: [(&'static str, &'a str); 7],
+    len: usize,
+}
+
+impl<'a> Vars<'a> {
+    fn push(&mut self, name: &'static str, value: &'a str) {
+        debug_assert!(CLIENT_VARIABLES.contains(&name), "{name} is listed");
+        self.items[self.len] = (name, value);
+        self.len += 1;
+    }
+}
+
+impl<'a> Deref for Vars<'a> {
+    type Target = [(&'static str, &'a str)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.items[..self.len]
     }
 }
 
@@ -507,11 +608,11 @@ mod tests {
     fn client_variables() {
         let env = ClientEnv::new(
             Transport::Tcp,
-            "[::1]:4000".parse().expect("valid"),
-            "[::1]:7".parse().expect("valid"),
+            &Peer::Ip("[::1]:4000".parse().expect("valid")),
+            &Local::Ip("[::1]:7".parse().expect("valid")),
         );
         assert_eq!(
-            env.vars(),
+            *env.vars(),
             [
                 ("CLIENT_IP", "::1"),
                 ("CLIENT_PORT", "4000"),
@@ -525,11 +626,38 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_client_gets_the_ucspi_unix_variables_only() {
+        let peer = |pid| {
+            Peer::Unix(crate::peer::Credentials {
+                uid: 4294967294,
+                gid: 100,
+                pid,
+            })
+        };
+        let local = Local::Unix("/run/x.sock".into());
+        let env = ClientEnv::new(Transport::Unix, &peer(Some(4242)), &local);
+        assert_eq!(
+            *env.vars(),
+            [
+                ("PROTO", "UNIX"),
+                ("UNIXREMOTEEUID", "4294967294"),
+                ("UNIXREMOTEEGID", "100"),
+                ("UNIXREMOTEPID", "4242"),
+                ("UNIXLOCALPATH", "/run/x.sock"),
+            ]
+        );
+        // A system that does not say the pid: no UNIXREMOTEPID at all.
+        let env = ClientEnv::new(Transport::Unix, &peer(None), &local);
+        assert!(env.vars().iter().all(|(name, _)| *name != "UNIXREMOTEPID"));
+        assert_eq!(env.vars().len(), 4);
+    }
+
+    #[test]
     fn the_longest_addresses_fit() {
         let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
-        let peer = SocketAddr::new(longest.parse().expect("valid"), 65535);
-        let local = SocketAddr::new("255.255.255.255".parse().expect("valid"), 65535);
-        let env = ClientEnv::new(Transport::Tcp, peer, local);
+        let peer = std::net::SocketAddr::new(longest.parse().expect("valid"), 65535);
+        let local = std::net::SocketAddr::new("255.255.255.255".parse().expect("valid"), 65535);
+        let env = ClientEnv::new(Transport::Tcp, &Peer::Ip(peer), &Local::Ip(local));
         assert_eq!(env.vars()[0], ("CLIENT_IP", longest));
         assert_eq!(env.vars()[1], ("CLIENT_PORT", "65535"));
         assert_eq!(env.vars()[5], ("TCPLOCALIP", "255.255.255.255"));

@@ -123,7 +123,7 @@ pub async fn supervise(
     match (status, &info.user) {
         (Ok(status), None) => info!(
             service = %info.service,
-            port = info.port,
+            port = info.port(),
             peer = %info.peer,
             local = %info.local,
             pid = info.pid,
@@ -133,7 +133,7 @@ pub async fn supervise(
         ),
         (Ok(status), Some(user)) => info!(
             service = %info.service,
-            port = info.port,
+            port = info.port(),
             peer = %info.peer,
             local = %info.local,
             pid = info.pid,

@@ -1,13 +1,15 @@
 //! Who may connect: a service's `deny` and `allow` rules, as matched
-//! against a peer. Not here: the other rules, and the order of all of them
-//! (the gate, [`super::Gate::admit`]).
+//! against an IP peer, and its `allow_uid` and `allow_gid`, against a Unix
+//! socket peer's credentials. Not here: the other rules, and the order of
+//! all of them (the gate, [`super::Gate::admit`]).
 
 use std::net::IpAddr;
 
 use ipnet::Ipv4Net;
 
-use super::Refusal;
+use super::{IdLists, Refusal};
 use crate::config::{Access, IpNet};
+use crate::peer::Credentials;
 
 /// A service's access rules, ready to match canonical peers (an
 /// IPv4-mapped IPv6 address taken as the IPv4 address it carries).
@@ -18,6 +20,8 @@ pub(super) struct Rules {
     deny: Vec<(IpNet, IpNet)>,
     /// `access.allow` as matched.
     allow: Vec<IpNet>,
+    allow_uid: Vec<u32>,
+    allow_gid: Vec<u32>,
 }
 
 impl Rules {
@@ -29,7 +33,26 @@ impl Rules {
                 .map(|net| (canonical_net(*net), *net))
                 .collect(),
             allow: access.allow.iter().copied().map(canonical_net).collect(),
+            allow_uid: access.allow_uid.clone(),
+            allow_gid: access.allow_gid.clone(),
         }
+    }
+
+    /// Whether a Unix socket client with these credentials may connect:
+    /// with both lists empty, every client (the file's mode chose who can
+    /// connect at all); otherwise its effective user must be in
+    /// `allow_uid` or its effective group in `allow_gid`.
+    pub(super) fn check_credentials(&self, peer: &Credentials) -> Result<(), Refusal> {
+        if self.allow_uid.is_empty() && self.allow_gid.is_empty() {
+            return Ok(());
+        }
+        if self.allow_uid.contains(&peer.uid) || self.allow_gid.contains(&peer.gid) {
+            return Ok(());
+        }
+        Err(Refusal::IdNotAllowed(IdLists {
+            uid: !self.allow_uid.is_empty(),
+            gid: !self.allow_gid.is_empty(),
+        }))
     }
 
     /// Whether the canonical `peer` may connect: not if a `deny` rule holds
@@ -100,6 +123,46 @@ mod tests {
             Some("deny")
         );
         assert_eq!(refused(&deny_only, "198.51.100.1"), None);
+    }
+
+    #[test]
+    fn a_unix_client_needs_its_user_or_its_group_allowed() {
+        let peer = |uid, gid| Credentials {
+            uid,
+            gid,
+            pid: None,
+        };
+        let rules = |uids: &[u32], gids: &[u32]| {
+            Rules::new(&Access {
+                allow_uid: uids.to_vec(),
+                allow_gid: gids.to_vec(),
+                ..Access::default()
+            })
+        };
+        let open = rules(&[], &[]);
+        assert_eq!(open.check_credentials(&peer(1000, 1000)), Ok(()));
+        let users = rules(&[0, 1000], &[]);
+        assert_eq!(users.check_credentials(&peer(1000, 5)), Ok(()));
+        let refused = users
+            .check_credentials(&peer(1001, 0))
+            .expect_err("not in allow_uid");
+        assert_eq!(refused.rule(), "allow_uid");
+        let groups = rules(&[], &[100]);
+        assert_eq!(groups.check_credentials(&peer(1001, 100)), Ok(()));
+        let refused = groups
+            .check_credentials(&peer(0, 0))
+            .expect_err("not in allow_gid");
+        assert_eq!(refused.rule(), "allow_gid");
+        // Either list admits.
+        let both = rules(&[0], &[100]);
+        assert_eq!(both.check_credentials(&peer(0, 5)), Ok(()));
+        assert_eq!(both.check_credentials(&peer(7, 100)), Ok(()));
+        let refused = both.check_credentials(&peer(7, 5)).expect_err("in neither");
+        assert_eq!(refused.rule(), "allow_uid,allow_gid");
+        assert_eq!(
+            refused.to_string(),
+            "neither the user is in allow_uid nor the group in allow_gid"
+        );
     }
 
     #[test]

@@ -33,11 +33,11 @@ mod cap;
 mod sources;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::config::{Access, IpNet, Limits};
+use crate::peer::Peer;
 use access::Rules;
 use bucket::{Bucket, Refill};
 pub use cap::{Cap, Permit};
@@ -162,7 +162,10 @@ impl Gate {
     /// order: `deny` (wins), `allow` (when not empty, it must hold the peer),
     /// `rate` (the service's bucket), `rate_per_source` (the source's
     /// bucket), `max_per_source` (the source's sessions in progress). An
-    /// IPv4-mapped IPv6 peer is taken as the IPv4 address it carries.
+    /// IPv4-mapped IPv6 peer is taken as the IPv4 address it carries. A
+    /// Unix socket's client is checked against `allow_uid` and `allow_gid`
+    /// instead of `deny` and `allow`, then `rate`; it has no source to
+    /// count (the config refuses the per-source limits for it).
     ///
     /// Tokens are taken only from an admitted connection: every stage is
     /// checked first, then all are charged together. So a refusal costs
@@ -172,9 +175,18 @@ impl Gate {
     ///
     /// `Ok` holds the source's session slot (with `max_per_source`), given
     /// back when dropped.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr, now: Instant) -> Result<SourceSlot, Refusal> {
-        let peer = peer.to_canonical();
-        self.rules.check(peer)?;
+    pub fn admit(self: &Arc<Self>, peer: &Peer, now: Instant) -> Result<SourceSlot, Refusal> {
+        let peer = match peer {
+            Peer::Ip(addr) => {
+                let ip = addr.ip().to_canonical();
+                self.rules.check(ip)?;
+                Some(ip)
+            }
+            Peer::Unix(credentials) => {
+                self.rules.check_credentials(credentials)?;
+                None
+            }
+        };
         if !self.limited {
             return Ok(SourceSlot { held: None });
         }
@@ -187,7 +199,9 @@ impl Gate {
             }
         }
         let mut held = None;
-        if self.per_source {
+        if self.per_source
+            && let Some(peer) = peer
+        {
             let source = Source::of(peer, self.v6_mask);
             // Checks the source's limits and, if they admit it, charges them:
             // the service's bucket, checked above, cannot refuse it now.
@@ -279,6 +293,9 @@ pub enum Refusal {
     Denied(IpNet),
     /// `allow` is not empty and does not hold the peer.
     NotAllowed,
+    /// A Unix socket client whose user is not in `allow_uid` and whose
+    /// group is not in `allow_gid` (those of the lists that are set).
+    IdNotAllowed(IdLists),
     /// The service's bucket (`rate`) is empty.
     Rate,
     /// The source's bucket (`rate_per_source`) is empty.
@@ -295,12 +312,25 @@ pub enum Refusal {
     Proxy(String),
 }
 
+/// Which of `allow_uid` and `allow_gid` a service sets: those that
+/// refused a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdLists {
+    pub uid: bool,
+    pub gid: bool,
+}
+
 impl Refusal {
     /// The config option that refused: the `rule=` of the log line.
     pub fn rule(&self) -> &'static str {
         match self {
             Self::Denied(_) => "deny",
             Self::NotAllowed => "allow",
+            Self::IdNotAllowed(lists) => match (lists.uid, lists.gid) {
+                (true, true) => "allow_uid,allow_gid",
+                (false, true) => "allow_gid",
+                _ => "allow_uid",
+            },
             Self::Rate => "rate",
             Self::RatePerSource => "rate_per_source",
             Self::MaxPerSource | Self::TooManySources => "max_per_source",
@@ -314,6 +344,11 @@ impl fmt::Display for Refusal {
         match self {
             Self::Denied(net) => write!(f, "source denied by {net}"),
             Self::NotAllowed => f.write_str("source not in the allow list"),
+            Self::IdNotAllowed(lists) => f.write_str(match (lists.uid, lists.gid) {
+                (true, true) => "neither the user is in allow_uid nor the group in allow_gid",
+                (false, true) => "the group is not in allow_gid",
+                _ => "the user is not in allow_uid",
+            }),
             Self::Rate => f.write_str("service rate limit exceeded"),
             Self::RatePerSource => f.write_str("source rate limit exceeded"),
             Self::MaxPerSource => f.write_str("too many sessions from this source"),

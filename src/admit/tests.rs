@@ -2,7 +2,7 @@
 //! slots it hands out; and helpers the other files' tests share.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -29,6 +29,11 @@ fn ip(text: &str) -> IpAddr {
     text.parse().expect("an address")
 }
 
+/// A TCP client at `ip`.
+fn peer(ip: IpAddr) -> Peer {
+    Peer::Ip(std::net::SocketAddr::new(ip, 40000))
+}
+
 /// A network, or an address as its one-address network, as the config
 /// reads them.
 pub(super) fn net(text: &str) -> IpNet {
@@ -52,7 +57,7 @@ fn gate(limits: Limits, access: Access) -> Arc<Gate> {
 /// The refusal of a connection from `peer` at `now`, if any; an admitted
 /// connection's slot is given back at once.
 fn refused(gate: &Arc<Gate>, peer: &str, now: Instant) -> Option<Refusal> {
-    gate.admit(ip(peer), now).err()
+    gate.admit(&self::peer(ip(peer)), now).err()
 }
 
 fn v4(n: usize) -> IpAddr {
@@ -100,7 +105,7 @@ fn an_ipv4_mapped_peer_is_its_ipv4_address() {
         Some(Refusal::NotAllowed)
     );
     // One source, however written.
-    let _held = gate.admit(ip("127.0.0.1"), now).expect("admitted");
+    let _held = gate.admit(&peer(ip("127.0.0.1")), now).expect("admitted");
     assert_eq!(
         refused(&gate, "::ffff:127.0.0.1", now),
         Some(Refusal::MaxPerSource)
@@ -118,7 +123,9 @@ fn ipv6_sources_are_grouped_by_the_service_prefix() {
         },
         Access::default(),
     );
-    let _b = by_48.admit(ip("2001:db8::1"), now).expect("admitted");
+    let _b = by_48
+        .admit(&peer(ip("2001:db8::1")), now)
+        .expect("admitted");
     assert_eq!(
         refused(&by_48, "2001:db8:0:ffff::1", now),
         Some(Refusal::MaxPerSource)
@@ -140,12 +147,12 @@ fn the_service_bucket_refuses_past_its_burst() {
         Access::default(),
     );
     for n in 0..3 {
-        assert_eq!(gate.admit(v4(n), t0).err(), None, "burst {n}");
+        assert_eq!(gate.admit(&peer(v4(n)), t0).err(), None, "burst {n}");
     }
-    assert_eq!(gate.admit(v4(9), t0).err(), Some(Refusal::Rate));
+    assert_eq!(gate.admit(&peer(v4(9)), t0).err(), Some(Refusal::Rate));
     let one = t0 + Duration::from_secs(1);
-    assert_eq!(gate.admit(v4(9), one).err(), None);
-    assert_eq!(gate.admit(v4(9), one).err(), Some(Refusal::Rate));
+    assert_eq!(gate.admit(&peer(v4(9)), one).err(), None);
+    assert_eq!(gate.admit(&peer(v4(9)), one).err(), Some(Refusal::Rate));
 }
 
 #[test]
@@ -204,7 +211,7 @@ fn a_refusal_takes_no_token() {
         },
         Access::default(),
     );
-    let a = gate.admit(ip("192.0.2.1"), t0).expect("admitted");
+    let a = gate.admit(&peer(ip("192.0.2.1")), t0).expect("admitted");
     for _ in 0..50 {
         assert_eq!(
             refused(&gate, "192.0.2.1", t0),
@@ -220,11 +227,13 @@ fn a_refusal_takes_no_token() {
         );
     }
     drop(a);
-    let _a = gate.admit(ip("192.0.2.1"), later).expect("its token");
+    let _a = gate
+        .admit(&peer(ip("192.0.2.1")), later)
+        .expect("its token");
     // The service's bucket refilled to 4, lost nothing to the refusals
     // and gave one to the source.
     for n in 0..3 {
-        assert_eq!(gate.admit(v4(n), later).err(), None, "source {n}");
+        assert_eq!(gate.admit(&peer(v4(n)), later).err(), None, "source {n}");
     }
     // Refused by the service's bucket: the source's is not charged.
     for _ in 0..50 {
@@ -245,20 +254,23 @@ fn a_source_slot_comes_back_on_drop_in_any_order() {
         Access::default(),
     );
     let mut a: Vec<SourceSlot> = (0..3)
-        .map(|_| gate.admit(ip("192.0.2.1"), now).expect("admitted"))
+        .map(|_| gate.admit(&peer(ip("192.0.2.1")), now).expect("admitted"))
         .collect();
     assert_eq!(
         refused(&gate, "192.0.2.1", now),
         Some(Refusal::MaxPerSource)
     );
     let mut b: Vec<SourceSlot> = (0..2)
-        .map(|_| gate.admit(ip("2001:db8::1"), now).expect("admitted"))
+        .map(|_| gate.admit(&peer(ip("2001:db8::1")), now).expect("admitted"))
         .collect();
     assert_eq!((gate.sessions_from("192.0.2.1"), gate.busy()), (3, 2));
 
     drop(a.remove(1));
     assert_eq!(gate.sessions_from("192.0.2.1"), 2);
-    a.push(gate.admit(ip("192.0.2.1"), now).expect("a slot came back"));
+    a.push(
+        gate.admit(&peer(ip("192.0.2.1")), now)
+            .expect("a slot came back"),
+    );
     drop(b.remove(0));
     drop(a.remove(2));
     drop(a.remove(0));

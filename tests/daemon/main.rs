@@ -9,8 +9,8 @@
 //! one system has is in a module of that system's: linux.rs and
 //! linux_toml.rs beside config.rs and toml_config.rs, and the Linux topics
 //! (the child's process state, sessions and reaping, limits, logging,
-//! reload, run-as...); windows.rs, windows_toml.rs and encoding.rs on
-//! Windows.
+//! reload, run-as, Unix sockets...); windows.rs, windows_toml.rs and
+//! encoding.rs on Windows.
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: run them as root
 //! with `cargo test -- --include-ignored` (CI does). So is the 30 s soak
@@ -75,6 +75,8 @@ mod run_as;
 mod sessions;
 #[cfg(target_os = "linux")]
 mod tls_linux;
+#[cfg(target_os = "linux")]
+mod unix_socket;
 
 // Windows.
 #[cfg(windows)]

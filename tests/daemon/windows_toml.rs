@@ -24,6 +24,7 @@ use crate::common::{
     Daemon, WAIT, assert_silent, child_argv, connect, free_port, has_token, read_line, request,
     run, toml_service, toml_str, windows_path,
 };
+use crate::toml_config::check_diagnostics;
 use crate::windows::{
     EventLog, InstalledService, SERVICE, run_daemon, service_status, wait_service_state,
 };
@@ -92,6 +93,53 @@ fn stdio_is_chosen_per_service() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(has_token(&warnings[0], "service=socketed"), "{warnings:?}");
+}
+
+/// Issue 18, item 3: Windows serves no Unix socket. A `unix:` address is a
+/// config error at its value's line and column, with `--check` and at
+/// start, which then listens nowhere (not on the config's other services
+/// either).
+#[test]
+fn a_unix_socket_is_a_config_error_naming_its_line() {
+    let text = [
+        "# A TCP service, then a Unix socket one.\n\n".to_owned(),
+        service_at("tcp", "127.0.0.1:{port0}", &child_argv(&["echo"]), &[]),
+        toml_service(
+            "unix",
+            &toml_str("unix:/tmp/wininetd-test.sock"),
+            &child_argv(&["echo"]),
+            &[],
+        ),
+    ]
+    .concat();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("listen = \"unix:"))
+        .expect("the unix: line");
+    let expected = format!(
+        "{line}:10: error: Unix sockets are not supported on this system: listen on a TCP or UDP port"
+    );
+
+    let (diagnostics, code) = check_diagnostics(&text);
+    assert_eq!(code, Some(1), "--check: {diagnostics:?}");
+    assert_eq!(diagnostics, std::slice::from_ref(&expected));
+
+    let mut daemon = Daemon::builder().toml(&text).spawn();
+    let status = daemon.wait_exit(WAIT);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a start with the error ({status:?})"
+    );
+    let prefix = format!("{}:", daemon.config_name());
+    assert!(
+        daemon
+            .lines()
+            .iter()
+            .any(|l| l.strip_prefix(&prefix) == Some(expected.as_str())),
+        "{expected:?} at start"
+    );
+    assert_eq!(daemon.count(|l| l.contains("listening on")), 0);
 }
 
 // ===========================================================================

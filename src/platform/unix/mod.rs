@@ -5,6 +5,7 @@
 #[cfg(target_os = "linux")]
 mod clone;
 mod install;
+mod local_socket;
 mod process;
 #[cfg(target_os = "linux")]
 mod reaper;
@@ -15,7 +16,6 @@ mod splice;
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -27,9 +27,14 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::peer::{Local, Peer};
 use crate::secret::Secret;
 
 pub use install::{InstallError, InstallSpec, install, remove, request_reload};
+pub use local_socket::{
+    FileId, PathKind, local_address, path_kind, remove_socket_file, set_socket_file_mode,
+    socket_file_id,
+};
 
 /// Where the daemon looks for its config when `--cfgfile` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/wininetd.conf";
@@ -215,17 +220,20 @@ impl Listener {
         self.socket.readable().await.map(drop)
     }
 
-    /// Accepts one pending connection; `None` when nothing was pending after
-    /// all. The new socket is blocking (a child's stdio must be) and
+    /// Accepts one pending connection, with its peer: an IP address, or
+    /// the credentials of a Unix socket's client (read now: they are the
+    /// admission's and the program's). `None` when nothing was pending
+    /// after all. The new socket is blocking (a child's stdio must be) and
     /// close-on-exec.
-    pub async fn accept(&self) -> io::Result<Option<(Socket, SocketAddr)>> {
+    pub async fn accept(&self) -> io::Result<Option<(Socket, Peer)>> {
         let mut guard = self.socket.readable().await?;
         match guard.try_io(|s| s.get_ref().accept()) {
             Ok(Ok((socket, addr))) => {
-                let addr = addr.as_socket().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
-                })?;
-                Ok(Some((socket, addr)))
+                let peer = match addr.as_socket() {
+                    Some(addr) => Peer::Ip(addr),
+                    None => Peer::Unix(local_socket::peer_credentials(&socket)?),
+                };
+                Ok(Some((socket, peer)))
             }
             Ok(Err(e)) => Err(e),
             Err(_would_block) => Ok(None),
@@ -238,12 +246,9 @@ impl Listener {
         Some(self.socket.get_ref())
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket
-            .get_ref()
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+    /// What it listens on: an IP address and port, or a Unix socket's path.
+    pub fn local_addr(&self) -> io::Result<Local> {
+        local_address(self.socket.get_ref())
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::sync::{Mutex, mpsc};
 use windows_sys::Win32::Networking::WinSock;
 
 use crate::error::Quoted;
+use crate::peer::{Local, Peer};
 use crate::secret::Secret;
 
 pub use codepage::decode_ansi;
@@ -130,6 +131,58 @@ pub fn account_id(name: &str, group: bool) -> Result<u32, String> {
     Err(format!(
         "{what} {name:?}: Windows has no numeric user and group IDs"
     ))
+}
+
+// What a Unix socket's file needs ([`UNIX_SOCKETS`] is false: the config
+// refuses a `unix:` address, so none of these is reached).
+
+fn no_unix_sockets() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Unix sockets are not served on Windows",
+    )
+}
+
+/// What is at a path where a Unix socket is to be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Missing,
+    Socket,
+    Other,
+}
+
+/// Which file a path named (never made here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId(());
+
+pub fn path_kind(_path: &Path) -> io::Result<PathKind> {
+    Err(no_unix_sockets())
+}
+
+pub fn socket_file_id(_path: &Path) -> io::Result<FileId> {
+    Err(no_unix_sockets())
+}
+
+pub fn set_socket_file_mode(
+    _path: &Path,
+    _mode: u32,
+    _owner: Option<u32>,
+    _group: Option<u32>,
+) -> io::Result<()> {
+    Err(no_unix_sockets())
+}
+
+pub fn remove_socket_file(_path: &Path, _id: FileId) -> io::Result<bool> {
+    Err(no_unix_sockets())
+}
+
+/// The IP address and port `socket` is bound to.
+pub fn local_address(socket: &Socket) -> io::Result<Local> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .map(Local::Ip)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
 }
 
 /// Checks that `name` is a user account (LookupAccountNameW), as Unix looks
@@ -492,7 +545,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// One accepted connection or the error accept gave.
-type Accepted = io::Result<(Socket, SocketAddr)>;
+type Accepted = io::Result<(Socket, Peer)>;
 
 /// A listening socket and the thread that accepts on it.
 ///
@@ -549,8 +602,9 @@ impl Listener {
         Ok(())
     }
 
-    /// The pending connection, if any.
-    pub async fn accept(&self) -> io::Result<Option<(Socket, SocketAddr)>> {
+    /// The pending connection, if any, with its peer (always an IP
+    /// address here).
+    pub async fn accept(&self) -> io::Result<Option<(Socket, Peer)>> {
         self.ready().await?;
         let mut incoming = self.incoming.lock().await;
         incoming.pending.take().transpose()
@@ -562,8 +616,8 @@ impl Listener {
         None
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
+    pub fn local_addr(&self) -> io::Result<Local> {
+        Ok(Local::Ip(self.addr))
     }
 }
 
@@ -614,7 +668,7 @@ fn accept_one(listener: &Socket) -> Accepted {
     let addr = addr
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket"))?;
-    Ok((socket, addr))
+    Ok((socket, Peer::Ip(addr)))
 }
 
 // -------------------------------------------------------------- process --

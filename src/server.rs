@@ -28,6 +28,7 @@ use crate::config::{
     Config, ListenAddr, Loaded, Service, Severity, StderrMode, StdioMode, Transport,
 };
 use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
+use crate::datagram;
 use crate::error::Error;
 use crate::listen::{self, Acceptor};
 use crate::logging;
@@ -133,7 +134,7 @@ pub async fn serve(
             addr: addr.to_string(),
             source,
         };
-        let listener = Listener::new(socket).map_err(listen_error)?;
+        let listener = Bound::new(&addr, &active, socket).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
         logging::announce(&active.name, local, &active.service.cmdline);
         listeners.push((addr, active, listener));
@@ -190,8 +191,32 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
 }
 
 /// Binds `addr` for `active`'s service and registers it with the runtime.
-fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listener> {
-    listen::bind(addr, &active.service).and_then(Listener::new)
+fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Bound> {
+    listen::bind(addr, &active.service).and_then(|socket| Bound::new(addr, active, socket))
+}
+
+/// A bound address, registered with the runtime: connections for an
+/// accept loop, or datagrams the daemon answers itself.
+#[derive(Debug)]
+enum Bound {
+    Listener(Listener),
+    Datagrams(datagram::Socket),
+}
+
+impl Bound {
+    fn new(addr: &ListenAddr, active: &Active, socket: socket2::Socket) -> std::io::Result<Self> {
+        if datagram::serves(addr, &active.service) {
+            return datagram::Socket::new(socket).map(Self::Datagrams);
+        }
+        Listener::new(socket).map(Self::Listener)
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Self::Listener(listener) => listener.local_addr(),
+            Self::Datagrams(socket) => Ok(socket.local_addr()),
+        }
+    }
 }
 
 /// Every (address, service) pair to listen on.
@@ -238,14 +263,21 @@ impl Server {
             .collect()
     }
 
-    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Listener) {
+    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Bound) {
         let (current, rx) = watch::channel(active);
-        let task = tokio::spawn(accept_loop(
-            listener,
-            addr.transport(),
-            rx,
-            Arc::clone(&self.shared),
-        ));
+        let task = match listener {
+            Bound::Datagrams(socket) => tokio::spawn(datagram::serve(
+                socket,
+                rx,
+                self.shared.context.stop.clone(),
+            )),
+            Bound::Listener(listener) => tokio::spawn(accept_loop(
+                listener,
+                addr.transport(),
+                rx,
+                Arc::clone(&self.shared),
+            )),
+        };
         self.endpoints.insert(addr, Endpoint { task, current });
     }
 
@@ -285,10 +317,13 @@ impl Server {
             .iter()
             .filter(|(addr, endpoint)| match wanted.get(*addr) {
                 None => true,
-                Some(new) => !platform::same_listener(
-                    endpoint.current.borrow().service.stdio == StdioMode::Pipe,
-                    new.service.stdio == StdioMode::Pipe,
-                ),
+                Some(new) => {
+                    let old = &endpoint.current.borrow().service;
+                    !platform::same_listener(
+                        old.stdio == StdioMode::Pipe,
+                        new.service.stdio == StdioMode::Pipe,
+                    ) || datagram::serves(addr, old) != datagram::serves(addr, &new.service)
+                }
             })
             .map(|(addr, _)| addr.clone())
             .collect();
@@ -396,7 +431,7 @@ impl Server {
         }
     }
 
-    fn announce(&self, listener: &Listener, active: &Active) {
+    fn announce(&self, listener: &Bound, active: &Active) {
         if let Ok(local) = listener.local_addr() {
             logging::announce(&active.name, local, &active.service.cmdline);
         }

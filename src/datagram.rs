@@ -57,6 +57,7 @@ use crate::builtin::{self, CHARGEN_LINE_BYTES, CHARGEN_LINES, DAYTIME_MAX};
 use crate::config::{Builtin, ListenAddr, Service};
 use crate::connection::Active;
 use crate::listen;
+use crate::platform;
 
 /// Source ports whose datagrams are never answered: 0 (no sender uses it;
 /// a reply to it goes nowhere or is an attack's), and the well-known ports
@@ -130,16 +131,13 @@ pub async fn serve(
     mut current: watch::Receiver<Arc<Active>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _served = Served::register(socket.local.port());
-    let mut answers = Answers::new(socket.local.port());
-    let mut guard = Guard::default();
+    let mut responder = Responder::new(socket);
     let mut active = Arc::clone(&current.borrow_and_update());
-    let mut failing: Option<Duration> = None;
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return,
-            ready = socket.socket.readable() => if let Err(e) = ready {
+            ready = responder.socket.socket.readable() => if let Err(e) = ready {
                 warn!(service = %active.name, error = %e, "cannot wait for datagrams");
                 tokio::time::sleep(BACKOFF_MAX).await;
                 continue;
@@ -148,67 +146,125 @@ pub async fn serve(
         if current.has_changed().unwrap_or(false) {
             active = Arc::clone(&current.borrow_and_update());
         }
-        let Some(builtin) = active.service.builtin else {
-            // The server ends this task before a reload could give it a
-            // service with a program; should it not, nothing is answered.
-            return;
-        };
-        guard.refresh();
-        let now = Instant::now();
-        let mut read = 0;
-        while read < BATCH {
-            let (len, peer) = match socket.socket.try_recv_from(&mut answers.buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_about_one_datagram(&e) => {
-                    read += 1;
-                    continue;
-                }
-                Err(e) => {
-                    let pause = failing.map_or(BACKOFF_MIN, |p| (p * 2).min(BACKOFF_MAX));
-                    if failing.is_none() {
-                        warn!(service = %active.name, error = %e, "cannot read datagrams: backing off");
-                    }
-                    failing = Some(pause);
-                    tokio::time::sleep(pause).await;
-                    break;
-                }
-            };
-            if failing.take().is_some() {
-                info!(service = %active.name, "reading datagrams again");
-            }
-            read += 1;
-            if let Err(refusal) = admit(&guard, &active, peer, now) {
-                log_refusal(&active, socket.local, peer, &refusal, now);
-                continue;
-            }
-            let answer = answers.answer(builtin, len);
-            if let Some(answer) = answer {
-                match socket.socket.try_send_to(answer, peer) {
-                    Ok(_) => {
-                        debug!(service = %active.name, peer = %listen::canonical(peer), received = len, sent = answer.len(), "datagram answered");
-                    }
-                    // Full (a flood): the answer is dropped, never queued.
-                    Err(e) => {
-                        debug!(service = %active.name, peer = %listen::canonical(peer), error = %e, "datagram not answered");
-                    }
-                }
-            }
-        }
-        if read == BATCH {
-            tokio::task::yield_now().await;
+        match responder.batch(&active) {
+            Batch::Drained => {}
+            // Let the other tasks run while datagrams keep coming.
+            Batch::Full => tokio::task::yield_now().await,
+            Batch::Failing(pause) => tokio::time::sleep(pause).await,
         }
     }
 }
 
-/// Errors of a read that concern one datagram, not the socket: on Windows
-/// an ICMP "port unreachable" for an earlier answer makes the next
-/// `recvfrom` fail with WSAECONNRESET.
-fn is_about_one_datagram(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
-    )
+/// How a batch of reads ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// The socket has no more datagrams.
+    Drained,
+    /// [`BATCH`] datagrams read; there may be more.
+    Full,
+    /// Reading fails: pause this long before trying again.
+    Failing(Duration),
+}
+
+/// One socket's answering side: the socket, what it answers with, its
+/// copy of the guard's lists, and how reading has been failing.
+#[derive(Debug)]
+struct Responder {
+    socket: Socket,
+    answers: Answers,
+    guard: Guard,
+    /// Keeps the socket's port in [`SERVED`] while it is served.
+    _served: Served,
+    /// The pause after the last read that failed for the socket's sake
+    /// (not one datagram's), while reading keeps failing.
+    failing: Option<Duration>,
+    errors_in_a_row: u32,
+}
+
+impl Responder {
+    fn new(socket: Socket) -> Self {
+        let port = socket.local.port();
+        Self {
+            socket,
+            answers: Answers::new(port),
+            guard: Guard::default(),
+            _served: Served::register(port),
+            failing: None,
+            errors_in_a_row: 0,
+        }
+    }
+
+    /// Reads and answers the datagrams waiting, up to [`BATCH`], with
+    /// `active`'s settings. Never waits.
+    fn batch(&mut self, active: &Active) -> Batch {
+        let Some(builtin) = active.service.builtin else {
+            // The server closes this socket before a reload could give it
+            // a service with a program; should it not, nothing is answered.
+            return Batch::Failing(BACKOFF_MAX);
+        };
+        self.guard.refresh();
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            match self.socket.socket.try_recv_from(&mut self.answers.buf) {
+                Ok((len, peer)) => {
+                    self.errors_in_a_row = 0;
+                    if self.failing.take().is_some() {
+                        info!(service = %active.name, "reading datagrams again");
+                    }
+                    self.answer(active, builtin, len, peer, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Batch::Drained,
+                Err(e) if !platform::is_resource_exhaustion(&e) && self.errors_in_a_row < BATCH => {
+                    // About one datagram: on Windows, an ICMP "unreachable"
+                    // for an earlier answer fails the next recvfrom
+                    // (WSAECONNRESET, WSAENETRESET).
+                    debug!(service = %active.name, error = %e, "cannot read a datagram");
+                    self.errors_in_a_row += 1;
+                }
+                Err(e) => {
+                    // Short of a resource, or failing again and again:
+                    // pause rather than spin.
+                    if self.failing.is_none() {
+                        warn!(service = %active.name, error = %e, "cannot read datagrams: backing off");
+                    }
+                    let pause = self
+                        .failing
+                        .map_or(BACKOFF_MIN, |p| (p * 2).min(BACKOFF_MAX));
+                    self.failing = Some(pause);
+                    return Batch::Failing(pause);
+                }
+            }
+        }
+        Batch::Full
+    }
+
+    /// Answers the datagram of `len` bytes in the buffer, from `peer`, if
+    /// the guard and the gate let it be.
+    fn answer(
+        &mut self,
+        active: &Active,
+        builtin: Builtin,
+        len: usize,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        if let Err(refusal) = admit(&self.guard, active, peer, now) {
+            log_refusal(active, self.socket.local, peer, &refusal, now);
+            return;
+        }
+        let Some(answer) = self.answers.answer(builtin, len) else {
+            return;
+        };
+        match self.socket.socket.try_send_to(answer, peer) {
+            Ok(_) => {
+                debug!(service = %active.name, peer = %listen::canonical(peer), received = len, sent = answer.len(), "datagram answered");
+            }
+            // Full (a flood): the answer is dropped, never queued.
+            Err(e) => {
+                debug!(service = %active.name, peer = %listen::canonical(peer), error = %e, "datagram not answered");
+            }
+        }
+    }
 }
 
 /// Checks a datagram from `peer` against the guard, then the gate.

@@ -210,6 +210,33 @@ fn chargen_answers_with_at_most_512_bytes_of_lines() {
     assert_no_answer(&socket, "after chargen's answers");
 }
 
+/// A client gone before its answer came (the answer meets a closed port:
+/// on Windows the next read of the daemon's socket then fails with
+/// WSAECONNRESET) disturbs no one: the next client is answered at once,
+/// and the daemon reports no failure. (Wine does not pass the ICMP on to
+/// the daemon's reads: under Wine, as on Linux, this checks the answers
+/// and the log only.)
+#[test]
+fn a_client_gone_before_its_answer_disturbs_no_one() {
+    let daemon = Daemon::builder().toml(&udp_builtin("echo", &[])).start();
+    let dest = v4(daemon.port(0));
+    for _ in 0..20 {
+        let gone = client(1);
+        gone.send_to(b"bye", dest).expect("send");
+        drop(gone);
+    }
+    let socket = client(1);
+    for i in 0..20u8 {
+        assert_eq!(ask(&socket, dest, &[i]), [i]);
+    }
+    assert_eq!(
+        daemon.count(|l| l.contains("WARN") || l.contains("ERROR")),
+        0,
+        "{}",
+        daemon.report()
+    );
+}
+
 /// Reflection: datagrams from the ports of services that answer
 /// datagrams (echo, chargen, daytime, time: forged, they would start a
 /// loop between two of them) get no answer, and are logged with
@@ -220,7 +247,7 @@ fn datagrams_from_service_ports_get_no_answer() {
     let daemon = Daemon::builder().toml(&udp_builtin("echo", &[])).start();
     let dest = v4(daemon.port(0));
     for port in [7, 19, 13, 37] {
-        let source = SocketAddr::new(lo(6), port);
+        let source = SocketAddr::new(lo(1), port);
         let socket = client_at(source);
         socket.send_to(b"loop?", dest).expect("send");
         assert_no_answer(&socket, &format!("from port {port}"));
@@ -230,38 +257,54 @@ fn datagrams_from_service_ports_get_no_answer() {
             "{line}"
         );
     }
-    assert_eq!(ask(&client(6), dest, b"fine"), b"fine");
+    assert_eq!(ask(&client(1), dest, b"fine"), b"fine");
 }
 
-/// `deny` and `allow` decide per datagram: a denied source gets no answer
-/// (logged with its rule), another source is answered.
+/// Three echo services on `{port0}`..`{port2}`, with these rules each.
+fn three_echoes(rules: [&str; 3]) -> String {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            format!(
+                "[[service]]\nname = \"echo{i}\"\nlisten = {{port{i}}}\nprotocol = \"udp\"\nbuiltin = \"echo\"\n{rule}\n"
+            )
+        })
+        .collect()
+}
+
+/// `deny` and `allow` decide per datagram: a source denied, or not
+/// allowed, gets no answer (logged with the rule); an allowed one is
+/// answered. (From 127.0.0.1 only: under Wine a UDP socket bound to
+/// another loopback address still sends from 127.0.0.1; the `linux`
+/// module has sources side by side.)
 #[test]
 fn access_rules_apply_to_each_datagram() {
-    let text = udp_builtin(
-        "echo",
-        &["allow = [\"127.0.0.0/8\"]", "deny = [\"127.0.0.2\"]"],
-    );
-    let daemon = Daemon::builder().toml(&text).start();
-    let dest = v4(daemon.port(0));
-    let denied = client(2);
-    denied.send_to(b"let me in", dest).expect("send");
-    assert_no_answer(&denied, "from a denied source");
-    let line = refusal(&daemon, denied.local_addr().expect("local"), "deny");
-    assert!(line.contains("source denied by 127.0.0.2"), "{line}");
-    assert_eq!(ask(&client(3), dest, b"me"), b"me");
-
-    let text = udp_builtin("echo", &["allow = [\"127.0.0.3\"]"]);
-    let daemon = Daemon::builder().toml(&text).start();
-    let dest = v4(daemon.port(0));
-    let outside = client(2);
-    outside.send_to(b"let me in", dest).expect("send");
-    assert_no_answer(&outside, "from outside `allow`");
-    refusal(&daemon, outside.local_addr().expect("local"), "allow");
-    assert_eq!(ask(&client(3), dest, b"me"), b"me");
+    let daemon = Daemon::builder()
+        .toml(&three_echoes([
+            "deny = [\"127.0.0.1\"]",
+            "allow = [\"10.0.0.0/8\"]",
+            "allow = [\"127.0.0.0/8\"]\ndeny = [\"10.0.0.1\"]",
+        ]))
+        .start();
+    let socket = client(1);
+    let me = socket.local_addr().expect("local");
+    socket
+        .send_to(b"let me in", v4(daemon.port(0)))
+        .expect("send");
+    assert_no_answer(&socket, "from a denied source");
+    let line = refusal(&daemon, me, "deny");
+    assert!(line.contains("source denied by 127.0.0.1"), "{line}");
+    socket
+        .send_to(b"let me in", v4(daemon.port(1)))
+        .expect("send");
+    assert_no_answer(&socket, "from outside `allow`");
+    refusal(&daemon, me, "allow");
+    assert_eq!(ask(&socket, v4(daemon.port(2)), b"me"), b"me");
 }
 
-/// `rate_per_source` counts datagrams: past a source's burst its
-/// datagrams get no answer (logged), while another source is answered.
+/// `rate_per_source` counts datagrams: past the source's burst its
+/// datagrams get no answer (logged with the rule).
 #[test]
 fn rate_per_source_counts_datagrams() {
     let text = udp_builtin(
@@ -270,7 +313,7 @@ fn rate_per_source_counts_datagrams() {
     );
     let daemon = Daemon::builder().toml(&text).start();
     let dest = v4(daemon.port(0));
-    let busy = client(4);
+    let busy = client(1);
     for i in 0..3u8 {
         assert_eq!(ask(&busy, dest, &[i]), [i], "datagram {i} of the burst");
     }
@@ -281,18 +324,17 @@ fn rate_per_source_counts_datagrams() {
         busy.local_addr().expect("local"),
         "rate_per_source",
     );
-    assert_eq!(ask(&client(5), dest, b"other"), b"other");
 }
 
-/// `rate` counts the service's datagrams, from every source.
+/// `rate` counts the service's datagrams.
 #[test]
 fn rate_counts_the_services_datagrams() {
     let text = udp_builtin("time", &["rate = { per_second = 0.001, burst = 2 }"]);
     let daemon = Daemon::builder().toml(&text).start();
     let dest = v4(daemon.port(0));
     assert_eq!(ask(&client(1), dest, b"").len(), 4);
-    assert_eq!(ask(&client(2), dest, b"").len(), 4);
-    let late = client(3);
+    assert_eq!(ask(&client(1), dest, b"").len(), 4);
+    let late = client(1);
     late.send_to(b"", dest).expect("send");
     assert_no_answer(&late, "past the service's burst");
     refusal(&daemon, late.local_addr().expect("local"), "rate");
@@ -324,6 +366,35 @@ mod linux {
             .next()
             .unwrap_or_else(|| panic!("rdate's output: {stdout:?}"));
         assert_now(parse_asctime(text), &stdout);
+    }
+
+    /// The rules take each datagram's source: one source denied, or past
+    /// its `rate_per_source`, gets no answer while another is answered.
+    #[test]
+    fn rules_decide_per_source() {
+        let daemon = Daemon::builder()
+            .toml(&three_echoes([
+                "deny = [\"127.0.0.2\"]",
+                "rate_per_source = { per_second = 0.001, burst = 1 }",
+                "",
+            ]))
+            .start();
+        let denied = client(2);
+        denied.send_to(b"x", v4(daemon.port(0))).expect("send");
+        assert_no_answer(&denied, "from the denied source");
+        refusal(&daemon, denied.local_addr().expect("local"), "deny");
+        assert_eq!(ask(&client(3), v4(daemon.port(0)), b"3"), b"3");
+
+        let busy = client(4);
+        assert_eq!(ask(&busy, v4(daemon.port(1)), b"4"), b"4");
+        busy.send_to(b"4", v4(daemon.port(1))).expect("send");
+        assert_no_answer(&busy, "past the source's burst");
+        refusal(
+            &daemon,
+            busy.local_addr().expect("local"),
+            "rate_per_source",
+        );
+        assert_eq!(ask(&client(5), v4(daemon.port(1)), b"5"), b"5");
     }
 
     /// A bare port is one dual-stack socket: answered on ::1 and 127.0.0.1.

@@ -1,7 +1,7 @@
 //! The services the daemon serves itself over TCP, with no program:
 //! echo (RFC 862), discard (RFC 863), daytime (RFC 867), time (RFC 868)
 //! and chargen (RFC 864). What they send is made here for UDP too
-//! ([`crate::datagram`] answers each datagram with it).
+//! (the datagram module answers each datagram with it).
 //!
 //! Each session is a task on the daemon's runtime, on the connection made
 //! async: it never blocks the thread, and every wait is on the socket's

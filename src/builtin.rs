@@ -1,6 +1,7 @@
 //! The services the daemon serves itself over TCP, with no program:
 //! echo (RFC 862), discard (RFC 863), daytime (RFC 867), time (RFC 868)
-//! and chargen (RFC 864).
+//! and chargen (RFC 864). What they send is made here for UDP too
+//! (the datagram module answers each datagram with it).
 //!
 //! Each session is a task on the daemon's runtime, on the connection made
 //! async: it never blocks the thread, and every wait is on the socket's
@@ -11,7 +12,7 @@
 //! what [`Running`] gives the supervise stage; it ends when the task does,
 //! or when the daemon aborts it (stop, `max_lifetime`).
 
-use std::io;
+use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socket2::Socket;
@@ -104,8 +105,9 @@ async fn serve(
             Ok("closed by the client")
         }
         Builtin::Daytime => {
-            let line = daytime(SystemTime::now());
-            bounded(timeout, stream.write_all(line.as_bytes())).await?;
+            let mut line = [0; DAYTIME_MAX];
+            let line = daytime(SystemTime::now(), &mut line);
+            bounded(timeout, stream.write_all(line)).await?;
             bounded(timeout, stream.shutdown()).await?;
             Ok("sent")
         }
@@ -145,9 +147,14 @@ const PRINTABLE: std::ops::RangeInclusive<u8> = b' '..=b'~';
 /// The characters of a chargen line, before its CR LF.
 pub const CHARGEN_LINE: usize = 72;
 
+/// The bytes of a chargen line, with its CR LF.
+pub const CHARGEN_LINE_BYTES: usize = CHARGEN_LINE + 2;
+/// The lines of a period of chargen's output: one per printable character.
+pub const CHARGEN_LINES: usize = 95;
+
 /// One whole period of chargen's output: 95 lines of 72 characters, each
 /// starting one character further along the printable set than the last.
-fn chargen_period() -> Vec<u8> {
+pub fn chargen_period() -> Vec<u8> {
     let chars: Vec<u8> = PRINTABLE.collect();
     let mut out = Vec::with_capacity(chars.len() * (CHARGEN_LINE + 2));
     for start in 0..chars.len() {
@@ -162,7 +169,7 @@ const SECS_1900_TO_1970: u64 = 2_208_988_800;
 
 /// RFC 868's time: seconds since 1900-01-01 00:00 UTC, modulo 2^32 (the
 /// count wraps in 2036, as the RFC's 32 bits do).
-fn rfc868(now: SystemTime) -> u32 {
+pub fn rfc868(now: SystemTime) -> u32 {
     let unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // Truncation is the protocol's wrap-around.
     #[allow(clippy::cast_possible_truncation)]
@@ -170,9 +177,13 @@ fn rfc868(now: SystemTime) -> u32 {
     time
 }
 
+/// Room for [`daytime`]'s line, whatever the year.
+pub const DAYTIME_MAX: usize = 64;
+
 /// RFC 867's daytime, in UTC, in the form of C's `asctime`: `Sat Dec  5
-/// 12:34:56 2026\r\n`.
-fn daytime(now: SystemTime) -> String {
+/// 12:34:56 2026\r\n`, written into `out` (no allocation: UDP answers
+/// each datagram with it); the line is the part of `out` it returns.
+pub fn daytime(now: SystemTime, out: &mut [u8; DAYTIME_MAX]) -> &[u8] {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -181,7 +192,9 @@ fn daytime(now: SystemTime) -> String {
     let days = secs / 86_400;
     let of_day = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    format!(
+    let mut rest = &mut out[..];
+    write!(
+        rest,
         "{} {} {:2} {:02}:{:02}:{:02} {}\r\n",
         DAYS[usize::try_from(days % 7).expect("below 7")],
         MONTHS[usize::try_from(month - 1).expect("below 12")],
@@ -191,6 +204,9 @@ fn daytime(now: SystemTime) -> String {
         of_day % 60,
         year
     )
+    .expect("a year of at most 20 digits fits");
+    let len = DAYTIME_MAX - rest.len();
+    &out[..len]
 }
 
 /// The date (year, month 1-12, day 1-31) `days` days after 1970-01-01, in
@@ -216,13 +232,22 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    fn daytime_text(secs: u64) -> String {
+        String::from_utf8(daytime(at(secs), &mut [0; DAYTIME_MAX]).to_vec()).expect("ASCII")
+    }
+
     #[test]
     fn daytime_is_asctime_in_utc() {
-        assert_eq!(daytime(at(0)), "Thu Jan  1 00:00:00 1970\r\n");
+        assert_eq!(daytime_text(0), "Thu Jan  1 00:00:00 1970\r\n");
         // 2026-12-05 12:34:56 UTC.
-        assert_eq!(daytime(at(1_796_474_096)), "Sat Dec  5 12:34:56 2026\r\n");
+        assert_eq!(daytime_text(1_796_474_096), "Sat Dec  5 12:34:56 2026\r\n");
         // A leap day.
-        assert_eq!(daytime(at(951_782_400)), "Tue Feb 29 00:00:00 2000\r\n");
+        assert_eq!(daytime_text(951_782_400), "Tue Feb 29 00:00:00 2000\r\n");
+        // A year of five digits still fits.
+        assert_eq!(
+            daytime_text(253_402_300_800),
+            "Sat Jan  1 00:00:00 10000\r\n"
+        );
     }
 
     #[test]
@@ -238,6 +263,7 @@ mod tests {
     fn chargen_lines_rotate_through_the_printable_set() {
         let period = chargen_period();
         let lines: Vec<&[u8]> = period.split(|&b| b == b'\n').collect();
+        assert_eq!(period.len(), CHARGEN_LINES * CHARGEN_LINE_BYTES);
         assert_eq!(lines.len(), 96, "95 lines and what follows the last");
         assert_eq!(&lines[0][..3], b" !\"");
         assert_eq!(&lines[1][..3], b"!\"#");

@@ -19,7 +19,8 @@
 //! Around them: [`config`] (parse, then resolve), [`server`] (wires the
 //! stages: the accept tasks, reload, the stop), [`relay`] (the daemon
 //! between a connection and a program's pipes), [`builtin`] (the services
-//! the daemon serves itself), [`stderr_log`],
+//! the daemon serves itself), [`datagram`] (the built-ins over UDP, a
+//! datagram at a time), [`stderr_log`],
 //! [`logging`], [`cli`], and [`platform`], the only place where operating
 //! systems differ.
 
@@ -28,6 +29,7 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod datagram;
 pub mod error;
 pub mod listen;
 pub mod logging;

@@ -28,9 +28,11 @@ use crate::config::{
     Config, ListenAddr, Loaded, Service, Severity, StderrMode, StdioMode, Transport,
 };
 use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
+use crate::datagram;
 use crate::error::Error;
 use crate::listen::{self, Acceptor, SocketFile};
 use crate::logging;
+use crate::peer::Local;
 use crate::platform::{self, Listener};
 use crate::start::Launcher;
 
@@ -135,7 +137,7 @@ pub async fn serve(
             addr: addr.to_string(),
             source,
         };
-        let listener = Listener::new(bound.socket).map_err(listen_error)?;
+        let listener = Bound::new(&addr, &active, bound.socket).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
         logging::announce(&active.name, &local, &active.service.cmdline);
         listeners.push((addr, active, (listener, bound.file)));
@@ -191,13 +193,38 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
     }
 }
 
-/// A listener registered with the runtime, and its Unix socket's file.
-type Listening = (Listener, Option<SocketFile>);
+/// A bound address registered with the runtime, and its Unix socket's
+/// file.
+type Listening = (Bound, Option<SocketFile>);
 
 /// Binds `addr` for `active`'s service and registers it with the runtime.
 fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listening> {
     let bound = listen::bind(addr, &active.service)?;
-    Ok((Listener::new(bound.socket)?, bound.file))
+    Ok((Bound::new(addr, active, bound.socket)?, bound.file))
+}
+
+/// A bound address, registered with the runtime: connections for an
+/// accept loop, or datagrams the daemon answers itself.
+#[derive(Debug)]
+enum Bound {
+    Listener(Listener),
+    Datagrams(datagram::Socket),
+}
+
+impl Bound {
+    fn new(addr: &ListenAddr, active: &Active, socket: socket2::Socket) -> std::io::Result<Self> {
+        if datagram::serves(addr, &active.service) {
+            return datagram::Socket::new(socket).map(Self::Datagrams);
+        }
+        Listener::new(socket).map(Self::Listener)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Local> {
+        match self {
+            Self::Listener(listener) => listener.local_addr(),
+            Self::Datagrams(socket) => Ok(Local::Ip(socket.local_addr())),
+        }
+    }
 }
 
 /// Every (address, service) pair to listen on.
@@ -247,12 +274,19 @@ impl Server {
     fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listening: Listening) {
         let (listener, file) = listening;
         let (current, rx) = watch::channel(active);
-        let task = tokio::spawn(accept_loop(
-            listener,
-            addr.transport(),
-            rx,
-            Arc::clone(&self.shared),
-        ));
+        let task = match listener {
+            Bound::Datagrams(socket) => tokio::spawn(datagram::serve(
+                socket,
+                rx,
+                self.shared.context.stop.clone(),
+            )),
+            Bound::Listener(listener) => tokio::spawn(accept_loop(
+                listener,
+                addr.transport(),
+                rx,
+                Arc::clone(&self.shared),
+            )),
+        };
         self.endpoints.insert(
             addr,
             Endpoint {
@@ -299,10 +333,13 @@ impl Server {
             .iter()
             .filter(|(addr, endpoint)| match wanted.get(*addr) {
                 None => true,
-                Some(new) => !platform::same_listener(
-                    endpoint.current.borrow().service.stdio == StdioMode::Pipe,
-                    new.service.stdio == StdioMode::Pipe,
-                ),
+                Some(new) => {
+                    let old = &endpoint.current.borrow().service;
+                    !platform::same_listener(
+                        old.stdio == StdioMode::Pipe,
+                        new.service.stdio == StdioMode::Pipe,
+                    ) || datagram::serves(addr, old) != datagram::serves(addr, &new.service)
+                }
             })
             .map(|(addr, _)| addr.clone())
             .collect();

@@ -46,7 +46,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// The Unix time of `asctime`'s text (`Sat Dec  5 12:34:56 2026`), read
 /// as UTC, checking the weekday.
-fn parse_asctime(text: &str) -> i64 {
+pub(crate) fn parse_asctime(text: &str) -> i64 {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -76,7 +76,7 @@ fn parse_asctime(text: &str) -> i64 {
 
 /// Asserts that `secs` (the Unix time a service sent) is the time now,
 /// within a few seconds.
-fn assert_now(secs: i64, what: &str) {
+pub(crate) fn assert_now(secs: i64, what: &str) {
     let now = unix_now();
     assert!((secs - now).abs() <= 5, "{what}: {secs} is not now ({now})");
 }

@@ -40,6 +40,8 @@ mod startup;
 mod tls;
 #[cfg(any(target_os = "linux", windows))]
 mod toml_config;
+#[cfg(any(target_os = "linux", windows))]
+mod udp;
 
 // Linux.
 #[cfg(target_os = "linux")]

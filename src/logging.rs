@@ -29,7 +29,7 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Transport};
 use crate::peer::Local;
 use crate::platform::{self, Priority, SystemLog};
 
@@ -142,10 +142,15 @@ pub fn init(target: Target, format: LogFormat) {
 /// line tests and supervisors wait for. It goes to stderr (and to the
 /// system log when that is the target), whatever the log target and level.
 /// In text, `listening on ADDRESS (COMMAND)` (a Unix socket's address is
-/// `unix:PATH`); in JSON, an object with the
+/// `unix:PATH`, a UDP one ends in `/udp`); in JSON, an object with the
 /// message `listening on` and `service`, `address` and `command` members.
-pub fn announce(service: &str, address: &Local, command: &str) {
+pub fn announce(service: &str, address: &Local, transport: Transport, command: &str) {
     let setup = setup();
+    // A UDP port says so: TCP and UDP may share a number.
+    let address = match transport {
+        Transport::Udp => format!("{address}/udp"),
+        Transport::Tcp | Transport::Unix => address.to_string(),
+    };
     let text = match setup.format {
         LogFormat::Text => format!("listening on {address} ({command})"),
         LogFormat::Json => json_line(
@@ -153,7 +158,7 @@ pub fn announce(service: &str, address: &Local, command: &str) {
             "listening on",
             &[
                 ("service", Value::Text(service)),
-                ("address", Value::Text(&address.to_string())),
+                ("address", Value::Text(&address)),
                 ("command", Value::Text(command)),
             ],
         ),

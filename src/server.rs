@@ -139,7 +139,12 @@ pub async fn serve(
         };
         let listener = Bound::new(&addr, &active, bound.socket).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
-        logging::announce(&active.name, &local, &active.service.cmdline);
+        logging::announce(
+            &active.name,
+            &local,
+            addr.transport(),
+            &active.service.cmdline,
+        );
         listeners.push((addr, active, (listener, bound.file)));
     }
     if let Err(e) = platform::notify_ready() {
@@ -400,7 +405,7 @@ impl Server {
             }
         }
         for (addr, active, listener) in bound.into_iter().chain(rebound) {
-            self.announce(&listener, &active);
+            self.announce(&listener, &addr, &active);
             self.start_endpoint(addr, active, listener);
         }
         let names = |pick: &dyn Fn(&String) -> bool, from: &HashMap<String, Arc<Active>>| {
@@ -452,9 +457,10 @@ impl Server {
         }
     }
 
-    fn announce(&self, (listener, _): &Listening, active: &Active) {
+    fn announce(&self, (listener, _): &Listening, addr: &ListenAddr, active: &Active) {
         if let Ok(local) = listener.local_addr() {
-            logging::announce(&active.name, &local, &active.service.cmdline);
+            let transport = addr.transport();
+            logging::announce(&active.name, &local, transport, &active.service.cmdline);
         }
     }
 }

@@ -116,12 +116,15 @@ fn is_chargen(piece: &[u8], period: &[u8]) -> bool {
 }
 
 /// echo (RFC 862): each datagram comes back as it was, whatever its size
-/// (none too), once; the `listening on` line names the built-in.
+/// (none too), once; the `listening on` line names the built-in and says
+/// UDP.
 #[test]
 fn echo_sends_back_each_datagram_once() {
     let daemon = Daemon::builder().toml(&udp_builtin("echo", &[])).start();
     assert!(
-        daemon.stderr_text().contains("(builtin echo)"),
+        daemon
+            .stderr_text()
+            .contains(&format!(":{}/udp (builtin echo)", daemon.port(0))),
         "{}",
         daemon.report()
     );

@@ -3,8 +3,12 @@
 //! and chargen (RFC 864). What they send is made here for UDP too
 //! (the datagram module answers each datagram with it).
 //!
-//! Each session is a task on the daemon's runtime, on the connection made
-//! async: it never blocks the thread, and every wait is on the socket's
+//! daytime and time send a few bytes and close: those are written at once,
+//! on the connection's own task, without making the connection async (a
+//! reply that small always fits an empty send buffer; were it ever not
+//! taken whole, the rest goes the async way). Every other session is a
+//! task on the daemon's runtime, on the connection made async: it never
+//! blocks the thread, and every wait is on the socket's
 //! readiness, so a client that stops reading holds only what the kernel's
 //! socket buffers hold (chargen writes its next lines only once the socket
 //! takes them). Each read and write is bounded by the service's `timeout`,
@@ -28,7 +32,8 @@ const BUFFER: usize = 16 * 1024;
 /// A built-in's session, running.
 #[derive(Debug)]
 pub struct Running {
-    task: JoinHandle<String>,
+    /// `None` for a reply sent at once.
+    task: Option<JoinHandle<String>>,
     /// How it ended, once it has.
     ended: Option<String>,
 }
@@ -42,47 +47,83 @@ impl Running {
         // hold up the runtime's thread): the kernel still sends it.
         socket.set_linger(None)?;
         socket.set_nonblocking(true)?;
+        let mut rest = Vec::new();
+        let mut reply = [0; DAYTIME_MAX];
+        let reply = match builtin {
+            Builtin::Daytime => daytime(SystemTime::now(), &mut reply),
+            Builtin::Time => {
+                reply[..4].copy_from_slice(&rfc868(SystemTime::now()).to_be_bytes());
+                &reply[..4]
+            }
+            _ => &[][..],
+        };
+        if !reply.is_empty() {
+            match socket.send(reply) {
+                // The close sends the FIN.
+                Ok(n) if n == reply.len() => {
+                    return Ok(Self {
+                        task: None,
+                        ended: Some("sent".to_owned()),
+                    });
+                }
+                Ok(n) => rest.extend_from_slice(&reply[n..]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => rest.extend_from_slice(reply),
+                Err(e) => {
+                    return Ok(Self {
+                        task: None,
+                        ended: Some(format!("connection error: {e}")),
+                    });
+                }
+            }
+        }
         let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
         let task = tokio::spawn(async move {
             let mut stream = stream;
-            match serve(builtin, &mut stream, timeout).await {
+            match serve(builtin, &mut stream, &rest, timeout).await {
                 Ok(end) => end.to_owned(),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => "timeout".to_owned(),
                 Err(e) => format!("connection error: {e}"),
             }
         });
-        Ok(Self { task, ended: None })
+        Ok(Self {
+            task: Some(task),
+            ended: None,
+        })
     }
 
     /// Resolves when the session has ended, with how it ended.
     pub async fn ended(&mut self) -> String {
-        if self.ended.is_none() {
-            let end = match (&mut self.task).await {
+        if let (None, Some(task)) = (&self.ended, &mut self.task) {
+            let end = match task.await {
                 Ok(end) => end,
                 Err(e) if e.is_cancelled() => "ended by the daemon".to_owned(),
                 Err(e) => format!("failed: {e}"),
             };
             self.ended = Some(end);
         }
-        self.ended.clone().expect("set above")
+        self.ended.clone().unwrap_or_default()
     }
 
     /// Ends the session now: its connection is closed.
     pub fn abort(&self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        self.abort();
     }
 }
 
-/// Serves the connection to its end; the description of a normal end.
+/// Serves the connection to its end (for daytime and time, `rest` is what
+/// is left of the reply); the description of a normal end.
 async fn serve(
     builtin: Builtin,
     stream: &mut TcpStream,
+    rest: &[u8],
     timeout: Option<Duration>,
 ) -> io::Result<&'static str> {
     match builtin {
@@ -104,16 +145,9 @@ async fn serve(
             bounded(timeout, stream.shutdown()).await?;
             Ok("closed by the client")
         }
-        Builtin::Daytime => {
-            let mut line = [0; DAYTIME_MAX];
-            let line = daytime(SystemTime::now(), &mut line);
-            bounded(timeout, stream.write_all(line)).await?;
-            bounded(timeout, stream.shutdown()).await?;
-            Ok("sent")
-        }
-        Builtin::Time => {
-            let time = rfc868(SystemTime::now());
-            bounded(timeout, stream.write_all(&time.to_be_bytes())).await?;
+        Builtin::Daytime | Builtin::Time => {
+            // What the first write did not take.
+            bounded(timeout, stream.write_all(rest)).await?;
             bounded(timeout, stream.shutdown()).await?;
             Ok("sent")
         }

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Socket, TcpKeepalive};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{IpListen, ListenAddr, Service, SocketOptions, StdioMode, Transport};
@@ -116,7 +116,7 @@ impl Acceptor {
 pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Socket> {
     match addr {
         ListenAddr::Tcp(ip) => bind_tcp(*ip, &service.socket, service.stdio),
-        ListenAddr::Udp(ip) => bind_udp(*ip),
+        ListenAddr::Udp(ip) => bind_udp(*ip, service.wait),
         ListenAddr::Unix(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "Unix sockets are not served yet",
@@ -125,9 +125,10 @@ pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Socket> {
 }
 
 /// Binds a UDP address: one dual-stack socket for a bare port, as TCP.
-fn bind_udp(addr: IpListen) -> io::Result<Socket> {
+/// A wait service's program takes the socket over (`handed_over`).
+fn bind_udp(addr: IpListen, handed_over: bool) -> io::Result<Socket> {
     let bind = |addr: SocketAddr, only_v6: bool| -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let socket = platform::udp_socket(Domain::for_address(addr), handed_over)?;
         if addr.is_ipv6() {
             socket.set_only_v6(only_v6)?;
         }

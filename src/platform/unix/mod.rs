@@ -12,6 +12,7 @@ mod reaper;
 mod signals;
 #[cfg(target_os = "linux")]
 mod splice;
+mod wait;
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -160,6 +161,14 @@ pub fn is_executable(path: &Path) -> bool {
 pub fn tcp_socket(domain: socket2::Domain, _relayed: bool) -> io::Result<Socket> {
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
 }
+
+/// A new UDP socket, close-on-exec. Whether a program takes it over (a
+/// wait service's) matters only on Windows.
+pub fn udp_socket(domain: socket2::Domain, _handed_over: bool) -> io::Result<Socket> {
+    Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+}
+
+pub use wait::WaitSocket;
 
 /// Whether a listener made for connections the daemon relays (or hands
 /// over) serves the other kind too: always on Unix, where it is the same

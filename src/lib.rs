@@ -19,7 +19,8 @@
 //! Around them: [`config`] (parse, then resolve), [`server`] (wires the
 //! stages: the accept tasks, reload, the stop), [`relay`] (the daemon
 //! between a connection and a program's pipes), [`builtin`] (the services
-//! the daemon serves itself), [`stderr_log`],
+//! the daemon serves itself), [`wait`] (wait services, whose program takes
+//! the socket itself), [`stderr_log`],
 //! [`logging`], [`cli`], and [`platform`], the only place where operating
 //! systems differ.
 
@@ -40,6 +41,7 @@ pub mod session;
 pub mod start;
 pub mod stderr_log;
 pub mod supervise;
+pub mod wait;
 
 use std::future::Future;
 

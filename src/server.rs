@@ -11,13 +11,16 @@
 //! connection to a task of its own ([`Connection`]), which runs the other
 //! stages. An accept error backs off instead of spinning; a connection's
 //! failure stays with that connection; nothing here blocks on a name
-//! lookup or a file.
+//! lookup or a file. A wait service's address gets a watching task
+//! instead ([`wait`]): its program takes the socket itself.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use socket2::Socket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -31,8 +34,9 @@ use crate::connection::{Active, BACKOFF_MAX, Connection, Context, SpawnBackoff};
 use crate::error::Error;
 use crate::listen::{self, Acceptor};
 use crate::logging;
-use crate::platform::{self, Listener};
+use crate::platform::{self, Listener, WaitSocket};
 use crate::start::Launcher;
+use crate::wait;
 
 /// Connections an accept loop takes in a row, at most, before it lets the
 /// other tasks run. Each yield costs a system call (tokio polls for events
@@ -45,7 +49,7 @@ pub type Loader = Box<dyn Fn() -> Loaded + Send>;
 /// What every accept task shares.
 #[derive(Debug)]
 struct Shared {
-    admission: Admission,
+    admission: Arc<Admission>,
     context: Arc<Context>,
 }
 
@@ -99,7 +103,7 @@ pub async fn serve(
     let max_sessions = settings.max_sessions(config.max_sessions);
     let mut server = Server {
         shared: Arc::new(Shared {
-            admission: Admission::new(max_sessions),
+            admission: Arc::new(Admission::new(max_sessions)),
             context: Arc::new(Context {
                 stop: stop_rx,
                 shutdown_grace: settings.shutdown_grace,
@@ -133,7 +137,7 @@ pub async fn serve(
             addr: addr.to_string(),
             source,
         };
-        let listener = Listener::new(socket).map_err(listen_error)?;
+        let listener = Ready::new(socket, &active.service).map_err(listen_error)?;
         let local = listener.local_addr().map_err(listen_error)?;
         logging::announce(&active.name, local, &active.service.cmdline);
         listeners.push((addr, active, listener));
@@ -190,8 +194,35 @@ async fn next_reload(reload: &mut Option<platform::Reload>) -> Option<()> {
 }
 
 /// Binds `addr` for `active`'s service and registers it with the runtime.
-fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listener> {
-    listen::bind(addr, &active.service).and_then(Listener::new)
+fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Ready> {
+    listen::bind(addr, &active.service).and_then(|socket| Ready::new(socket, &active.service))
+}
+
+/// A bound socket made ready for its task: accepted on, or, for a wait
+/// service, watched and handed to the program.
+#[derive(Debug)]
+enum Ready {
+    Accept(Listener),
+    Wait(WaitSocket),
+}
+
+impl Ready {
+    fn new(socket: Socket, service: &Service) -> std::io::Result<Self> {
+        if service.wait {
+            WaitSocket::new(socket).map(Self::Wait)
+        } else {
+            Listener::new(socket).map(Self::Accept)
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Accept(listener) => listener.local_addr(),
+            Self::Wait(socket) => socket.local_addr().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP socket")
+            }),
+        }
+    }
 }
 
 /// Every (address, service) pair to listen on.
@@ -238,14 +269,24 @@ impl Server {
             .collect()
     }
 
-    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Listener) {
+    fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listener: Ready) {
         let (current, rx) = watch::channel(active);
-        let task = tokio::spawn(accept_loop(
-            listener,
-            addr.transport(),
-            rx,
-            Arc::clone(&self.shared),
-        ));
+        let shared = &self.shared;
+        let task = match listener {
+            Ready::Accept(listener) => tokio::spawn(accept_loop(
+                listener,
+                addr.transport(),
+                rx,
+                Arc::clone(shared),
+            )),
+            Ready::Wait(socket) => tokio::spawn(wait::serve(
+                socket,
+                addr.transport(),
+                rx,
+                Arc::clone(&shared.admission),
+                Arc::clone(&shared.context),
+            )),
+        };
         self.endpoints.insert(addr, Endpoint { task, current });
     }
 
@@ -285,10 +326,15 @@ impl Server {
             .iter()
             .filter(|(addr, endpoint)| match wanted.get(*addr) {
                 None => true,
-                Some(new) => !platform::same_listener(
-                    endpoint.current.borrow().service.stdio == StdioMode::Pipe,
-                    new.service.stdio == StdioMode::Pipe,
-                ),
+                Some(new) => {
+                    let old = &endpoint.current.borrow().service;
+                    // A wait service's socket is watched, not accepted on.
+                    old.wait != new.service.wait
+                        || !platform::same_listener(
+                            old.stdio == StdioMode::Pipe,
+                            new.service.stdio == StdioMode::Pipe,
+                        )
+                }
             })
             .map(|(addr, _)| addr.clone())
             .collect();
@@ -396,7 +442,7 @@ impl Server {
         }
     }
 
-    fn announce(&self, listener: &Listener, active: &Active) {
+    fn announce(&self, listener: &Ready, active: &Active) {
         if let Ok(local) = listener.local_addr() {
             logging::announce(&active.name, local, &active.service.cmdline);
         }

@@ -36,6 +36,8 @@ mod portable;
 mod startup;
 #[cfg(any(target_os = "linux", windows))]
 mod toml_config;
+#[cfg(any(target_os = "linux", windows))]
+mod wait;
 
 // Linux.
 #[cfg(target_os = "linux")]

@@ -38,15 +38,6 @@ fn exchange(client: &UdpSocket, to: SocketAddr, payload: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
 }
 
-/// Whether nothing comes to `client` within `period`.
-fn silent(client: &UdpSocket, period: Duration) -> bool {
-    client.set_read_timeout(Some(period)).expect("read timeout");
-    let mut buf = [0u8; 4096];
-    let got = client.recv_from(&mut buf);
-    client.set_read_timeout(Some(WAIT)).expect("read timeout");
-    got.is_err()
-}
-
 /// A UDP wait service named `name` on `{port0}` running the test child
 /// with `args`, and `extra` lines.
 fn udp_service(name: &str, args: &[&str], extra: &[&str]) -> String {
@@ -240,11 +231,20 @@ mod linux {
     use std::thread;
     use std::time::Duration;
 
-    use super::{exchange, session_pid, silent, starts, udp_client, udp_service};
+    use super::{exchange, session_pid, starts, udp_client, udp_service};
     use crate::common::{
         CHILD, Daemon, WAIT, assert_root, child_argv, connect, field, has_token, is_alive, lo,
         pid_in, read_line, run_command, toml_service, toml_str, v4, wait_gone,
     };
+
+    /// Whether nothing comes to `client` within `period`.
+    fn silent(client: &std::net::UdpSocket, period: Duration) -> bool {
+        client.set_read_timeout(Some(period)).expect("read timeout");
+        let mut buf = [0u8; 4096];
+        let got = client.recv_from(&mut buf);
+        client.set_read_timeout(Some(WAIT)).expect("read timeout");
+        got.is_err()
+    }
 
     /// Regression test for a refused datagram left in the queue (the next
     /// program would have read it) or answered: it is read and dropped,

@@ -50,22 +50,15 @@ use crate::listen;
 use crate::platform::{self, Datagram, WaitSocket};
 use crate::session::{SessionInfo, Slots};
 use crate::supervise::{self, Session};
+pub use backoff::{BACKOFF_FIRST, BACKOFF_MAX};
+use backoff::{EPISODE, Restarts, token_interval};
 
-/// The first pause after a program ended without serving, doubled at each
-/// such end in a row.
-pub const BACKOFF_FIRST: Duration = Duration::from_millis(10);
-/// The longest pause between two starts of a program that keeps ending
-/// without serving: the service is never switched off, it is retried this
-/// often.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+mod backoff;
+
 /// A program that runs this long has served, whatever it read.
 const RAN_LONG_ENOUGH: Duration = Duration::from_secs(1);
 /// The pause after an error waiting for the socket.
 const WATCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
-/// Ends without serving in a row that make an episode, logged: one may be
-/// a coincidence (a client's retransmission of the datagram the program
-/// read looks like the same datagram, unread).
-const EPISODE: u32 = 2;
 /// Refused datagrams dropped in a row before the task lets others run.
 const YIELD_EVERY: u32 = 8;
 
@@ -481,82 +474,9 @@ pub fn variables(
     vars
 }
 
-/// How long the service's bucket takes to earn one token at `per_second`.
-fn token_interval(per_second: f64) -> Duration {
-    if per_second > 0.0 {
-        Duration::try_from_secs_f64(1.0 / per_second)
-            .unwrap_or(BACKOFF_MAX)
-            .clamp(BACKOFF_FIRST, BACKOFF_MAX)
-    } else {
-        BACKOFF_MAX
-    }
-}
-
-/// The backoff of a program that keeps ending without serving: an
-/// episode starts at the first such end and lasts until one serves.
-#[derive(Debug, Default)]
-struct Restarts {
-    /// The last pause, while an episode lasts.
-    pause: Option<Duration>,
-    /// No start before this.
-    not_before: Option<Instant>,
-    /// Ends without serving in this episode.
-    failures: u32,
-}
-
-impl Restarts {
-    /// Notes an end without serving at `now`: the next start waits, twice
-    /// as long as the last time (from [`BACKOFF_FIRST`], up to
-    /// [`BACKOFF_MAX`]). Returns the pause when this makes an episode
-    /// ([`EPISODE`] in a row: to log it), `None` otherwise.
-    fn failed(&mut self, now: Instant) -> Option<Duration> {
-        let pause = self
-            .pause
-            .map_or(BACKOFF_FIRST, |p| (p * 2).min(BACKOFF_MAX));
-        self.pause = Some(pause);
-        self.not_before = Some(now + pause);
-        self.failures += 1;
-        (self.failures == EPISODE).then_some(pause)
-    }
-
-    /// Notes a program that served: the number of failed starts when this
-    /// ends an episode (to log it).
-    fn served(&mut self) -> Option<u32> {
-        self.pause = None;
-        self.not_before = None;
-        let failures = std::mem::take(&mut self.failures);
-        (failures >= EPISODE).then_some(failures)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn restarts_double_up_to_the_cap_and_log_once_per_episode() {
-        let mut restarts = Restarts::default();
-        let now = Instant::now();
-        assert_eq!(restarts.failed(now), None, "one is no episode yet");
-        assert_eq!(restarts.not_before, Some(now + BACKOFF_FIRST));
-        assert_eq!(restarts.served(), None, "no episode to end");
-        assert_eq!(restarts.not_before, None);
-
-        assert_eq!(restarts.failed(now), None);
-        assert_eq!(restarts.failed(now), Some(BACKOFF_FIRST * 2), "logged");
-        let mut pauses = vec![BACKOFF_FIRST, BACKOFF_FIRST * 2];
-        for _ in 0..20 {
-            assert_eq!(restarts.failed(now), None, "logged once per episode");
-            pauses.push(restarts.pause.expect("in an episode"));
-        }
-        assert_eq!(pauses[2], BACKOFF_FIRST * 4);
-        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(*pauses.last().expect("some"), BACKOFF_MAX);
-        assert_eq!(restarts.served(), Some(22));
-        assert_eq!(restarts.not_before, None);
-        assert_eq!(restarts.served(), None, "no episode to end");
-        assert_eq!(restarts.failed(now), None, "a new count");
-    }
 
     #[test]
     fn udp_variables_name_the_first_source() {
@@ -617,13 +537,5 @@ mod tests {
                 "{name} is filtered from the daemon's environment"
             );
         }
-    }
-
-    #[test]
-    fn a_rate_limited_start_waits_for_one_token() {
-        assert_eq!(token_interval(2.0), Duration::from_millis(500));
-        assert_eq!(token_interval(1e9), BACKOFF_FIRST);
-        assert_eq!(token_interval(0.0), BACKOFF_MAX);
-        assert_eq!(token_interval(0.001), BACKOFF_MAX);
     }
 }

@@ -276,11 +276,11 @@ mod linux {
         let answer = exchange(&allowed, to, "from-allowed");
         assert_eq!(field(&answer, "got"), Some("from-allowed"), "{answer}");
         assert_eq!(field(&answer, "CLIENT_IP"), Some("127.0.0.2"), "{answer}");
+        let pid = pid_in(&answer, "pid");
+        daemon.session_end(pid);
         assert_eq!(starts(&daemon, "guarded"), 1, "{}", daemon.report());
 
         // The source's rate: its second datagram in a row is refused.
-        let pid = pid_in(&answer, "pid");
-        daemon.session_end(pid);
         allowed.send_to(b"too-soon", to).expect("send");
         let peer = format!("peer={}", allowed.local_addr().expect("addr"));
         let line = daemon.wait_for("`datagram refused` by rate_per_source", WAIT, |l| {
@@ -443,6 +443,11 @@ mod linux {
         assert_eq!(starts(&daemon, "gone"), 1, "{}", daemon.report());
     }
 
+    /// Also a regression test for a stop that comes right at a program's
+    /// start (here the signal follows the `session start` line at once):
+    /// on Linux the program may not lead its process group yet, and the
+    /// SIGTERM to the group was lost; it was killed only after the grace
+    /// (about one run in four failed so).
     #[test]
     fn stop_ends_a_running_wait_program_like_any_session() {
         let mut daemon = Daemon::builder()
@@ -680,13 +685,11 @@ mod linux {
         let run = tftp(server, 5, dir.path(), "get file4.bin again", 20);
         let again = fs::read(dir.path().join("again")).unwrap_or_default();
         assert!(again == files[4].1, "the second program's transfer: {run}");
+        // Started by the daemon again, for .5's request.
+        daemon.wait_for("a session start for 127.0.0.5", WAIT, |l| {
+            l.contains("session start") && l.contains(" peer=127.0.0.5:")
+        });
         assert_eq!(starts(&daemon, "tftp"), 2, "{}", daemon.report());
-        let last = daemon
-            .lines()
-            .into_iter()
-            .rfind(|l| l.contains("session start"))
-            .expect("a session start line");
-        assert!(last.contains("peer=127.0.0.5:"), "{last}");
     }
 
     /// A backend for the proxy: for each connection, reads `len` bytes and
@@ -767,6 +770,8 @@ mod linux {
         let third = through(port, &sent);
         assert!(third == expected, "the third client's bytes differ");
         assert_eq!(backend.join().expect("backend"), 3);
-        assert_eq!(starts(&daemon, "proxy"), 2, "{}", daemon.report());
+        daemon.wait_for_count("a second program", 2, WAIT, |l| {
+            l.contains("session start") && has_token(l, "service=proxy")
+        });
     }
 }

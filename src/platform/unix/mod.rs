@@ -337,6 +337,12 @@ impl Child {
         if self.tree_alive() {
             // ESRCH: the group has just gone; nothing else can fail here.
             let _ = killpg(self.group(), signal);
+        } else if self.before_its_session() {
+            // Started but not the leader of its group yet (Linux does not
+            // wait for its `setsid`): the signal reaches it alone, blocked
+            // until the eve of its exec, where it takes its default action.
+            // Not reaped, so its pid is still its own.
+            let _ = nix::sys::signal::kill(self.group(), signal);
         }
     }
 }

@@ -407,6 +407,12 @@ mod portable {
         pub fn start_error(&self) -> Option<io::Error> {
             None
         }
+
+        /// Never: `spawn` returns once the child has exec'd, its `setsid`
+        /// done.
+        pub(in crate::platform::unix) fn before_its_session(&self) -> bool {
+            false
+        }
     }
 }
 

@@ -20,7 +20,8 @@
 //! stages: the accept tasks, reload, the stop), [`relay`] (the daemon
 //! between a connection and a program's pipes), [`builtin`] (the services
 //! the daemon serves itself), [`datagram`] (the built-ins over UDP, a
-//! datagram at a time), [`stderr_log`],
+//! datagram at a time), [`wait`] (wait services, whose program takes the
+//! socket itself), [`stderr_log`],
 //! [`logging`], [`cli`], and [`platform`], the only place where operating
 //! systems differ.
 
@@ -45,6 +46,7 @@ pub mod start;
 pub mod stderr_log;
 pub mod supervise;
 pub mod tls;
+pub mod wait;
 
 use std::future::Future;
 

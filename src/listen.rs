@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{
@@ -132,7 +132,7 @@ pub struct Bound {
 pub fn bind(addr: &ListenAddr, service: &Service) -> io::Result<Bound> {
     let socket = match addr {
         ListenAddr::Tcp(ip) => bind_tcp(*ip, &service.socket, service.stdio)?,
-        ListenAddr::Udp(ip) => bind_udp(*ip)?,
+        ListenAddr::Udp(ip) => bind_udp(*ip, service.wait)?,
         ListenAddr::Unix(path) => {
             let options = service.socket_file.unwrap_or(FileOptions {
                 mode: crate::config::DEFAULT_SOCKET_MODE,
@@ -275,9 +275,10 @@ fn in_use() -> io::Error {
 }
 
 /// Binds a UDP address: one dual-stack socket for a bare port, as TCP.
-fn bind_udp(addr: IpListen) -> io::Result<Socket> {
+/// A wait service's program takes the socket over (`handed_over`).
+fn bind_udp(addr: IpListen, handed_over: bool) -> io::Result<Socket> {
     let bind = |addr: SocketAddr, only_v6: bool| -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let socket = platform::udp_socket(Domain::for_address(addr), handed_over)?;
         if addr.is_ipv6() {
             socket.set_only_v6(only_v6)?;
         }

@@ -22,6 +22,9 @@ pub enum Peer {
     /// A Unix socket client: the credentials the kernel recorded when it
     /// connected (SO_PEERCRED, LOCAL_PEERCRED).
     Unix(Credentials),
+    /// Not known to the daemon: a stream wait service's program accepts its
+    /// clients itself. Shown as `-`.
+    Unknown,
 }
 
 /// Who connected to a Unix socket, as the kernel recorded it at
@@ -43,7 +46,7 @@ impl Peer {
     pub fn canonical(self) -> Self {
         match self {
             Self::Ip(addr) => Self::Ip(SocketAddr::new(addr.ip().to_canonical(), addr.port())),
-            unix @ Self::Unix(_) => unix,
+            other => other,
         }
     }
 
@@ -51,7 +54,7 @@ impl Peer {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Self::Ip(addr) => Some(addr.ip()),
-            Self::Unix(_) => None,
+            Self::Unix(_) | Self::Unknown => None,
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Display for Peer {
         match self {
             Self::Ip(addr) => addr.fmt(f),
             Self::Unix(credentials) => credentials.fmt(f),
+            Self::Unknown => f.write_str("-"),
         }
     }
 }

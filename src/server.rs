@@ -11,7 +11,8 @@
 //! connection to a task of its own ([`Connection`]), which runs the other
 //! stages. An accept error backs off instead of spinning; a connection's
 //! failure stays with that connection; nothing here blocks on a name
-//! lookup or a file.
+//! lookup or a file. A wait service's address gets a watching task
+//! instead ([`wait`]): its program takes the socket itself.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -33,8 +34,9 @@ use crate::error::Error;
 use crate::listen::{self, Acceptor, SocketFile};
 use crate::logging;
 use crate::peer::Local;
-use crate::platform::{self, Listener};
+use crate::platform::{self, Listener, WaitSocket};
 use crate::start::Launcher;
+use crate::wait;
 
 /// Connections an accept loop takes in a row, at most, before it lets the
 /// other tasks run. Each yield costs a system call (tokio polls for events
@@ -47,7 +49,7 @@ pub type Loader = Box<dyn Fn() -> Loaded + Send>;
 /// What every accept task shares.
 #[derive(Debug)]
 struct Shared {
-    admission: Admission,
+    admission: Arc<Admission>,
     context: Arc<Context>,
 }
 
@@ -103,7 +105,7 @@ pub async fn serve(
     let max_sessions = settings.max_sessions(config.max_sessions);
     let mut server = Server {
         shared: Arc::new(Shared {
-            admission: Admission::new(max_sessions),
+            admission: Arc::new(Admission::new(max_sessions)),
             context: Arc::new(Context {
                 stop: stop_rx,
                 shutdown_grace: settings.shutdown_grace,
@@ -138,7 +140,7 @@ pub async fn serve(
             source,
         };
         let listener = Bound::new(&addr, &active, bound.socket).map_err(listen_error)?;
-        let local = listener.local_addr().map_err(listen_error)?;
+        let local = listener.local_addr(&addr).map_err(listen_error)?;
         logging::announce(
             &active.name,
             &local,
@@ -209,26 +211,45 @@ fn bind_listener(addr: &ListenAddr, active: &Active) -> std::io::Result<Listenin
 }
 
 /// A bound address, registered with the runtime: connections for an
-/// accept loop, or datagrams the daemon answers itself.
+/// accept loop, datagrams the daemon answers itself, or, for a wait
+/// service, a socket watched and handed to its program.
 #[derive(Debug)]
 enum Bound {
     Listener(Listener),
     Datagrams(datagram::Socket),
+    Wait(WaitSocket),
 }
 
 impl Bound {
     fn new(addr: &ListenAddr, active: &Active, socket: socket2::Socket) -> std::io::Result<Self> {
+        if active.service.wait {
+            return WaitSocket::new(socket).map(Self::Wait);
+        }
         if datagram::serves(addr, &active.service) {
             return datagram::Socket::new(socket).map(Self::Datagrams);
         }
         Listener::new(socket).map(Self::Listener)
     }
 
-    fn local_addr(&self) -> std::io::Result<Local> {
+    /// Where it listens (`addr`, with the port the system chose).
+    fn local_addr(&self, addr: &ListenAddr) -> std::io::Result<Local> {
         match self {
             Self::Listener(listener) => listener.local_addr(),
             Self::Datagrams(socket) => Ok(Local::Ip(socket.local_addr())),
+            Self::Wait(socket) => wait_local(socket, addr).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP socket")
+            }),
         }
+    }
+}
+
+/// Where a wait service's socket listens: its IP address, or `addr`'s
+/// path for a Unix socket.
+fn wait_local(socket: &WaitSocket, addr: &ListenAddr) -> Option<Local> {
+    match (socket.local_addr(), addr) {
+        (Some(local), _) => Some(Local::Ip(listen::canonical(local))),
+        (None, ListenAddr::Unix(path)) => Some(Local::Unix(path.display().to_string().into())),
+        (None, _) => None,
     }
 }
 
@@ -279,17 +300,24 @@ impl Server {
     fn start_endpoint(&mut self, addr: ListenAddr, active: Arc<Active>, listening: Listening) {
         let (listener, file) = listening;
         let (current, rx) = watch::channel(active);
+        let shared = &self.shared;
         let task = match listener {
-            Bound::Datagrams(socket) => tokio::spawn(datagram::serve(
-                socket,
-                rx,
-                self.shared.context.stop.clone(),
-            )),
+            Bound::Datagrams(socket) => {
+                tokio::spawn(datagram::serve(socket, rx, shared.context.stop.clone()))
+            }
             Bound::Listener(listener) => tokio::spawn(accept_loop(
                 listener,
                 addr.transport(),
                 rx,
-                Arc::clone(&self.shared),
+                Arc::clone(shared),
+            )),
+            Bound::Wait(socket) => tokio::spawn(wait::serve(
+                wait_local(&socket, &addr).unwrap_or(Local::Ip(([0, 0, 0, 0], 0).into())),
+                socket,
+                addr.transport(),
+                rx,
+                Arc::clone(&shared.admission),
+                Arc::clone(&shared.context),
             )),
         };
         self.endpoints.insert(
@@ -340,10 +368,14 @@ impl Server {
                 None => true,
                 Some(new) => {
                     let old = &endpoint.current.borrow().service;
-                    !platform::same_listener(
-                        old.stdio == StdioMode::Pipe,
-                        new.service.stdio == StdioMode::Pipe,
-                    ) || datagram::serves(addr, old) != datagram::serves(addr, &new.service)
+                    // A wait service's socket is watched, not accepted on;
+                    // a UDP built-in's is read by the daemon.
+                    old.wait != new.service.wait
+                        || !platform::same_listener(
+                            old.stdio == StdioMode::Pipe,
+                            new.service.stdio == StdioMode::Pipe,
+                        )
+                        || datagram::serves(addr, old) != datagram::serves(addr, &new.service)
                 }
             })
             .map(|(addr, _)| addr.clone())
@@ -458,7 +490,7 @@ impl Server {
     }
 
     fn announce(&self, (listener, _): &Listening, addr: &ListenAddr, active: &Active) {
-        if let Ok(local) = listener.local_addr() {
+        if let Ok(local) = listener.local_addr(addr) {
             let transport = addr.transport();
             logging::announce(&active.name, &local, transport, &active.service.cmdline);
         }

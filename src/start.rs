@@ -98,6 +98,8 @@ impl Launcher {
             user: service.user.clone(),
             working_dir: service.working_dir.clone(),
             stderr_to_log: service.stderr == StderrMode::Log,
+            listen_fd_name: (service.wait && service.builtin.is_none())
+                .then(|| listen_fd_name(&service.name)),
         };
         Self {
             spec: Arc::new(ChildSpec::new(program)),
@@ -142,22 +144,89 @@ impl Launcher {
                 (Some(relay), stdio)
             }
         };
-        let child = if platform::SPAWN_BLOCKS {
-            let (spec, reaper) = (Arc::clone(&self.spec), reaper.clone());
-            tokio::task::spawn_blocking(move || {
-                client.with_vars(|vars| platform::spawn(&spec, stdio, vars, &reaper))
-            })
-            .await
-            .map_err(io::Error::other)??
-        } else {
-            client.with_vars(|vars| platform::spawn(&self.spec, stdio, vars, reaper))?
-        };
+        let child = self.spawn(stdio, client, reaper).await?;
         Ok(Backend::Process(Process {
             child,
             relay: relay.map(Relay::start),
             stderr: None,
         }))
     }
+
+    /// Starts a wait service's program on the service's own socket
+    /// (`socket`, from [`platform::WaitSocket::for_program`]), with the
+    /// variables `vars` (see `wait`).
+    pub async fn start_waiting(
+        &self,
+        socket: ChildStdio,
+        vars: Vec<(&'static str, String)>,
+        reaper: &platform::Reaper,
+    ) -> io::Result<Backend> {
+        let child = self.spawn(socket, vars, reaper).await?;
+        Ok(Backend::Process(Process {
+            child,
+            relay: None,
+            stderr: None,
+        }))
+    }
+
+    /// Starts the program, on the blocking pool where that blocks.
+    async fn spawn<V: StartVars>(
+        &self,
+        stdio: ChildStdio,
+        vars: V,
+        reaper: &platform::Reaper,
+    ) -> io::Result<platform::Child> {
+        if platform::SPAWN_BLOCKS {
+            let (spec, reaper) = (Arc::clone(&self.spec), reaper.clone());
+            tokio::task::spawn_blocking(move || {
+                vars.with(|vars| platform::spawn(&spec, stdio, vars, &reaper))
+            })
+            .await
+            .map_err(io::Error::other)?
+        } else {
+            vars.with(|vars| platform::spawn(&self.spec, stdio, vars, reaper))
+        }
+    }
+}
+
+/// The variables a program's start adds to its service's environment.
+trait StartVars: Send + 'static {
+    fn with<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R;
+}
+
+impl StartVars for ClientEnv {
+    fn with<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        self.with_vars(f)
+    }
+}
+
+impl StartVars for Vec<(&'static str, String)> {
+    fn with<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        let vars: Vec<(&str, &str)> = self.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        f(&vars)
+    }
+}
+
+/// The variables a wait service's start may add besides
+/// [`CLIENT_VARIABLES`]: a UDP service's first datagram's (the UCSPI names
+/// under `PROTO=UDP`). The daemon's own values never reach a program.
+pub const WAIT_VARIABLES: [&str; 4] =
+    ["UDPREMOTEIP", "UDPREMOTEPORT", "UDPLOCALIP", "UDPLOCALPORT"];
+
+/// A service's name as `LISTEN_FDNAMES` may hold it (sd_listen_fds(3)):
+/// ASCII without control characters or `:` (the list's separator), at
+/// most 255 characters; anything else becomes `_`.
+fn listen_fd_name(name: &str) -> String {
+    name.chars()
+        .take(255)
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The complete environment of `service`'s programs apart from the
@@ -177,8 +246,11 @@ fn environment(
             added.push(("PWD".into(), dir.clone().into_os_string()));
         }
     }
+    let started_with = |key: &OsString| {
+        CLIENT_VARIABLES.iter().any(|v| key == v) || WAIT_VARIABLES.iter().any(|v| key == v)
+    };
     let overridden = |key: &OsString| {
-        CLIENT_VARIABLES.iter().any(|v| key == v)
+        started_with(key)
             || PROXY_VARIABLES.iter().any(|v| key == v)
             || crate::tls::VARIABLES.iter().any(|v| key == v)
             || platform::PRIVATE_VARIABLES.iter().any(|v| key == v)
@@ -189,8 +261,7 @@ fn environment(
         .filter(|(k, _)| !overridden(k))
         .cloned()
         .collect();
-    let client = |key: &OsString| CLIENT_VARIABLES.iter().any(|v| key == v);
-    env.extend(added.iter().filter(|(k, _)| !client(k)).cloned());
+    env.extend(added.iter().filter(|(k, _)| !started_with(k)).cloned());
     env
 }
 
@@ -399,7 +470,7 @@ impl ClientEnv {
                 // its variables would be empty rather than wrong.
                 let (peer_ip, peer_port) = match peer {
                     Peer::Ip(addr) => (Field::new(addr.ip()), Field::new(addr.port())),
-                    Peer::Unix(_) => (Field::new(""), Field::new("")),
+                    Peer::Unix(_) | Peer::Unknown => (Field::new(""), Field::new("")),
                 };
                 let (local_ip, local_port) = match local {
                     Local::Ip(addr) => (Field::new(addr.ip()), Field::new(addr.port())),
@@ -602,6 +673,24 @@ mod tests {
             expected.extend(vars(&[("NOTIFY_SOCKET", "/run/x")]));
         }
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn a_wait_programs_variables_never_come_from_the_daemon() {
+        let exe = std::env::current_exe().expect("path");
+        let env = environment(
+            &service("t.conf", &format!("1 none {}\n", exe.display())),
+            &vars(&[("PATH", "/bin"), ("UDPREMOTEIP", "6.6.6.6")]),
+        );
+        assert_eq!(env, vars(&[("PATH", "/bin")]));
+    }
+
+    #[test]
+    fn a_service_name_is_made_a_valid_listen_fd_name() {
+        assert_eq!(listen_fd_name("tftp"), "tftp");
+        assert_eq!(listen_fd_name("a b-c.d"), "a b-c.d");
+        assert_eq!(listen_fd_name("x:y\u{7f}é"), "x_y__");
+        assert_eq!(listen_fd_name(&"n".repeat(300)).len(), 255);
     }
 
     #[test]

@@ -186,6 +186,9 @@ impl Gate {
                 self.rules.check_credentials(credentials)?;
                 None
             }
+            // A stream wait service's: the config gives it no rules by
+            // source (its program accepts), only the service's rate.
+            Peer::Unknown => None,
         };
         if !self.limited {
             return Ok(SourceSlot { held: None });

@@ -8,7 +8,9 @@
 //!   [`USES_PASSWORDS`];
 //! - programs: [`split_command_line`], [`executable_candidates`],
 //!   [`is_executable`], [`DEFAULT_CONFIG`];
-//! - sockets: [`Listener`] (an accept loop's socket), [`LISTENER_OPTIONS_INHERITED`];
+//! - sockets: [`Listener`] (an accept loop's socket), [`WaitSocket`] (a
+//!   wait service's, watched while no program holds it), [`udp_socket`],
+//!   [`LISTENER_OPTIONS_INHERITED`];
 //! - children: [`spawn`] a program on an accepted socket ([`SPAWN_BLOCKS`]:
 //!   whether it blocks, so the server runs it on the blocking pool),
 //!   [`Child`] (wait, signal its whole tree, and `start_error`: a start
@@ -61,6 +63,12 @@ pub struct Program {
     pub working_dir: Option<PathBuf>,
     /// Send stderr to a pipe the daemon logs, instead of the connection.
     pub stderr_to_log: bool,
+    /// A wait service's name for its socket: on Unix the program also
+    /// finds the socket as fd 3, with `LISTEN_FDS=1`, `LISTEN_PID` (its
+    /// own pid) and `LISTEN_FDNAMES` set to this (sd_listen_fds(3)), so
+    /// that programs written for socket activation can be served. Windows
+    /// passes the socket as the standard handles only.
+    pub listen_fd_name: Option<String>,
 }
 
 /// `--auto-start` or `--demand-start`: how Windows starts the installed
@@ -82,6 +90,42 @@ pub enum ChildStdio {
     Socket(socket2::Socket),
     /// The program's ends of a [`Relay`]'s pipes.
     Relayed(ChildEnds),
+    /// A wait service's listening or bound socket ([`WaitSocket`]): the
+    /// program takes it over while the daemon keeps its own copy, to watch
+    /// it again once the program has exited.
+    Shared(std::sync::Arc<socket2::Socket>),
+}
+
+/// The first datagram waiting on a wait service's socket, as a peek shows
+/// it ([`WaitSocket::peek`]): enough to tell, once a program has ended,
+/// whether the same datagram is still first (the program never read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub source: std::net::SocketAddr,
+    pub len: usize,
+    /// FNV-1a of its first bytes: a retransmission of the same request is
+    /// still taken for the same datagram, which costs one short pause.
+    digest: u64,
+}
+
+impl Datagram {
+    /// How many of its first bytes the digest covers: a request's kind and
+    /// what it names.
+    const DIGESTED: usize = 512;
+
+    pub fn new(source: std::net::SocketAddr, bytes: &[u8]) -> Self {
+        let digest = bytes
+            .iter()
+            .take(Self::DIGESTED)
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        Self {
+            source,
+            len: bytes.len(),
+            digest,
+        }
+    }
 }
 
 /// What `request_reload` runs before it asks the daemon to reload: `main`'s

@@ -49,6 +49,15 @@ modes:
   nofile            print `nofile=SOFT:HARD`, the descriptor limit (Unix)
   pipe-size MS      wait MS milliseconds, read stdin to EOF, print
                     `bytes=N stdin_pipe=SIZE` (F_GETPIPE_SZ of fd 0; Linux)
+  serve-socket N [SECS [DELAY_MS]]
+                    serve N clients on the socket that is stdin (a wait
+                    service's), after DELAY_MS milliseconds (default 0): N
+                    datagrams, each answered to its sender, or N connections
+                    accepted, each answered after its first line; then wait
+                    SECS seconds (default 0) and exit. Each answer:
+                    `served I pid=P from=ADDR got=TEXT`, the socket's state
+                    (`fd3=same|other|none blocking=yes|no`, Unix) and each of
+                    the variables a wait service may get, `NAME=VALUE` when set
   piped MODE [ARGS...]
                     run MODE only if fds 0, 1 and 2 are all pipes; otherwise
                     print `not piped: ` and the stdio-kinds line, exit 71"
@@ -89,6 +98,9 @@ fn run(mode: &str, rest: &[String]) -> ExitCode {
         ("after-eof", [millis]) => after_eof(millis),
         ("pipe-size", [millis]) => pipe_size(millis),
         ("nofile", []) => nofile(),
+        ("serve-socket", [count]) => serve_socket(count, "0", "0"),
+        ("serve-socket", [count, secs]) => serve_socket(count, secs, "0"),
+        ("serve-socket", [count, secs, delay]) => serve_socket(count, secs, delay),
         ("piped", [mode, rest @ ..]) => return piped(mode, rest),
         _ => return usage(),
     };
@@ -512,4 +524,158 @@ fn piped(mode: &str, rest: &[String]) -> ExitCode {
         }
     }
     ExitCode::from(71)
+}
+
+/// The variables a wait service's program may get (see `serve-socket`).
+const WAIT_VARIABLES: [&str; 14] = [
+    "PROTO",
+    "CLIENT_IP",
+    "CLIENT_PORT",
+    "UDPREMOTEIP",
+    "UDPREMOTEPORT",
+    "UDPLOCALIP",
+    "UDPLOCALPORT",
+    "TCPREMOTEIP",
+    "TCPREMOTEPORT",
+    "TCPLOCALIP",
+    "TCPLOCALPORT",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// A wait service's program: serves `count` clients on the socket it was
+/// given as stdin after `delay` milliseconds, then waits `secs` seconds and
+/// exits.
+fn serve_socket(count: &str, secs: &str, delay: &str) -> io::Result<()> {
+    let count: u32 = count
+        .parse()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{count:?}: {err}")))?;
+    let linger = secs_arg(secs)?;
+    let delay = delay
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{delay:?}: {err}")))?;
+    thread::sleep(delay);
+    let mut state = socket_state()?;
+    for (name, value) in WAIT_VARIABLES
+        .iter()
+        .filter_map(|name| Some((name, env::var(name).ok()?)))
+    {
+        state.push_str(&format!(" {name}={value}"));
+    }
+    let pid = std::process::id();
+    let socket = stdin_socket()?;
+    let timeout = Some(Duration::from_secs(30));
+    let answer = |i: u32, from: &dyn std::fmt::Display, got: &[u8]| {
+        format!(
+            "served {i} pid={pid} from={from} got={}{state}\n",
+            String::from_utf8_lossy(got).trim()
+        )
+    };
+    if socket.r#type()? == socket2::Type::DGRAM {
+        let socket = std::net::UdpSocket::from(socket);
+        socket.set_read_timeout(timeout)?;
+        let mut buf = [0u8; 2048];
+        for i in 1..=count {
+            let (n, from) = socket.recv_from(&mut buf)?;
+            socket.send_to(answer(i, &from, &buf[..n]).as_bytes(), from)?;
+        }
+    } else if socket.local_addr()?.as_socket().is_none() {
+        // A Unix socket's listener: its clients have no address.
+        #[cfg(unix)]
+        {
+            let listener =
+                std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket));
+            for i in 1..=count {
+                let (mut conn, _) = listener.accept()?;
+                conn.set_read_timeout(timeout)?;
+                let line = read_line_from(&mut conn)?;
+                conn.write_all(answer(i, &"unix", &line).as_bytes())?;
+            }
+        }
+    } else {
+        let listener = std::net::TcpListener::from(socket);
+        for i in 1..=count {
+            let (mut conn, from) = listener.accept()?;
+            conn.set_read_timeout(timeout)?;
+            let line = read_line_from(&mut conn)?;
+            conn.write_all(answer(i, &from, &line).as_bytes())?;
+        }
+    }
+    thread::sleep(linger);
+    Ok(())
+}
+
+/// A line, without its newline, read a byte at a time.
+fn read_line_from(conn: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while conn.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    Ok(line)
+}
+
+/// The socket that is stdin, as a socket of this program's own: a copy of
+/// the descriptor.
+#[cfg(unix)]
+fn stdin_socket() -> io::Result<socket2::Socket> {
+    socket2::SockRef::from(&io::stdin()).try_clone()
+}
+
+/// The socket that is the standard input handle, as a socket of this
+/// program's own: a duplicate made in this process (WSADuplicateSocketW),
+/// since Wine fails `sendto` and `getsockopt` on the inherited handle
+/// itself with WSAENOTSOCK (Windows does not).
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn stdin_socket() -> io::Result<socket2::Socket> {
+    use std::os::windows::io::{AsRawHandle, FromRawSocket, RawSocket};
+    // Winsock must be started before a socket is used: the standard
+    // library starts it with its first socket.
+    drop(std::net::UdpSocket::bind((
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    ))?);
+    let handle = io::stdin().as_raw_handle();
+    // SAFETY: a wait service's program is given the socket as its
+    // standard handles, which stay open as long as this program runs; the
+    // socket made of the handle here is never closed (`ManuallyDrop`).
+    let inherited = std::mem::ManuallyDrop::new(unsafe {
+        socket2::Socket::from_raw_socket(handle as RawSocket)
+    });
+    inherited.try_clone()
+}
+
+/// `fd3=same|other|none blocking=yes|no`: whether fd 3 is the socket of
+/// fd 0 (socket activation's), and whether that socket is blocking (a
+/// wait service's program must find it so).
+#[cfg(unix)]
+fn socket_state() -> io::Result<String> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::MetadataExt;
+    let id = |fd: u32| {
+        fs::metadata(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let fd3 = match (id(3), id(0)) {
+        (None, _) => "none",
+        (Some(three), Some(zero)) if three == zero => "same",
+        _ => "other",
+    };
+    let flags = OFlag::from_bits_truncate(fcntl(io::stdin(), FcntlArg::F_GETFL)?);
+    let blocking = if flags.contains(OFlag::O_NONBLOCK) {
+        "no"
+    } else {
+        "yes"
+    };
+    Ok(format!(" fd3={fd3} blocking={blocking}"))
+}
+
+/// Windows has no fd 3, and no way to read a socket's blocking mode.
+#[cfg(windows)]
+fn socket_state() -> io::Result<String> {
+    Ok(" fd3=none".to_owned())
 }

@@ -104,6 +104,11 @@ pub const PIPED: &[&str] = &["piped"];
 #[cfg(windows)]
 pub const PIPED: &[&str] = &[];
 
+/// Whether a wait service's program also finds its socket as fd 3 with
+/// `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` (systemd's socket
+/// activation): on Unix; on Windows the socket is the standard handles only.
+pub const SOCKET_ACTIVATION: bool = cfg!(unix);
+
 /// A program that does not exist, and the words of the reason the daemon
 /// logs when it cannot start it.
 #[cfg(unix)]

@@ -42,6 +42,8 @@ mod tls;
 mod toml_config;
 #[cfg(any(target_os = "linux", windows))]
 mod udp;
+#[cfg(any(target_os = "linux", windows))]
+mod wait;
 
 // Linux.
 #[cfg(target_os = "linux")]

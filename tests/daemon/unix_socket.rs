@@ -775,3 +775,39 @@ fn a_builtin_serves_a_unix_socket() {
     assert!(has_field(&line, "pid", "0"), "{line}");
     assert!(has_token(&line, "status=closed by the client"), "{line}");
 }
+
+/// Issue 18, item 3: a Unix socket in wait mode. The program gets the
+/// listening socket itself (fd 0, and fd 3 with `LISTEN_FDS`), accepts
+/// both clients, driven by socat, in one run; its session is logged with
+/// no peer (the program accepts) and the socket's path.
+#[test]
+fn a_unix_socket_in_wait_mode() {
+    let config = unix_service(
+        "uwait",
+        "{dir}/uwait.sock",
+        &child_argv(&["serve-socket", "2"]),
+        &["wait = true"],
+    );
+    let daemon = start(&config, 1);
+    let path = daemon.dir().join("uwait.sock");
+    let first = socat(&path, b"one\n", None);
+    let second = socat(&path, b"two\n", None);
+    let (first, second) = (first.text(), second.text());
+    assert!(first.starts_with("served 1 pid="), "{first}");
+    assert!(second.starts_with("served 2 pid="), "{second}");
+    let pid = |text: &str| text.split_whitespace().nth(2).map(str::to_owned);
+    assert_eq!(pid(&first), pid(&second), "one program serves both");
+    for text in [&first, &second] {
+        assert!(text.contains(" PROTO=UNIX"), "{text}");
+        assert!(text.contains(" LISTEN_FDS=1"), "{text}");
+        assert!(text.contains(" LISTEN_FDNAMES=uwait"), "{text}");
+    }
+    assert!(first.contains("got=one") && second.contains("got=two"));
+    let start = daemon.wait_for_line("session start", WAIT);
+    assert!(start.contains("peer=- "), "{start}");
+    assert!(
+        start.contains(&format!("local=unix:{}", path.display())),
+        "{start}"
+    );
+    assert!(!start.contains("port="), "{start}");
+}

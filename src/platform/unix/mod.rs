@@ -13,6 +13,7 @@ mod reaper;
 mod signals;
 #[cfg(target_os = "linux")]
 mod splice;
+mod wait;
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -173,6 +174,14 @@ pub fn is_executable(path: &Path) -> bool {
 pub fn tcp_socket(domain: socket2::Domain, _relayed: bool) -> io::Result<Socket> {
     Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
 }
+
+/// A new UDP socket, close-on-exec. Whether a program takes it over (a
+/// wait service's) matters only on Windows.
+pub fn udp_socket(domain: socket2::Domain, _handed_over: bool) -> io::Result<Socket> {
+    Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+}
+
+pub use wait::WaitSocket;
 
 /// Whether a listener made for connections the daemon relays (or hands
 /// over) serves the other kind too: always on Unix, where it is the same
@@ -341,6 +350,12 @@ impl Child {
         if self.tree_alive() {
             // ESRCH: the group has just gone; nothing else can fail here.
             let _ = killpg(self.group(), signal);
+        } else if self.before_its_session() {
+            // Started but not the leader of its group yet (Linux does not
+            // wait for its `setsid`): the signal reaches it alone, blocked
+            // until the eve of its exec, where it takes its default action.
+            // Not reaped, so its pid is still its own.
+            let _ = nix::sys::signal::kill(self.group(), signal);
         }
     }
 }

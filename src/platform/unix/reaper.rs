@@ -288,6 +288,13 @@ impl Child {
         }
     }
 
+    /// Whether the child has not been reaped: then a process group of its
+    /// number with no member means it has not called `setsid` yet (see
+    /// `signal_tree`).
+    pub(super) fn before_its_session(&self) -> bool {
+        self.status().is_none()
+    }
+
     pub(super) fn status(&self) -> Option<ExitStatus> {
         self.record
             .exit

@@ -15,6 +15,7 @@ mod eventlog;
 mod install;
 mod service;
 mod spawn;
+mod wait;
 
 use std::ffi::OsString;
 use std::io;
@@ -42,6 +43,7 @@ pub use spawn::{
     Child, ChildEnds, ChildSpec, ExitStatus, Pipes, Reaper, Relay, SPAWN_BLOCKS, StderrPipe,
     describe_exit, spawn, stderr_ready,
 };
+pub use wait::WaitSocket;
 
 /// The config file's name in the Windows directory, where WinInetd kept it.
 pub const DEFAULT_CONFIG: &str = "wininetd.conf";
@@ -462,17 +464,39 @@ pub const SOCKET_TIMEOUTS_APPLY: bool = false;
 /// (KB Q131623); for one the daemon relays (`relayed`) it is overlapped,
 /// so the relay can use asynchronous I/O.
 pub fn tcp_socket(domain: Domain, relayed: bool) -> io::Result<Socket> {
+    new_socket(domain, WinSock::SOCK_STREAM, WinSock::IPPROTO_TCP, relayed)
+}
+
+/// A UDP socket that no child inherits. For a wait service, whose program
+/// takes it over (`handed_over`), it is created without
+/// `WSA_FLAG_OVERLAPPED`, so that it can be the program's standard handles
+/// (KB Q131623); otherwise overlapped, for the runtime.
+pub fn udp_socket(domain: Domain, handed_over: bool) -> io::Result<Socket> {
+    new_socket(
+        domain,
+        WinSock::SOCK_DGRAM,
+        WinSock::IPPROTO_UDP,
+        !handed_over,
+    )
+}
+
+fn new_socket(
+    domain: Domain,
+    kind: WinSock::WINSOCK_SOCKET_TYPE,
+    protocol: WinSock::IPPROTO,
+    overlapped: bool,
+) -> io::Result<Socket> {
     init_winsock();
     let mut flags = WinSock::WSA_FLAG_NO_HANDLE_INHERIT;
-    if relayed {
+    if overlapped {
         flags |= WinSock::WSA_FLAG_OVERLAPPED;
     }
     // SAFETY: plain arguments; a null protocol info pointer is allowed.
     let raw = unsafe {
         WinSock::WSASocketW(
             i32::from(domain),
-            WinSock::SOCK_STREAM,
-            WinSock::IPPROTO_TCP,
+            kind,
+            protocol,
             std::ptr::null(),
             0,
             flags,

@@ -298,6 +298,18 @@ pub fn spawn(
             drop(socket);
             started?
         }
+        ChildStdio::Shared(socket) => {
+            // A wait service's socket, which the daemon keeps: inherited
+            // only by this child (the handle list), and not inheritable
+            // again once it has it.
+            let handle = socket.as_raw_socket() as HANDLE;
+            set_inheritable(handle)?;
+            let std = [handle, handle, stderr_for(handle)];
+            let started = create_process(spec, &env, token, std, &job);
+            // SAFETY: a valid handle; only its inherit flag changes.
+            unsafe { SetHandleInformation(handle, HANDLE_FLAG_INHERIT, 0) };
+            started?
+        }
         ChildStdio::Relayed(ends) => {
             let stdout = ends.stdout.as_raw_handle();
             let std = [ends.stdin.as_raw_handle(), stdout, stderr_for(stdout)];

@@ -3,10 +3,10 @@
 //! `errno` (see the parent module's notes); and how it reports the step
 //! that failed.
 
-use std::ffi::{c_int, c_long, c_void};
+use std::ffi::{c_char, c_int, c_long, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-use super::slot::Launch;
+use super::slot::{Launch, PID_DIGITS};
 use super::{KERNEL_SIGSET, SIGNAL_MAX, ids, sys};
 
 /// The child's steps before exec.
@@ -65,6 +65,34 @@ pub(super) struct KernelSigaction {
     mask: u64,
 }
 
+/// Where a socket-activated program finds its socket
+/// (`SD_LISTEN_FDS_START`).
+const LISTEN_FD: c_int = 3;
+
+/// Writes `n` in decimal and a NUL at `to`, which has room for
+/// [`PID_DIGITS`] digits and the NUL; no allocation, no call.
+///
+/// # Safety
+/// `to` must be valid for writes of `PID_DIGITS + 1` bytes.
+pub(super) unsafe fn write_decimal(to: *mut c_char, mut n: usize) {
+    let mut digits = [0u8; PID_DIGITS];
+    let mut len = 0;
+    loop {
+        digits[PID_DIGITS - 1 - len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == PID_DIGITS {
+            break;
+        }
+    }
+    for (i, &digit) in digits[PID_DIGITS - len..].iter().enumerate() {
+        // SAFETY: `i < len <= PID_DIGITS`: within the room the caller vouches for.
+        unsafe { *to.add(i) = digit as c_char };
+    }
+    // SAFETY: `len <= PID_DIGITS`, and the room holds one byte more.
+    unsafe { *to.add(len) = 0 };
+}
+
 /// The child, between clone and exec, on the daemon's memory: raw system
 /// calls only (see the module's notes), no allocation, no locks.
 pub(super) extern "C" fn child_main(arg: *mut c_void) -> c_int {
@@ -99,6 +127,16 @@ pub(super) extern "C" fn child_main(arg: *mut c_void) -> c_int {
             if r < 0 {
                 fail(Step::Stdio, r);
             }
+        }
+        if !l.listen_pid.is_null() {
+            // A wait service's socket, now fd 0, as socket activation
+            // passes it: fd 3, and `LISTEN_PID` this process's own pid.
+            let r = call(libc::SYS_dup3, 0, LISTEN_FD as usize, 0, 0);
+            if r < 0 {
+                fail(Step::Stdio, r);
+            }
+            let pid = call(libc::SYS_getpid, 0, 0, 0, 0);
+            write_decimal(l.listen_pid, pid.unsigned_abs());
         }
         // A fresh start, as inetd gives: every signal to its default.
         // Handlers would run the daemon's code here; SIGPIPE and whatever

@@ -88,6 +88,9 @@ pub(super) struct Image {
     argc: usize,
     working_dir: Option<Vec<u8>>,
     user: Option<Credentials>,
+    /// A wait service's: the socket is fd 3 too, and the child adds
+    /// `LISTEN_PID` (its own pid) to the environment.
+    listen_fd: bool,
 }
 
 #[derive(Debug)]
@@ -106,7 +109,7 @@ impl Image {
             .map(<[u8]>::to_vec)
             .collect();
         let env: Vec<Vec<u8>> = spec
-            .env
+            .program_env()
             .iter()
             .map(|(key, value)| [key.as_bytes(), b"=", value.as_bytes()].concat())
             .collect();
@@ -124,6 +127,11 @@ impl Image {
             }
         });
         Self::from_parts(program, &argv, &env, working_dir, user)
+            .map(|image| image.with_listen_fd(spec.listen_fd_name.is_some()))
+    }
+
+    fn with_listen_fd(self, listen_fd: bool) -> Self {
+        Self { listen_fd, ..self }
     }
 
     /// `argv` starts with argv\[0\]; `env` holds `NAME=value` strings.
@@ -157,6 +165,7 @@ impl Image {
             argc: argv.len(),
             working_dir: working_dir.map(nul_ended).transpose()?,
             user,
+            listen_fd: false,
         })
     }
 }
@@ -232,6 +241,8 @@ pub fn spawn(
     let (stdin, stdout) = match stdio {
         ChildStdio::Socket(socket) => (OwnedFd::from(socket), None),
         ChildStdio::Relayed(ends) => (ends.stdin, Some(ends.stdout)),
+        // The daemon keeps its own descriptor: the child gets a copy.
+        ChildStdio::Shared(socket) => (OwnedFd::from(socket.try_clone()?), None),
     };
     let stdout_fd = stdout.as_ref().unwrap_or(&stdin).as_raw_fd();
     let (stderr, stderr_write) = if spec.stderr_to_log {
@@ -480,6 +491,48 @@ mod tests {
         assert!(!again.launch.switch_user);
         assert_eq!(strings(again.launch.envp).len(), 3);
         assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn a_wait_services_child_has_room_for_its_own_pid_in_listen_pid() {
+        let image = Image::from_parts(
+            b"/bin/prog",
+            &["/bin/prog"],
+            &["PATH=/bin", "LISTEN_FDS=1", "LISTEN_FDNAMES=tftp"],
+            None,
+            None,
+        )
+        .expect("no NUL byte")
+        .with_listen_fd(true);
+        let failure = Failure::default();
+        let mut slots = Vec::new();
+        let slot = free_slot(&mut slots).expect("a slot");
+        fill(slot, &image, &[("PROTO", "UDP")], [5, 5, 5], 0, &failure);
+        let to = slot.launch.listen_pid;
+        assert!(!to.is_null());
+        for (pid, text) in [
+            (4_194_304, "4194304"),
+            (0, "0"),
+            (4_294_967_295, "4294967295"),
+        ] {
+            // SAFETY: what the child does: `fill` made room for the digits.
+            unsafe { child::write_decimal(to, pid) };
+            assert_eq!(
+                strings(slot.launch.envp),
+                [
+                    "PATH=/bin",
+                    "LISTEN_FDS=1",
+                    "LISTEN_FDNAMES=tftp",
+                    "PROTO=UDP",
+                    &format!("LISTEN_PID={text}"),
+                ]
+            );
+        }
+        // A service that is not in wait mode has none.
+        let plain = image.with_listen_fd(false);
+        fill(slot, &plain, &[], [5, 5, 5], 0, &failure);
+        assert!(slot.launch.listen_pid.is_null());
+        assert_eq!(strings(slot.launch.envp).len(), 3);
     }
 
     #[test]

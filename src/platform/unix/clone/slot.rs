@@ -36,7 +36,14 @@ pub(super) struct Launch {
     /// raised its own (see `raise_descriptor_limit`).
     pub(super) nofile: Option<[u64; 2]>,
     pub(super) failure: *const Failure,
+    /// A wait service's: the socket (fd 0) goes to fd 3 too, and the child
+    /// writes its pid here, the digits of the `LISTEN_PID=` variable
+    /// (room for [`PID_DIGITS`] and a NUL); null otherwise.
+    pub(super) listen_pid: *mut c_char,
 }
+
+/// The most digits a pid has (`pid_t` is 32 bits wide).
+pub(super) const PID_DIGITS: usize = 10;
 
 /// A stack mapping with a guard page below it.
 pub(super) struct Stack {
@@ -152,6 +159,7 @@ pub(super) fn free_slot(slots: &mut Vec<Box<Slot>>) -> io::Result<&mut Slot> {
                     reset: 0,
                     nofile: None,
                     failure: ptr::null(),
+                    listen_pid: ptr::null_mut(),
                 },
                 strings: Vec::new(),
                 pointers: Vec::new(),
@@ -183,17 +191,35 @@ pub(super) fn fill(
         strings.extend_from_slice(value.as_bytes());
         strings.push(0);
     }
+    // `LISTEN_PID=` and room for the digits the child writes.
+    let listen_pid_at = strings.len();
+    if image.listen_fd {
+        strings.extend_from_slice(b"LISTEN_PID=");
+        strings.extend_from_slice(&[0; PID_DIGITS + 1]);
+    }
     let dir_at = strings.len();
     if let Some(dir) = &image.working_dir {
         strings.extend_from_slice(dir);
     }
-    // Pointers only once the buffer no longer grows.
+    // Pointers only once the buffer no longer grows; the one the child
+    // writes through first (taking `as_ptr` after it does not invalidate it).
+    let listen_pid = if image.listen_fd {
+        // SAFETY: the digits' room is within `strings`.
+        unsafe {
+            strings
+                .as_mut_ptr()
+                .add(listen_pid_at + b"LISTEN_PID=".len())
+                .cast::<c_char>()
+        }
+    } else {
+        ptr::null_mut()
+    };
     let base = strings.as_ptr();
     // SAFETY: every offset is within `strings`.
     let at = |offset: usize| unsafe { base.add(offset).cast::<c_char>() };
     let pointers = &mut slot.pointers;
     pointers.clear();
-    pointers.reserve(image.starts.len() + client_env.len() + 2);
+    pointers.reserve(image.starts.len() + client_env.len() + 3);
     let program = at(image.starts[0]);
     let (argv, env) = image.starts[1..].split_at(image.argc);
     pointers.extend(argv.iter().map(|&offset| at(offset)));
@@ -204,6 +230,9 @@ pub(super) fn fill(
     for (key, value) in client_env {
         pointers.push(at(offset));
         offset += key.len() + value.len() + 2;
+    }
+    if image.listen_fd {
+        pointers.push(at(listen_pid_at));
     }
     pointers.push(ptr::null());
     slot.groups.clear();
@@ -233,5 +262,6 @@ pub(super) fn fill(
         reset,
         nofile: super::super::program_nofile(),
         failure,
+        listen_pid,
     };
 }

@@ -59,6 +59,8 @@ args_given=""
 while (($#)); do
     case $1 in
         --note) args_given+=" --note …" ;;
+        --runs | --suite | --servers) args_given+=" $1 ${2:-}" ;;
+        --out) args_given+=" $1 $(basename -- "${2:-}")" ;;
         *) args_given+=" $1" ;;
     esac
     case $1 in
@@ -688,11 +690,14 @@ header=$tmp/header.md
         echo "| wininetd-static | $("$WININETD_STATIC" --version 2>&1 | head -1), the same commit, linked statically with musl |"
     [[ -z ${WININETD_BEFORE:-} ]] ||
         echo "| wininetd-before | $("$WININETD_BEFORE" --version 2>&1 | head -1), commit ${WININETD_BEFORE_COMMIT:-unknown} |"
-    echo "| xinetd | $(version_of xinetd) |"
-    echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
-    echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"
+    # The peers of the parts that ran.
+    ((run_main || run_kinds)) && echo "| xinetd | $(version_of xinetd) |"
+    if ((run_main)); then
+        echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
+        echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"
+    fi
     echo "| socat | $(version_of socat) |"
-    echo "| systemd-socket-activate (systemd) | $(version_of systemd) |"
+    ((run_main == 0)) || echo "| systemd-socket-activate (systemd) | $(version_of systemd) |"
     if ((run_kinds)); then
         echo "| in.tftpd (tftpd-hpa) | $(version_of tftpd-hpa) |"
         echo "| tftp (tftp-hpa) | $(version_of tftp-hpa) |"

@@ -6,6 +6,7 @@
 #   bench/run.sh            the full suite (about 35 minutes)
 #   bench/run.sh --quick    a quick pass (about 5 minutes)
 #   bench/run.sh --suite kinds   only the built-ins, UDP and wait mode
+#   bench/run.sh --suite tls     only TLS and the PROXY protocol
 #
 # Everything listens on 127.0.0.1 and every client connects there; every
 # measurement is bounded in time and count; every server is stopped by its
@@ -21,16 +22,18 @@ usage: bench/run.sh [--quick] [--runs N] [--note TEXT] [--out FILE] [--servers L
 
   --quick          short windows and fewer runs (about 5 minutes)
   --runs N         runs of each figure (median reported; default 5, quick 3)
-  --suite LIST     comma-separated parts to run (default: both):
+  --suite LIST     comma-separated parts to run (default: all three):
                    main  - programs served over TCP (sessions, latency, CPU,
                            held sessions, bulk, idle memory, spawn ceiling)
                    kinds - built-ins over TCP and UDP, and in.tftpd in UDP
                            wait mode, against xinetd (and socat for UDP)
+                   tls   - TLS termination against stunnel4 and socat
+                           (sessions, bulk), and the PROXY protocol v2
   --note TEXT      a line for RESULTS.md (say if the machine was busy)
   --out FILE       where to write the report (default bench/RESULTS.md)
   --servers LIST   comma-separated subset of: wininetd wininetd-static
                    xinetd tcpserver tcpsvd socat systemd-socket-activate
-                   wininetd+log wininetd-before
+                   wininetd+log wininetd-before stunnel (tls suite only)
 
 environment:
   WININETD=PATH        measure this wininetd binary instead of building one
@@ -51,11 +54,13 @@ runs=""
 note=""
 out="$root/bench/RESULTS.md"
 servers_arg=""
-suite_arg=main,kinds
+suite_arg=main,kinds,tls
 args_given=""
 while (($#)); do
     case $1 in
         --note) args_given+=" --note …" ;;
+        --runs | --suite | --servers) args_given+=" $1 ${2:-}" ;;
+        --out) args_given+=" $1 $(basename -- "${2:-}")" ;;
         *) args_given+=" $1" ;;
     esac
     case $1 in
@@ -105,8 +110,10 @@ all_servers=(wininetd wininetd-static xinetd tcpserver tcpsvd socat systemd-sock
 if [[ -n $servers_arg ]]; then
     IFS=, read -r -a servers <<<"$servers_arg"
     for s in "${servers[@]}"; do
-        [[ " ${all_servers[*]} " == *" $s "* ]] || { echo "run.sh: unknown server $s" >&2; exit 2; }
+        [[ " ${all_servers[*]} stunnel " == *" $s "* ]] || { echo "run.sh: unknown server $s" >&2; exit 2; }
     done
+    # stunnel serves the TLS suite alone (tls.sh reads --servers itself).
+    mapfile -t servers < <(printf '%s\n' "${servers[@]}" | grep -vx stunnel)
 else
     servers=("${all_servers[@]}")
 fi
@@ -115,16 +122,17 @@ fi
 main_servers=()
 for s in "${servers[@]}"; do [[ $s == wininetd+log ]] || main_servers+=("$s"); done
 
-run_main=0 run_kinds=0
+run_main=0 run_kinds=0 run_tls=0
 IFS=, read -r -a suites <<<"$suite_arg"
 for part in "${suites[@]}"; do
     case $part in
         main) run_main=1 ;;
         kinds) run_kinds=1 ;;
-        *) echo "run.sh: unknown suite $part (main, kinds)" >&2; exit 2 ;;
+        tls) run_tls=1 ;;
+        *) echo "run.sh: unknown suite $part (main, kinds, tls)" >&2; exit 2 ;;
     esac
 done
-((run_main || run_kinds)) || { echo "run.sh: --suite names no part" >&2; exit 2; }
+((run_main || run_kinds || run_tls)) || { echo "run.sh: --suite names no part" >&2; exit 2; }
 
 say() { printf '[%4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -137,7 +145,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 declare -A package_of=(
     [xinetd]=xinetd [tcpserver]=ucspi-tcp [tcpsvd]=ipsvd [socat]=socat
     [systemd-socket-activate]=systemd [gcc]=gcc [strace]=strace [timeout]=coreutils
-    [in.tftpd]=tftpd-hpa [tftp]=tftp-hpa
+    [in.tftpd]=tftpd-hpa [tftp]=tftp-hpa [stunnel4]=stunnel4 [openssl]=openssl
 )
 export PATH=$PATH:/usr/sbin:/sbin
 missing=()
@@ -461,6 +469,8 @@ measure() {
 # Ports: each server gets ten from its base; the held-session instances
 # (+100, +200, +300), the traced ones (+700) and the idle ones (+800) use
 # ranges of their own, so that no server binds a port left in TIME_WAIT.
+# The other kinds use +400 and +600 (kinds.sh), TLS and PROXY +500 to +589
+# (tls.sh).
 port_base=${BENCH_PORT_BASE:-21000}
 base_of() { # SERVER OFFSET
     local i
@@ -472,20 +482,25 @@ base_of() { # SERVER OFFSET
 # check_trace NAME FIELDS: reads the strace files of instance NAME and
 # writes its netcheck line, with FIELDS ("server=S", and "figure=F" for
 # the other kinds); stops the suite if it saw any address but loopback.
+# Netlink messages are left out: they are the kernel listing the machine's
+# own interface addresses to the process (glibc's getaddrinfo asks for
+# them with AI_ADDRCONFIG: stunnel does, resolving its `accept`), not a
+# connection to them; the line counts them (netlink=).
 check_trace() {
-    local name=$1 fields=$2 files calls addresses offending
+    local name=$1 fields=$2 files calls addresses offending netlink
     files=("$tmp/strace/$name".*)
     calls=$(cat "${files[@]}" | grep -cvE '^[0-9]+ +(\+\+\+|---)' || true)
-    addresses=$(cat "${files[@]}" |
+    netlink=$(cat "${files[@]}" | grep -c 'AF_NETLINK' || true)
+    addresses=$(cat "${files[@]}" | grep -v 'AF_NETLINK' |
         grep -ohE 'inet_addr\("[^"]*"\)|inet_pton\(AF_INET6, "[^"]*"' |
         sed -E 's/.*"([^"]*)".*/\1/' | sort -u | paste -sd, -)
     offending=$(tr , '\n' <<<"$addresses" |
         grep -vE '^(127\.[0-9.]+|0\.0\.0\.0|::1|::|::ffff:127\.[0-9.]+)$' | paste -sd, - || true)
     if [[ -n $offending ]]; then
-        echo "test=netcheck $fields calls=$calls addresses=${addresses:-none} verdict=OFF-MACHINE:$offending" >>"$results"
+        echo "test=netcheck $fields calls=$calls netlink=$netlink addresses=${addresses:-none} verdict=OFF-MACHINE:$offending" >>"$results"
         die "$name touched non-loopback addresses: $offending (see $tmp/strace)"
     fi
-    echo "test=netcheck $fields calls=$calls addresses=${addresses:-none} verdict=loopback-only" >>"$results"
+    echo "test=netcheck $fields calls=$calls netlink=$netlink addresses=${addresses:-none} verdict=loopback-only" >>"$results"
     say "$name: $calls network calls, addresses: ${addresses:-none}"
 }
 
@@ -620,12 +635,16 @@ main_suite() {
 
 } # main_suite
 
-# The other kinds of services: kinds.sh, which uses the functions above.
+# The other kinds of services: kinds.sh, and TLS and the PROXY protocol:
+# tls.sh; both use the functions above.
 # shellcheck source=bench/kinds.sh
 . "$root/bench/kinds.sh"
+# shellcheck source=bench/tls.sh
+. "$root/bench/tls.sh"
 
 ((run_main == 0)) || main_suite
 ((run_kinds == 0)) || kinds_suite
+((run_tls == 0)) || tls_suite
 
 # --- 7. The report ---------------------------------------------------------
 
@@ -643,6 +662,10 @@ header=$tmp/header.md
     if ((run_kinds)); then
         echo "Built-ins, UDP and wait mode: the median of $runs runs of each UDP and built-in figure (windows of $window after a $warmup warm-up;"
         echo "a UDP client gives a datagram up after $udp_loss_timeout) and of $tftp_runs tftp transfers of $((tftp_bytes >> 20)) MiB."
+    fi
+    if ((run_tls)); then
+        echo "TLS and PROXY protocol: the median of $runs runs of each session figure (windows of $window after a $warmup warm-up)"
+        echo "and of $bulk_runs TLS transfers of $((bulk_bytes >> 20)) MiB."
     fi
     echo "How to read and reproduce it: [README.md](README.md)."
     echo
@@ -667,14 +690,21 @@ header=$tmp/header.md
         echo "| wininetd-static | $("$WININETD_STATIC" --version 2>&1 | head -1), the same commit, linked statically with musl |"
     [[ -z ${WININETD_BEFORE:-} ]] ||
         echo "| wininetd-before | $("$WININETD_BEFORE" --version 2>&1 | head -1), commit ${WININETD_BEFORE_COMMIT:-unknown} |"
-    echo "| xinetd | $(version_of xinetd) |"
-    echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
-    echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"
+    # The peers of the parts that ran.
+    ((run_main || run_kinds)) && echo "| xinetd | $(version_of xinetd) |"
+    if ((run_main)); then
+        echo "| tcpserver (ucspi-tcp) | $(version_of ucspi-tcp) |"
+        echo "| tcpsvd (ipsvd) | $(version_of ipsvd) |"
+    fi
     echo "| socat | $(version_of socat) |"
-    echo "| systemd-socket-activate (systemd) | $(version_of systemd) |"
+    ((run_main == 0)) || echo "| systemd-socket-activate (systemd) | $(version_of systemd) |"
     if ((run_kinds)); then
         echo "| in.tftpd (tftpd-hpa) | $(version_of tftpd-hpa) |"
         echo "| tftp (tftp-hpa) | $(version_of tftp-hpa) |"
+    fi
+    if ((run_tls)); then
+        echo "| stunnel4 | $(version_of stunnel4), $(stunnel4 -version 2>&1 | grep -m1 -o 'Running  *with OpenSSL [^ ]*' | sed 's/  */ /g') |"
+        echo "| openssl (certificate; socat's library) | $(version_of openssl) |"
     fi
     echo "| rustc | $(rustc --version 2>/dev/null || echo unknown) |"
     echo "| gcc (children) | $(gcc -dumpfullversion 2>/dev/null || echo unknown) |"
@@ -695,6 +725,16 @@ header=$tmp/header.md
         echo "| server | figure | configuration |"
         echo "| --- | --- | --- |"
         for inst in "${kinds_instances[@]}"; do
+            echo "| ${inst%@*} | ${inst#*@} | \`${cmd_for[$inst]:-}\` |"
+        done
+        echo
+    fi
+    if ((run_tls)); then
+        echo "TLS and PROXY protocol: each figure has an instance of its own, on 127.0.0.1, every TLS server with the same certificate (P-256, made with \`openssl req -x509 -newkey ec\`):"
+        echo
+        echo "| server | figure | configuration |"
+        echo "| --- | --- | --- |"
+        for inst in "${tls_instances[@]}"; do
             echo "| ${inst%@*} | ${inst#*@} | \`${cmd_for[$inst]:-}\` |"
         done
         echo

@@ -2,6 +2,10 @@
 //! pattern while reading them back (both halves on the one thread), shut
 //! down our side, and expect EOF after exactly `bytes`. Every byte that comes
 //! back is checked.
+//!
+//! With `--tls-cert`, the session is TLS 1.3 (a full handshake, timed with
+//! the transfer; see `tls`): our shutdown is a close_notify, and the
+//! server's close_notify is the EOF expected.
 
 use std::error::Error;
 use std::io;
@@ -13,6 +17,7 @@ use tokio::net::TcpSocket;
 
 use crate::line::{Line, Tags};
 use crate::procfs;
+use crate::tls;
 
 /// The pattern's period: a prime, so that it never lines up with a buffer.
 const PERIOD: usize = 251;
@@ -28,9 +33,18 @@ pub struct Args {
     /// Size of each write and read.
     #[arg(long, default_value_t = 128 << 10)]
     chunk: usize,
+    /// Shut our side down (for TLS: send our close_notify) only once every
+    /// byte came back, then expect EOF, rather than as soon as the last
+    /// byte is written: a server that ends the session at the client's
+    /// EOF (stunnel at its close_notify) drops what the program still had
+    /// to send.
+    #[arg(long)]
+    close_after_echo: bool,
     /// The whole transfer fails after this.
     #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(flatten)]
     cpu: procfs::CpuSource,
     #[command(flatten)]
@@ -41,10 +55,11 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let pattern: Vec<u8> = (0..PERIOD + args.chunk)
         .map(|i| (i % PERIOD) as u8)
         .collect();
+    let tls = tls::Client::from_args(&args.tls)?;
     let cpu0 = args.cpu.sample()?;
     let started = Instant::now();
-    crate::runtime()?.block_on(async {
-        tokio::time::timeout(args.timeout, transfer(args, &pattern))
+    let agreed = crate::runtime()?.block_on(async {
+        tokio::time::timeout(args.timeout, transfer(args, tls.as_ref(), &pattern))
             .await
             .unwrap_or_else(|_| {
                 Err(io::Error::new(
@@ -67,17 +82,50 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         line.field("own_cpu_ms_per_gb", per_gb(cpu.own_ns))
             .field("tree_cpu_ms_per_gb", per_gb(cpu.tree_ns));
     }
+    if let Some(agreed) = agreed {
+        line.field("tls_version", agreed.version)
+            .field("cipher", agreed.cipher)
+            .field("kx", agreed.kx)
+            .field("retried", u8::from(agreed.retried));
+    }
     line.print();
     Ok(())
 }
 
-async fn transfer(args: &Args, pattern: &[u8]) -> io::Result<()> {
+/// Connects (and with TLS, shakes hands), then moves the bytes; for TLS,
+/// returns what the handshake agreed on.
+async fn transfer(
+    args: &Args,
+    tls: Option<&tls::Client>,
+    pattern: &[u8],
+) -> io::Result<Option<tls::Agreed>> {
     let socket = match args.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     let mut stream = socket.connect(args.addr).await?;
-    let (mut reader, mut writer) = stream.split();
+    match tls {
+        None => {
+            let (reader, writer) = stream.split();
+            echo(args, reader, writer, pattern).await?;
+            Ok(None)
+        }
+        Some(client) => {
+            let stream = client.connect(stream).await?;
+            let agreed = tls::agreed(&stream);
+            let (reader, writer) = tokio::io::split(stream);
+            echo(args, reader, writer, pattern).await?;
+            Ok(Some(agreed))
+        }
+    }
+}
+
+/// Writes the bytes while reading them back, both halves on this thread.
+async fn echo<R, W>(args: &Args, mut reader: R, mut writer: W, pattern: &[u8]) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let write = async {
         let mut sent = 0u64;
         while sent < args.bytes {
@@ -88,12 +136,19 @@ async fn transfer(args: &Args, pattern: &[u8]) -> io::Result<()> {
             writer.write_all(&pattern[offset..offset + n]).await?;
             sent += n as u64;
         }
-        writer.shutdown().await
+        if args.close_after_echo {
+            writer.flush().await
+        } else {
+            writer.shutdown().await
+        }
     };
     let read = async {
         let mut buf = vec![0; args.chunk];
         let mut received = 0u64;
         loop {
+            if args.close_after_echo && received == args.bytes {
+                break;
+            }
             let n = reader.read(&mut buf).await?;
             if n == 0 {
                 break;
@@ -115,5 +170,16 @@ async fn transfer(args: &Args, pattern: &[u8]) -> io::Result<()> {
         }
         Ok(())
     };
-    tokio::try_join!(write, read).map(|_| ())
+    tokio::try_join!(write, read)?;
+    if args.close_after_echo {
+        writer.shutdown().await?;
+        let mut more = [0u8; 1];
+        if reader.read(&mut more).await? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bytes came back past those sent",
+            ));
+        }
+    }
+    Ok(())
 }

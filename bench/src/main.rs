@@ -19,6 +19,7 @@ mod procfs;
 mod report;
 mod sessions;
 mod tftp;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -6,7 +6,8 @@
 //! The lines carry `test=` (sessions, hold, bulk, ceiling, idle, netcheck),
 //! `server=`, and for sessions `child=` and `conc=`; see `run.sh`. The
 //! other kinds of services (UDP, built-ins, wait mode) have a section of
-//! their own, in `kinds`. A run of one part of the suite (`run.sh
+//! their own, in `kinds`, and so have TLS and the PROXY protocol, in
+//! `tls`. A run of one part of the suite (`run.sh
 //! --suite`) gets the sections of that part.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use crate::line;
 
 mod kinds;
+mod tls;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -335,6 +337,9 @@ fn render(data: &Data) -> String {
     }
     if kinds::present(data) {
         kinds::render(data, &mut out);
+    }
+    if tls::present(data) {
+        tls::render(data, &mut out);
     }
     netcheck(data, &mut out);
     out
@@ -910,10 +915,14 @@ fn netcheck(data: &Data, out: &mut String) {
     out.push_str(
         "Each server ran a few sessions of each service under `strace -f -e \
          trace=network` (the other kinds of services: a few datagrams, \
-         sessions and a small tftp transfer); every address in its network \
-         calls is listed.\n\n",
+         sessions and a small tftp transfer; TLS: a few sessions and a small \
+         transfer); every address in its network calls is listed. *netlink*: \
+         the calls on a netlink socket, in which the kernel lists the \
+         machine's own interface addresses to a process that asks \
+         (getaddrinfo's `AI_ADDRCONFIG`): those addresses are not \
+         connections, and not listed.\n\n",
     );
-    let mut t = Table::new(&["server", "network calls", "addresses", "verdict"]);
+    let mut t = Table::new(&["server", "network calls", "netlink", "addresses", "verdict"]);
     for r in checks {
         let get = |k: &str| r.get(k).cloned().unwrap_or_else(|| "–".to_owned());
         let server = match r.get("figure") {
@@ -923,6 +932,7 @@ fn netcheck(data: &Data, out: &mut String) {
         t.row(vec![
             server,
             get("calls"),
+            get("netlink"),
             get("addresses").replace(',', ", "),
             get("verdict"),
         ]);

@@ -8,6 +8,12 @@
 //! `/proc`) divided by them the CPU per session. Every session has a timeout;
 //! the run stops at the end of the window or after `max_sessions` sessions,
 //! whichever comes first.
+//!
+//! With `--tls-cert`, each session does a full TLS 1.3 handshake once
+//! connected (no resumption; see `tls`), reads the reply in plaintext, sees
+//! the server's close_notify, and sends its own before it closes. With
+//! `--proxy-v2`, each session first sends a PROXY protocol v2 header naming
+//! its own addresses, as a load balancer would.
 
 use std::cell::{Cell, RefCell};
 use std::error::Error;
@@ -23,6 +29,7 @@ use tokio::task::LocalSet;
 
 use crate::line::{Line, Tags};
 use crate::procfs;
+use crate::tls::{self, Agreed};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -60,6 +67,12 @@ pub struct Args {
     /// (µs), in the order they completed; for looking at a tail.
     #[arg(long)]
     latencies: Option<std::path::PathBuf>,
+    /// Send a PROXY protocol v2 header first (TCP over IPv4, the
+    /// connection's own addresses), before anything else.
+    #[arg(long)]
+    proxy_v2: bool,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(flatten)]
     cpu: procfs::CpuSource,
     #[command(flatten)]
@@ -88,12 +101,21 @@ struct State {
     /// Failures inside the window, and the first failure of the whole run.
     errors: Cell<u64>,
     first_error: RefCell<Option<String>>,
+    /// TLS: what the first handshake agreed on, and how many of the
+    /// window's sessions had a full handshake, and a HelloRetryRequest.
+    agreed: RefCell<Option<Agreed>>,
+    full_handshakes: Cell<u64>,
+    retried: Cell<u64>,
 }
 
 pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
+    if args.proxy_v2 && !args.addr.is_ipv4() {
+        return Err("--proxy-v2 sends an IPv4 header: give an IPv4 --addr".into());
+    }
+    let tls = tls::Client::from_args(&args.tls)?;
     let state = Rc::new(State {
         phase: Cell::new(Phase::Warmup),
         started: Cell::new(0),
@@ -102,11 +124,14 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         window_start: Cell::new(None),
         errors: Cell::new(0),
         first_error: RefCell::new(None),
+        agreed: RefCell::new(None),
+        full_handshakes: Cell::new(0),
+        retried: Cell::new(0),
     });
     let local = LocalSet::new();
     let (window, daemon, client_ns) = local.block_on(&crate::runtime()?, async {
         let workers: Vec<_> = (0..args.concurrency)
-            .map(|_| tokio::task::spawn_local(worker(Rc::clone(&state), config(args))))
+            .map(|_| tokio::task::spawn_local(worker(Rc::clone(&state), config(args, tls.clone()))))
             .collect();
         tokio::time::sleep(args.warmup).await;
         let daemon0 = args.cpu.sample()?;
@@ -152,6 +177,16 @@ pub fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         line.field("own_cpu_us", per_session_us(cpu.own_ns))
             .field("tree_cpu_us", per_session_us(cpu.tree_ns));
     }
+    if args.proxy_v2 {
+        line.field("proxy", "v2");
+    }
+    if let Some(agreed) = state.agreed.take() {
+        line.field("tls_version", agreed.version)
+            .field("cipher", agreed.cipher)
+            .field("kx", agreed.kx)
+            .field("full_handshakes", state.full_handshakes.get())
+            .field("retried", state.retried.get());
+    }
     if let Some(error) = state.first_error.take() {
         line.field("first_error", error.replace(char::is_whitespace, "_"));
     }
@@ -175,9 +210,11 @@ struct Config {
     send: Option<Rc<[u8]>>,
     timeout: Duration,
     max_sessions: u64,
+    proxy_v2: bool,
+    tls: Option<tls::Client>,
 }
 
-fn config(args: &Args) -> Config {
+fn config(args: &Args, tls: Option<tls::Client>) -> Config {
     Config {
         addr: args.addr,
         expect: if args.any_line {
@@ -188,6 +225,8 @@ fn config(args: &Args) -> Config {
         send: args.send.as_ref().map(|s| s.as_bytes().into()),
         timeout: args.timeout,
         max_sessions: args.max_sessions,
+        proxy_v2: args.proxy_v2,
+        tls,
     }
 }
 
@@ -201,7 +240,15 @@ async fn worker(state: Rc<State>, config: Config) {
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "session timed out")));
         let measuring = state.phase.get() == Phase::Measuring;
         match result {
-            Ok(first_byte) => {
+            Ok((first_byte, agreed)) => {
+                if let Some(agreed) = agreed {
+                    if measuring {
+                        let add = |c: &Cell<u64>, yes: bool| c.set(c.get() + u64::from(yes));
+                        add(&state.full_handshakes, agreed.full);
+                        add(&state.retried, agreed.retried);
+                    }
+                    state.agreed.borrow_mut().get_or_insert(agreed);
+                }
                 if measuring {
                     state.completed.set(state.completed.get() + 1);
                     let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
@@ -230,13 +277,40 @@ async fn worker(state: Rc<State>, config: Config) {
     }
 }
 
-/// One session; returns when the first byte arrived.
-async fn session(config: &Config, buf: &mut [u8]) -> io::Result<Instant> {
+/// One session; returns when the first byte arrived, and for TLS what the
+/// handshake agreed on.
+async fn session(config: &Config, buf: &mut [u8]) -> io::Result<(Instant, Option<Agreed>)> {
     let socket = match config.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     let mut stream = socket.connect(config.addr).await?;
+    if config.proxy_v2 {
+        let header = tls::proxy_v2_header(stream.local_addr()?, stream.peer_addr()?)
+            .ok_or_else(|| io::Error::other("a PROXY v2 header needs IPv4 addresses"))?;
+        stream.write_all(&header).await?;
+    }
+    let Some(client) = &config.tls else {
+        return Ok((exchange(&mut stream, config, buf).await?, None));
+    };
+    let mut stream = client.connect(stream).await?;
+    let agreed = tls::agreed(&stream);
+    let first_byte = exchange(&mut stream, config, buf).await?;
+    if config.send.is_none() {
+        // Our close_notify, as a client that follows the RFC sends it; the
+        // server may have closed the connection already.
+        let _ = stream.shutdown().await;
+    }
+    Ok((first_byte, Some(agreed)))
+}
+
+/// Writes `--send` (then shuts our side down), reads the reply to EOF and
+/// checks it; returns when its first byte arrived. Over TLS, EOF is the
+/// server's close_notify: a connection that ends without one fails.
+async fn exchange<S>(stream: &mut S, config: &Config, buf: &mut [u8]) -> io::Result<Instant>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     if let Some(line) = &config.send {
         stream.write_all(line).await?;
         stream.shutdown().await?;

@@ -72,6 +72,8 @@ pub(super) fn figure_name(figure: &str) -> &str {
         "udp-echo" => "UDP echo",
         "tcp-builtins" => "TCP built-ins",
         "tftp" => "tftp in wait mode",
+        "tls" => "TLS",
+        "proxy" => "PROXY protocol v2",
         other => other,
     }
 }

@@ -80,8 +80,16 @@ pub async fn read_header(
     versions: ProxyVersions,
     timeout: Duration,
 ) -> Result<(Socket, Proxied), ProxyError> {
+    let socket = std::net::TcpStream::from(socket);
     socket.set_nonblocking(true)?;
-    let mut stream = tokio::net::TcpStream::from_std(socket.into())?;
+    // Most often the whole header is there already (a proxy sends it with
+    // its connect): read it at once, without registering the connection
+    // with the runtime.
+    if let Some(proxied) = at_once(&socket, versions)? {
+        socket.set_nonblocking(false)?;
+        return Ok((Socket::from(socket), proxied));
+    }
+    let mut stream = tokio::net::TcpStream::from_std(socket)?;
     let proxied = match tokio::time::timeout(timeout, read(&mut stream, versions)).await {
         Ok(result) => result?,
         Err(_) => return Err(ProxyError::Timeout(timeout)),
@@ -89,6 +97,29 @@ pub async fn read_header(
     let socket = Socket::from(stream.into_std()?);
     socket.set_nonblocking(false)?;
     Ok((socket, proxied))
+}
+
+/// The header, if all of it has arrived; `None` if not yet (the caller
+/// waits for it).
+fn at_once(
+    socket: &std::net::TcpStream,
+    versions: ProxyVersions,
+) -> Result<Option<Proxied>, ProxyError> {
+    let mut buf = [0; V2_MAX];
+    let peeked = match socket.peek(&mut buf) {
+        Ok(0) => return Err(ProxyError::Closed),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match header_length(&buf[..peeked.min(V1_MAX)], versions)? {
+        Some(len) if len <= peeked => {
+            // Peeked whole: the read takes it at once.
+            std::io::Read::read_exact(&mut &*socket, &mut buf[..len])?;
+            parse(&buf[..len]).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Peeks until the header's length is known, then reads exactly it.

@@ -307,3 +307,28 @@ fn the_rules_apply_to_the_client_not_the_proxy() {
     daemon.wait_for_count("session start", 2, WAIT, |l| l.contains("session start"));
     drop((first, second, other));
 }
+
+/// A header that comes in pieces (most come whole, in one segment) is
+/// waited for and read whole all the same.
+#[test]
+fn a_header_in_pieces_is_read_whole() {
+    let daemon = proxied("any", &["echo"], &[]);
+    for header in [
+        b"PROXY TCP4 192.0.2.8 198.51.100.1 1234 80\r\n".to_vec(),
+        v2(
+            addr("192.0.2.8:1234"),
+            addr("198.51.100.1:80"),
+            &tlv(0x05, b"id-1"),
+        ),
+    ] {
+        let mut stream = connect(daemon.port(0));
+        let (first, rest) = header.split_at(10);
+        stream.write_all(first).expect("the first piece");
+        std::thread::sleep(Duration::from_millis(150));
+        stream.write_all(rest).expect("the rest");
+        stream.write_all(b"after\n").expect("data");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let echoed = read_to_eof(&mut stream, WAIT).expect("the echo");
+        assert_eq!(echoed, b"after\n");
+    }
+}

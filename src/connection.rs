@@ -105,7 +105,10 @@ impl Connection {
                 return refuse(&active, socket, &peer, bound, &Refusal::Untrusted);
             }
             let header = proxy::read_header(socket, proxy.versions, proxy.timeout);
-            let Some(header) = until_stop(&context, header).await else {
+            // Boxed, as the handshake below: a connection's task holds its
+            // largest stage's state all its life, and most connections
+            // have neither.
+            let Some(header) = until_stop(&context, Box::pin(header)).await else {
                 return;
             };
             match header {
@@ -158,7 +161,7 @@ impl Connection {
         let through = proxied.map(|(through, _)| through);
         let conn = match &service.tls {
             None => Conn::Plain(socket),
-            Some(tls) => match until_stop(&context, tls.accept(socket)).await {
+            Some(tls) => match until_stop(&context, Box::pin(tls.accept(socket))).await {
                 Some(Ok(accepted)) => {
                     client.tls(accepted.vars);
                     Conn::Tls(Box::new(accepted.stream))

@@ -109,6 +109,32 @@ pub struct Datagram {
 }
 
 impl Datagram {
+    /// What a peek with `recv_from` into `buffer` gave: the first datagram,
+    /// `None` when none was waiting, or the error.
+    fn peeked(
+        received: std::io::Result<(usize, socket2::SockAddr)>,
+        buffer: &[std::mem::MaybeUninit<u8>],
+    ) -> std::io::Result<Option<Self>> {
+        match received {
+            Ok((len, source)) => {
+                let source = source.as_socket().ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a datagram from a non-IP address",
+                    )
+                })?;
+                // SAFETY: the receive wrote the first `len` bytes (a
+                // datagram longer than the buffer is cut to it).
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), len.min(buffer.len()))
+                };
+                Ok(Some(Self::new(source, bytes)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// How many of its first bytes the digest covers: a request's kind and
     /// what it names.
     const DIGESTED: usize = 512;

@@ -103,31 +103,11 @@ impl WaitSocket {
     /// `None` when none is waiting after all.
     pub fn peek(&mut self) -> io::Result<Option<Datagram>> {
         let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-        match self
+        let received = self
             .socket
             .get_ref()
-            .recv_from_with_flags(&mut self.buffer, flags)
-        {
-            Ok((len, source)) => {
-                let source = source.as_socket().ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a datagram from a non-IP address",
-                    )
-                })?;
-                // SAFETY: the receive wrote the first `len` bytes (a
-                // datagram longer than the buffer is cut to it).
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        self.buffer.as_ptr().cast::<u8>(),
-                        len.min(self.buffer.len()),
-                    )
-                };
-                Ok(Some(Datagram::new(source, bytes)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+            .recv_from_with_flags(&mut self.buffer, flags);
+        Datagram::peeked(received, &self.buffer)
     }
 
     /// Reads the first waiting datagram and drops it.

@@ -99,29 +99,10 @@ impl WaitSocket {
     /// `None` when none is waiting after all.
     pub fn peek(&mut self) -> io::Result<Option<Datagram>> {
         let (socket, buffer) = (&self.socket, &mut self.buffer);
-        match without_blocking(socket, || {
+        let received = without_blocking(socket, || {
             socket.recv_from_with_flags(buffer, WinSock::MSG_PEEK)
-        }) {
-            Ok((len, source)) => {
-                let source = source.as_socket().ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a datagram from a non-IP address",
-                    )
-                })?;
-                // SAFETY: the receive wrote the first `len` bytes (a
-                // datagram longer than the buffer is cut to it).
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        self.buffer.as_ptr().cast::<u8>(),
-                        len.min(self.buffer.len()),
-                    )
-                };
-                Ok(Some(Datagram::new(source, bytes)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        });
+        Datagram::peeked(received, &self.buffer)
     }
 
     /// Reads the first waiting datagram and drops it.

@@ -5,12 +5,14 @@
 //! back to accepting; the connection walks the stages in order:
 //!
 //! ```text
-//! admit (the service's gate) → start (what serves it) → supervise (until it ends)
+//! [PROXY header] → admit (the service's gate) → [TLS handshake] → start → supervise
 //! ```
 //!
-//! A stage may wait (a later one will read a PROXY header, or finish a TLS
-//! handshake, between admit and start) without holding up any other
-//! connection. Whatever happens to one connection stays with it: it is
+//! The PROXY header (`proxy_protocol`) is read before admission, since it
+//! names the client the rules apply to; the TLS handshake (`tls`) after
+//! it, so that a refused client costs no handshake. A stage may wait, each
+//! under its deadline and cut short by a stop, without holding up any
+//! other connection. Whatever happens to one connection stays with it: it is
 //! refused, or its start fails and is logged, and nothing else is touched.
 
 use std::sync::{Arc, Mutex};
